@@ -1,0 +1,47 @@
+"""Load a resolved local HF-format directory for computation."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str | None = None) -> torch.dtype:
+    """bf16 on CUDA, fp32 on CPU (CPU bf16 matmuls are slow and less exact)."""
+    return torch.bfloat16 if (device or default_device()).startswith("cuda") else torch.float32
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype | None = None, device: str | None = None,
+               device_map: str | None = None, trust_remote_code: bool = False):
+    """Return (model, tokenizer) in eval mode. `device_map="auto"` spreads a model that is larger
+    than one GPU across all visible GPUs (accelerate); hooks work the same."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import cusprun.slicing  # noqa: F401 - registers the per-layer expert model type
+
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    if device_map is None and device.startswith("cuda") and torch.cuda.device_count() > 1:
+        device_map = "auto"
+    log.info("loading %s (%s, %s)", path, dtype, device_map or device)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def input_device(model) -> torch.device:
+    """Device of the input embeddings (the first device when the model is spread out)."""
+    return model.get_input_embeddings().weight.device
