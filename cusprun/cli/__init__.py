@@ -1,0 +1,47 @@
+"""`cusprun` command line. Each subcommand group lives in its own module with `register(sub)`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cusprun.errors import CusprunError
+
+# Modules that add subcommands; each defines register(subparsers).
+SUBCOMMAND_MODULES = ["cusprun.cli.models", "cusprun.cli.corpora", "cusprun.cli.pipeline"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cusprun", description="Prune a general LLM into a compact customized expert (Cus-Prun).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue  # subcommand group not installed in this build
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CusprunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
