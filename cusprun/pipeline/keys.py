@@ -1,0 +1,34 @@
+"""Content-derived cache keys. A stage's key is a hash of exactly what determines its output:
+model fingerprint, corpus hashes, the relevant part of the spec, and that stage's code version.
+Bump a stage's version when its code changes what it writes."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+STAGE_VERSIONS = {
+    "corpus": "1",
+    "stats": "1",
+    "plan": "1",
+    "baseline": "1",
+    "slice": "1",
+    "evaluate": "1",
+}
+
+
+def _canonical(obj: Any) -> str:
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def content_key(stage: str, *parts: Any) -> str:
+    """Stable hex key for `stage` from its inputs (pydantic models, dicts, strings...)."""
+    if stage not in STAGE_VERSIONS:
+        raise KeyError(f"unknown stage {stage!r}; stages: {sorted(STAGE_VERSIONS)}")
+    h = hashlib.sha256(f"{stage}:v{STAGE_VERSIONS[stage]}".encode())
+    for p in parts:
+        h.update(b"\x00")
+        h.update(_canonical(p).encode())
+    return h.hexdigest()[:24]

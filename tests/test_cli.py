@@ -1,0 +1,31 @@
+"""Every subcommand answers --help; errors are one clear line, not a traceback."""
+import argparse
+
+import pytest
+
+from cusprun.cli import build_parser, main
+
+
+def _all_command_paths(parser, prefix=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _all_command_paths(sub, prefix + (name,))
+
+
+def test_every_subcommand_has_help(capsys):
+    paths = list(_all_command_paths(build_parser()))
+    assert ("model", "summary") in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as e:
+            main([*path, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "usage: cusprun " + " ".join(path) in out
+
+
+def test_user_error_is_one_line_and_exit_2(capsys):
+    assert main(["model", "resolve", "not-an-alias"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown model alias 'not-an-alias'")
