@@ -1,0 +1,342 @@
+"""`ArtifactStore`: one root (a local directory or an fsspec URL such as s3://bucket/prefix) and
+keys below it. Every remote call goes through one retry policy; failures surface as
+`StorageError`s that name the URI and the underlying reason. Writes are atomic per object:
+local files are written to a temporary name and renamed, S3 objects appear only when complete."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.spec import AbstractFileSystem
+from tqdm.auto import tqdm
+
+from cusprun.errors import SpecError
+from cusprun.storage.errors import ArtifactNotFoundError, StorageError
+from cusprun.storage.localcache import materialise
+from cusprun.storage.retry import RetryPolicy, call_with_retries, is_transient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_ROOT = "./artifacts"
+# Fail fast on dead endpoints; botocore/s3fs retries are off because RetryPolicy retries.
+_S3_CONFIG_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 5, "read_timeout": 60,
+    "retries": {"total_max_attempts": 1, "mode": "standard"},
+}
+CHECK_POLICY = RetryPolicy(attempts=2, base_delay=0.25, max_delay=1.0)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float | None   # seconds since the epoch (S3: LastModified)
+    etag: str | None
+
+
+def _mtime(info: dict) -> float | None:
+    for name in ("mtime", "LastModified", "last_modified", "updated"):
+        v = info.get(name)
+        if isinstance(v, datetime):
+            return v.timestamp()
+        if isinstance(v, (int, float)):
+            return float(v)
+    return None
+
+
+def _s3_fs(storage_options: dict[str, Any]) -> AbstractFileSystem:
+    opts = dict(storage_options)
+    opts["config_kwargs"] = {**_S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
+    opts.setdefault("use_listings_cache", False)   # other processes write under the same root
+    opts.setdefault("skip_instance_cache", True)   # we mutate .retries below
+    fs = fsspec.filesystem("s3", **opts)
+    fs.retries = 1
+    return fs
+
+
+class ArtifactStore:
+    """Artifacts under `root`. `storage_options` go to fsspec (for S3: key/secret/token,
+    endpoint_url or client_kwargs={"endpoint_url": ...}, config_kwargs...); without them the
+    usual AWS sources apply (AWS_* env vars incl. AWS_ENDPOINT_URL, AWS_PROFILE, instance role).
+    `fs` replaces the filesystem (fault injection in tests)."""
+
+    def __init__(self, root: str | os.PathLike = DEFAULT_ROOT,
+                 storage_options: dict[str, Any] | None = None, *,
+                 retry: RetryPolicy | None = None, fs: AbstractFileSystem | None = None) -> None:
+        root = os.fspath(root)
+        self.storage_options = dict(storage_options or {})
+        self.retry = retry or RetryPolicy()
+        protocol, _, rest = root.partition("://") if "://" in root else ("file", "", root)
+        self.protocol = "s3" if protocol == "s3a" else protocol
+        self.is_local = self.protocol in ("file", "local")
+        if self.is_local:
+            self._root_path = os.path.abspath(os.path.expanduser(rest)).replace(os.sep, "/")
+            self.root = self._root_path
+        else:
+            self._root_path = rest.strip("/")
+            if not self._root_path:
+                raise SpecError(f"Artifact store root {root!r} names no bucket/container; "
+                                "give e.g. s3://my-bucket/cusprun")
+            self.root = f"{self.protocol}://{self._root_path}"
+        if fs is not None:
+            self.fs = fs
+        elif self.is_local:
+            self.fs = fsspec.filesystem("file")
+        elif self.protocol == "s3":
+            self.fs = _s3_fs(self.storage_options)
+        else:
+            self.fs = fsspec.filesystem(self.protocol, **self.storage_options)
+
+    def __repr__(self) -> str:  # never shows credentials
+        return f"ArtifactStore({self.root!r})"
+
+    # ---- keys and URIs -------------------------------------------------------------------
+    @staticmethod
+    def normalize_key(key: str) -> str:
+        """'a/b/c' form; rejects '..', '.', backslashes and empty segments."""
+        if not isinstance(key, str):
+            raise SpecError(f"Artifact key must be a string, got {key!r}")
+        k = key.strip("/")
+        if not k:
+            return ""
+        parts = k.split("/")
+        if "\\" in k or any(p in ("", ".", "..") for p in parts):
+            raise SpecError(f"Invalid artifact key {key!r}: use '/'-separated names without "
+                            "'.', '..', empty segments or backslashes, e.g. 'plans/ab12cd'")
+        return k
+
+    def _path(self, key: str) -> str:
+        k = self.normalize_key(key)
+        return f"{self._root_path}/{k}" if k else self._root_path
+
+    def uri(self, key: str = "") -> str:
+        """Full URI (local: absolute path) of `key`; what Prefect tasks pass around."""
+        k = self.normalize_key(key)
+        return f"{self.root}/{k}" if k else self.root
+
+    def key_of(self, uri: str) -> str:
+        """Inverse of `uri`: the key of a URI under this root."""
+        if uri == self.root:
+            return ""
+        if not uri.startswith(self.root + "/"):
+            raise SpecError(f"URI {uri!r} is not under the artifact store root {self.root!r}")
+        return self.normalize_key(uri[len(self.root) + 1:])
+
+    def _key_from_fs_path(self, path: str) -> str:
+        path = path.replace(os.sep, "/") if self.is_local else path
+        return path[len(self._root_path):].strip("/")
+
+    # ---- the one place that calls the filesystem ------------------------------------------
+    def _call(self, what: str, key: str, fn: Callable[[], T],
+              policy: RetryPolicy | None = None) -> T:
+        policy = policy or self.retry
+        uri = self.uri(key)
+        try:
+            return call_with_retries(fn, what=f"{what} {uri}", policy=policy)
+        except StorageError:
+            raise
+        except FileNotFoundError as e:
+            raise ArtifactNotFoundError(f"{what} {uri}: not found ({e})") from e
+        except Exception as e:
+            how = (f"after {policy.attempts} attempts" if is_transient(e)
+                   else "(permanent error, not retried)")
+            raise StorageError(f"{what} {uri} failed {how}: {type(e).__name__}: {e}") from e
+
+    # ---- queries ---------------------------------------------------------------------------
+    def info(self, key: str) -> ObjectInfo:
+        d = self._call("stat", key, lambda: self.fs.info(self._path(key)))
+        return ObjectInfo(self.normalize_key(key), int(d.get("size") or 0), _mtime(d),
+                          d.get("ETag") or d.get("etag"))
+
+    def exists(self, key: str) -> bool:
+        """True for an object or a non-empty prefix ("directory")."""
+        try:
+            self.info(key)
+            return True
+        except ArtifactNotFoundError:
+            return False
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object under `prefix` (recursive), sorted by key. Missing prefix: []."""
+        base = self._path(prefix)
+        found = self._call("list", prefix, lambda: self.fs.find(base, detail=True))
+        out = []
+        for name, d in found.items():
+            if d.get("type", "file") != "file":
+                continue
+            key = self._key_from_fs_path(name)
+            pre = self.normalize_key(prefix)
+            if pre and not (key == pre or key.startswith(pre + "/")):
+                continue
+            out.append(ObjectInfo(key, int(d.get("size") or 0), _mtime(d),
+                                  d.get("ETag") or d.get("etag")))
+        return sorted(out, key=lambda o: o.key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys of every object under `prefix` (recursive), sorted."""
+        return [o.key for o in self.list_info(prefix)]
+
+    # ---- reads -----------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        return self._call("read", key, lambda: self.fs.cat_file(self._path(key)))
+
+    def read_json(self, key: str) -> Any:
+        data = self.read_bytes(key)
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise StorageError(f"{self.uri(key)} is not valid JSON: {e}") from e
+
+    def get_file(self, key: str, local: str | os.PathLike) -> Path:
+        """Download one object to `local` (written to a temporary name, then renamed)."""
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+
+        def fetch() -> None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
+            os.close(fd)
+            try:
+                self.fs.get_file(self._path(key), tmp)
+                os.replace(tmp, local)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        self._call("download", key, fetch)
+        return local
+
+    def get_dir(self, key: str, local_dir: str | os.PathLike, *, progress: bool = True) -> Path:
+        """Materialise everything under `key` into `local_dir`. Skipped when `local_dir` already
+        holds a complete copy of the same listing (sizes + ETag/mtime, kept in a marker file)."""
+        infos = self.list_info(key)
+        if not infos:
+            raise ArtifactNotFoundError(f"download {self.uri(key)}: nothing stored under this key")
+        pre = self.normalize_key(key)
+        rel = {o.key[len(pre):].strip("/") or Path(o.key).name: o for o in infos}
+        identity = {"uri": self.uri(key),
+                    "files": {r: [o.size, o.etag or o.mtime] for r, o in sorted(rel.items())}}
+
+        def fill(tmp: Path) -> None:
+            for r, o in tqdm(sorted(rel.items()), desc=f"get {pre}", unit="file",
+                             disable=not progress or len(rel) < 2):
+                self.get_file(o.key, tmp / r)
+        return materialise(Path(local_dir), identity, {r: o.size for r, o in rel.items()}, fill)
+
+    # ---- writes ----------------------------------------------------------------------------
+    def _atomic_local_write(self, key: str, write: Callable[[str], None]) -> None:
+        dest = Path(self._path(key))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Atomic: readers see the old object or the new one, never a partial one."""
+        if not self.normalize_key(key):
+            raise SpecError("write_bytes needs a non-empty key")
+        if self.is_local:
+            def put() -> None:
+                self._atomic_local_write(key, lambda tmp: Path(tmp).write_bytes(data))
+        else:
+            def put() -> None:
+                self.fs.pipe_file(self._path(key), data)
+        self._call("write", key, put)
+        return self.uri(key)
+
+    def write_json(self, key: str, obj: Any) -> str:
+        return self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+    def put_file(self, local: str | os.PathLike, key: str) -> str:
+        """Upload one local file to `key`; returns its URI."""
+        local = Path(local)
+        if not local.is_file():
+            raise SpecError(f"put_file needs an existing local file, got {str(local)!r}")
+        if not self.normalize_key(key):
+            raise SpecError("put_file needs a non-empty key")
+        if self.is_local:
+            def put() -> None:
+                self._atomic_local_write(key, lambda tmp: self.fs.put_file(str(local), tmp))
+        else:
+            def put() -> None:
+                self.fs.put_file(str(local), self._path(key))
+        self._call("upload", key, put)
+        return self.uri(key)
+
+    def put_dir(self, local_dir: str | os.PathLike, key: str, *, progress: bool = True) -> list[str]:
+        """Upload every file under `local_dir` to `key/<relative path>`; returns their keys."""
+        local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise SpecError(f"put_dir needs an existing local directory, got {str(local_dir)!r}")
+        pre = self.normalize_key(key)
+        files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+        keys = []
+        for p in tqdm(files, desc=f"put {pre}", unit="file", disable=not progress or len(files) < 2):
+            k = f"{pre}/{p.relative_to(local_dir).as_posix()}" if pre else p.relative_to(local_dir).as_posix()
+            self.put_file(p, k)
+            keys.append(k)
+        return keys
+
+    def delete(self, key: str, *, recursive: bool = False) -> None:
+        """Delete an object (or, with `recursive`, everything under a prefix). Missing: no-op."""
+        if not self.normalize_key(key):
+            raise SpecError("refusing to delete the store root; give a key")
+        path = self._path(key)
+
+        def rm() -> None:
+            try:
+                self.fs.rm(path, recursive=recursive)
+            except FileNotFoundError:
+                pass
+        self._call("delete", key, rm)
+
+    # ---- health ------------------------------------------------------------------------------
+    def _endpoint(self) -> str:
+        ck = self.storage_options.get("client_kwargs") or {}
+        return (self.storage_options.get("endpoint_url") or ck.get("endpoint_url")
+                or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                or "the default AWS endpoint")
+
+    def check(self) -> None:
+        """Raise StorageError quickly (seconds) when the root cannot be used: unreachable
+        endpoint, missing bucket, bad credentials, a local root that is a file or read-only."""
+        if self.is_local:
+            root = Path(self._root_path)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"Artifact store root {self.root!r} cannot be created: {e}") from e
+            if not os.access(root, os.W_OK):
+                raise StorageError(f"Artifact store root {self.root!r} is not writable")
+            return
+        if self.protocol != "s3":
+            self._call("check", "", lambda: self.fs.ls(self._root_path), CHECK_POLICY)
+            return
+        bucket = self._root_path.split("/", 1)[0]
+        where = f"artifact store {self.root!r} (bucket {bucket!r} at {self._endpoint()})"
+        try:
+            call_with_retries(lambda: self.fs.call_s3("head_bucket", Bucket=bucket),
+                              what=f"check {where}", policy=CHECK_POLICY)
+        except FileNotFoundError as e:
+            raise StorageError(f"Cannot use {where}: the bucket does not exist. Create it or "
+                               "fix the root URI.") from e
+        except PermissionError as e:
+            raise StorageError(f"Cannot use {where}: access denied ({e}). Check the credentials "
+                               "(AWS_ACCESS_KEY_ID/AWS_PROFILE or storage_options).") from e
+        except Exception as e:
+            reason = ("endpoint unreachable" if is_transient(e)
+                      else "permanent error")
+            raise StorageError(f"Cannot use {where}: {reason}: {type(e).__name__}: {e}") from e
+        log.debug("artifact store %s reachable", self.root)
