@@ -1,0 +1,76 @@
+"""One call that evaluates dense, Cus-Prun and baseline checkpoints and writes the report."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
+from cusprun.evaluation.evaluate import evaluate_model, prepare_inputs
+from cusprun.evaluation.plots import overlap_matrix, plot_overlap, plot_retention, plot_retention_by_set
+from cusprun.evaluation.report import ComparisonReport, build_report, write_report
+
+log = logging.getLogger(__name__)
+
+
+def _entries(models: Mapping[str, ModelEntry | Mapping]) -> dict[str, ModelEntry]:
+    if not models:
+        raise EvaluationError("compare() needs at least one model: {name: ModelEntry(path, method, "
+                              "ratio)}.")
+    out = {}
+    for name, e in models.items():
+        e = e if isinstance(e, ModelEntry) else ModelEntry(**e)
+        if not Path(e.path).exists():
+            raise EvaluationError(f"Model {name!r}: path {str(e.path)!r} does not exist.")
+        out[name] = e
+    dense = [n for n, e in out.items() if e.method == "dense"]
+    if len(dense) > 1:
+        raise EvaluationError(f"More than one dense model ({', '.join(dense)}); give one.")
+    return out
+
+
+def _overlap(overlap: Mapping | None) -> dict[tuple[str, str], float] | None:
+    """Accept {dimension: kept unit ids} or a precomputed {(a, b): overlap}."""
+    if not overlap:
+        return None
+    if all(isinstance(k, tuple) and len(k) == 2 for k in overlap):
+        return {k: float(v) for k, v in overlap.items()}
+    if all(isinstance(k, str) and isinstance(v, Iterable) for k, v in overlap.items()):
+        return overlap_matrix(overlap)
+    raise EvaluationError("overlap must be {dimension: set of kept unit ids} or "
+                          "{(dimension_a, dimension_b): float}.")
+
+
+def compare(models: Mapping[str, ModelEntry | Mapping], eval_sets: Mapping[str, Sequence[Any]] | None,
+            mc_tasks: Mapping[str, Sequence[Any]] | None, out_dir: str | Path, *,
+            config: EvalConfig | None = None, overlap: Mapping | None = None) -> ComparisonReport:
+    """Evaluate every model (one at a time) and write report.md, report.json, report.parquet and
+    PNG plots to out_dir. All inputs are validated before the first model is loaded."""
+    config = config or EvalConfig()
+    entries = _entries(models)
+    loss_sets, mc = prepare_inputs(eval_sets, mc_tasks, config)
+    pairs = _overlap(overlap)
+    jaccard = bool(overlap) and not all(isinstance(k, tuple) for k in overlap)
+    results = [evaluate_model(name, e, loss_sets, mc, config)
+               for name, e in tqdm(entries.items(), desc="models", disable=not config.progress)]
+    report = build_report(results, config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r.model_dump() for r in report.rows]
+    images: dict[str, Path] = {}
+    for title, path in (("Retention vs pruning ratio",
+                         plot_retention(rows, out / "retention_vs_ratio.png")),
+                        ("Retention per eval set",
+                         plot_retention_by_set(rows, out / "retention_by_eval_set.png"))):
+        if path is not None:
+            images[title] = path
+    if pairs:
+        title = "Overlap of kept units" + (" (Jaccard)" if jaccard else "")
+        images[title] = plot_overlap(pairs, out / "overlap.png", title=title)
+    files = write_report(report, out, images)
+    report.files = {**files, **{p.stem: p for p in images.values()}}
+    log.info("report written to %s", out)
+    return report

@@ -1,0 +1,131 @@
+"""Evaluate one model: load it, then loss per eval set, MC accuracy per task, size and speed."""
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
+from cusprun.evaluation.items import LossExample, MCItem, as_loss_examples, as_mc_items, subsample
+from cusprun.evaluation.likelihood import heldout_loss, mc_accuracy
+from cusprun.evaluation.size import size_metrics
+from cusprun.evaluation.speed import speed_metrics
+
+log = logging.getLogger(__name__)
+
+
+class MetricValue(BaseModel):
+    metric: str
+    eval_set: str = ""
+    """Loss set or MC task name; empty for size and speed."""
+    value: float
+    chance: float | None = None
+    """MC accuracy of uniform guessing (mean 1/#options)."""
+    n: int | None = None
+    """Scored tokens (loss, perplexity) or items (MC accuracy)."""
+
+
+class ModelResult(BaseModel):
+    name: str
+    entry: ModelEntry
+    values: list[MetricValue]
+
+
+def prepare_inputs(eval_sets: Mapping[str, Sequence[Any]] | None,
+                   mc_tasks: Mapping[str, Sequence[Any]] | None, config: EvalConfig
+                   ) -> tuple[dict[str, list[LossExample]], dict[str, list[MCItem]]]:
+    """Validate and normalise every input up front (before any model is loaded)."""
+    loss = {}
+    for name, items in (eval_sets or {}).items():
+        ex = as_loss_examples(name, items)
+        loss[name] = ex[: config.max_docs_per_set] if config.max_docs_per_set else ex
+    mc = {name: subsample(as_mc_items(name, items), config.n_mc_items, config.seed)
+          for name, items in (mc_tasks or {}).items()}
+    return loss, mc
+
+
+def load_for_eval(path: str | Path, config: EvalConfig):
+    """(model, tokenizer) in eval mode. Uses cusprun.load_expert when the slicing module provides
+    it (per-layer experts), otherwise stock AutoModelForCausalLM via cusprun.models.load_model."""
+    device, dtype = config.resolved_device(), config.resolved_dtype()
+    try:
+        from cusprun import load_expert  # type: ignore[attr-defined]
+    except ImportError:
+        load_expert = None
+    if load_expert is None:
+        from cusprun.models.loading import load_model
+
+        return load_model(path, dtype=dtype, device=device)
+    params = inspect.signature(load_expert).parameters
+    kwargs = {k: v for k, v in (("dtype", dtype), ("device", device)) if k in params}
+    got = load_expert(path, **kwargs)
+    model, tok = got if isinstance(got, tuple) else (got, None)
+    if "device" not in params:
+        model.to(device=device)
+    if "dtype" not in params:
+        model.to(dtype=dtype)
+    model.eval()
+    if tok is None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def evaluate_loaded(model, tokenizer, loss_sets: Mapping[str, list[LossExample]],
+                    mc_tasks: Mapping[str, list[MCItem]], config: EvalConfig,
+                    path: str | Path | None = None, name: str = "model") -> list[MetricValue]:
+    """Every configured metric for an already loaded model (inputs as from prepare_inputs)."""
+    out: list[MetricValue] = []
+    fams, bar = set(config.metrics), config.progress
+    if "size" in fams:
+        out += [MetricValue(metric=k, value=v) for k, v in size_metrics(model, path).items()]
+    if "loss" in fams:
+        for set_name, ex in tqdm(loss_sets.items(), desc=f"{name}: loss sets", disable=not bar):
+            r = heldout_loss(model, tokenizer, ex, max_tokens=config.max_tokens,
+                             batch_size=config.batch_size, name=set_name, progress=bar)
+            out += [MetricValue(metric="loss", eval_set=set_name, value=r.loss, n=r.n_tokens),
+                    MetricValue(metric="perplexity", eval_set=set_name, value=r.perplexity,
+                                n=r.n_tokens)]
+    if "mc" in fams:
+        for task, items in tqdm(mc_tasks.items(), desc=f"{name}: MC tasks", disable=not bar):
+            r = mc_accuracy(model, tokenizer, items, normalization=config.mc_normalization,
+                            max_tokens=config.max_tokens, batch_size=config.batch_size,
+                            name=task, progress=bar)
+            out.append(MetricValue(metric="mc_accuracy", eval_set=task, value=r.accuracy,
+                                   chance=r.chance, n=r.n_items))
+    if "speed" in fams:
+        sp = speed_metrics(model, tokenizer, prompt_tokens=config.speed_prompt_tokens,
+                           decode_tokens=config.speed_decode_tokens, warmup=config.speed_warmup,
+                           iters=config.speed_iters)
+        out += [MetricValue(metric=k, value=v) for k, v in sp.items()]
+    return out
+
+
+def evaluate_model(name: str, entry: ModelEntry, eval_sets: Mapping[str, Sequence[Any]] | None,
+                   mc_tasks: Mapping[str, Sequence[Any]] | None,
+                   config: EvalConfig | None = None) -> ModelResult:
+    """Load one checkpoint, evaluate it and free it. Inputs as accepted by `compare`."""
+    config = config or EvalConfig()
+    loss_sets, mc = prepare_inputs(eval_sets, mc_tasks, config)
+    if not Path(entry.path).exists():
+        raise EvaluationError(f"Model {name!r}: path {str(entry.path)!r} does not exist.")
+    log.info("evaluating %s (%s, ratio %.2f) from %s", name, entry.method, entry.ratio, entry.path)
+    model, tok = load_for_eval(entry.path, config)
+    try:
+        values = evaluate_loaded(model, tok, loss_sets, mc, config, path=entry.path, name=name)
+    finally:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return ModelResult(name=name, entry=entry, values=values)

@@ -1,0 +1,175 @@
+"""Batched log-likelihood: held-out loss per eval set and multiple-choice accuracy.
+
+Sequences are right-padded; padded positions are masked out of attention and never scored, and
+right padding leaves real tokens' positions unchanged, so a padded batch scores each sequence as
+if it ran alone (up to float rounding)."""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from cusprun.evaluation.config import EvaluationError
+from cusprun.evaluation.items import LossExample, MCItem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of one sequence; the last n_scored of them are scored."""
+
+    ids: list[int]
+    n_scored: int
+
+
+def _ids(tokenizer, text: str, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def encode(tokenizer, text: str, prompt: str = "", max_tokens: int = 512) -> Encoded:
+    """Encode a document (prompt empty: every token after the first is scored) or a prompt plus a
+    continuation (only continuation tokens are scored).
+
+    The continuation's tokens are read off the encoding of prompt+continuation where its prefix
+    equals the prompt's encoding (so boundary merges match how the model would see the full text);
+    trailing whitespace of the prompt moves to the continuation. Over max_tokens, a document keeps
+    its first max_tokens tokens; a prompt is cut from the left (it keeps at least half the budget
+    if it needs it) and the continuation from the right."""
+    if not prompt:
+        ids = _ids(tokenizer, text, True)[:max_tokens]
+        return Encoded(ids, max(len(ids) - 1, 0))
+    stripped = prompt.rstrip()
+    cont_text = prompt[len(stripped):] + text
+    ctx = _ids(tokenizer, stripped, True)
+    whole = _ids(tokenizer, stripped + cont_text, True)
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        cont = whole[len(ctx):]
+    else:
+        cont = _ids(tokenizer, cont_text, False)
+    keep_ctx = min(len(ctx), max(max_tokens - len(cont), max_tokens // 2))
+    ctx = ctx[len(ctx) - keep_ctx:]
+    cont = cont[: max_tokens - keep_ctx]
+    if not ctx:  # nothing to condition the first continuation token on
+        return Encoded(cont, max(len(cont) - 1, 0))
+    return Encoded(ctx + cont, len(cont))
+
+
+def _pad_id(tokenizer) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+@torch.no_grad()
+def score_sequences(model, sequences: Sequence[Encoded], *, batch_size: int = 8, pad_id: int = 0,
+                    desc: str = "scoring", progress: bool = True) -> list[tuple[float, int]]:
+    """(sum of log-probs of the scored tokens, number of scored tokens) for each sequence, in order.
+
+    Sequences are sorted by length so that batches waste little padding."""
+    from cusprun.models.loading import input_device
+
+    dev = input_device(model)
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    starts = range(0, len(order), batch_size)
+    for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        idx = [i for i in order[s:s + batch_size] if sequences[i].n_scored > 0]
+        if not idx:
+            continue
+        width = max(len(sequences[i].ids) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            seq = sequences[i].ids
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+        for row, i in enumerate(idx):
+            seq, n = sequences[i].ids, sequences[i].n_scored
+            length = len(seq)
+            # logits at position t predict token t+1
+            lp = torch.log_softmax(logits[row, length - n - 1: length - 1].float(), dim=-1)
+            target = ids[row, length - n: length].to(lp.device)
+            out[i] = (float(lp.gather(1, target[:, None]).double().sum()), n)
+        del logits
+    return out
+
+
+@dataclass
+class LossResult:
+    """Token-weighted mean negative log-likelihood (nats/token) over all scored tokens of a set."""
+
+    loss: float
+    perplexity: float
+    n_tokens: int
+    n_docs: int
+    per_doc: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    """(negative log-likelihood sum, scored tokens) per document."""
+
+
+def heldout_loss(model, tokenizer, examples: Sequence[LossExample], *, max_tokens: int = 512,
+                 batch_size: int = 8, name: str = "loss", progress: bool = True) -> LossResult:
+    if not examples:
+        raise EvaluationError(f"Eval set {name!r} is empty; give at least one text.")
+    enc = [encode(tokenizer, e.text, e.prompt, max_tokens) for e in examples]
+    scores = score_sequences(model, enc, batch_size=batch_size, pad_id=_pad_id(tokenizer),
+                             desc=f"loss {name}", progress=progress)
+    per_doc = [(-lp, n) for lp, n in scores]
+    n_tokens = sum(n for _, n in per_doc)
+    if n_tokens == 0:
+        raise EvaluationError(f"Eval set {name!r}: no scorable tokens (every text is a single "
+                              "token or less); give longer texts.")
+    loss = sum(nll for nll, _ in per_doc) / n_tokens
+    log.info("loss %s: %.4f over %d tokens in %d docs", name, loss, n_tokens, len(examples))
+    return LossResult(loss=loss, perplexity=math.exp(min(loss, 700.0)), n_tokens=n_tokens,
+                      n_docs=len(examples), per_doc=per_doc)
+
+
+@dataclass
+class MCResult:
+    accuracy: float
+    chance: float
+    """Mean of 1/#options over items: the expected accuracy of a uniform random guess."""
+    n_items: int
+    predictions: list[int] = field(repr=False)
+    scores: list[list[float]] = field(repr=False)
+    """Normalised option scores per item (the prediction is their argmax)."""
+
+
+def normalise(logprob: float, n_tokens: int, option: str, how: str) -> float:
+    """Option score: log-likelihood per character ('char'), per token ('token') or raw ('none')."""
+    if how == "char":
+        return logprob / max(len(option), 1)
+    if how == "token":
+        return logprob / max(n_tokens, 1)
+    if how == "none":
+        return logprob
+    raise EvaluationError(f"Unknown MC normalisation {how!r}; accepted: char, token, none.")
+
+
+def mc_accuracy(model, tokenizer, items: Sequence[MCItem], *, normalization: str = "char",
+                max_tokens: int = 512, batch_size: int = 8, name: str = "mc",
+                progress: bool = True) -> MCResult:
+    """Pick, per item, the option with the highest normalised log-likelihood given the question.
+    All (item, option) pairs are scored together in length-sorted batches."""
+    if not items:
+        raise EvaluationError(f"MC task {name!r} is empty; give at least one item.")
+    normalise(0.0, 1, "x", normalization)  # reject a bad normalisation before any scoring
+    flat = [(k, o) for k, it in enumerate(items) for o in range(len(it.options))]
+    enc = [encode(tokenizer, items[k].options[o], items[k].question, max_tokens) for k, o in flat]
+    raw = score_sequences(model, enc, batch_size=batch_size, pad_id=_pad_id(tokenizer),
+                          desc=f"mc {name}", progress=progress)
+    scores: list[list[float]] = [[] for _ in items]
+    for (k, o), (lp, n) in zip(flat, raw):
+        scores[k].append(normalise(lp, n, items[k].options[o], normalization))
+    preds = [max(range(len(s)), key=s.__getitem__) for s in scores]
+    acc = sum(p == it.answer_index for p, it in zip(preds, items)) / len(items)
+    chance = sum(it.chance for it in items) / len(items)
+    log.info("mc %s: accuracy %.3f (chance %.3f) over %d items", name, acc, chance, len(items))
+    return MCResult(accuracy=acc, chance=chance, n_items=len(items), predictions=preds, scores=scores)

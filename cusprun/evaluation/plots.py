@@ -1,0 +1,128 @@
+"""PNG plots (matplotlib Agg): retention vs pruning ratio, and overlap of kept units."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cusprun.evaluation.config import EvaluationError  # noqa: E402
+
+# Panels of the summary plot: metric family -> metric averaged over its eval sets.
+SUMMARY_PANELS = {"loss": "loss", "mc accuracy": "mc_accuracy",
+                  "size (non-embedding params)": "params_non_embedding",
+                  "speed (decode tokens/s)": "decode_tokens_per_s"}
+
+
+def overlap_matrix(kept: Mapping[str, Iterable]) -> dict[tuple[str, str], float]:
+    """Jaccard overlap |A & B| / |A | B| of the kept unit ids for every pair of dimensions."""
+    sets = {k: set(v) for k, v in kept.items()}
+    out = {}
+    for a in sets:
+        for b in sets:
+            union = sets[a] | sets[b]
+            out[(a, b)] = len(sets[a] & sets[b]) / len(union) if union else 1.0
+    return out
+
+
+def plot_overlap(overlap: Mapping[tuple[str, str], float], path: str | Path, *,
+                 title: str = "Overlap of kept units") -> Path:
+    """Heatmap of a pairwise overlap; (a, b) alone fills (b, a) too; missing pairs are blank."""
+    if not overlap:
+        raise EvaluationError("plot_overlap needs at least one (a, b) -> value pair.")
+    names: list[str] = []
+    for pair in overlap:
+        for n in pair:
+            if n not in names:
+                names.append(n)
+    idx = {n: i for i, n in enumerate(names)}
+    m = [[math.nan] * len(names) for _ in names]
+    for (a, b), v in overlap.items():
+        m[idx[a]][idx[b]] = float(v)
+        if (b, a) not in overlap:
+            m[idx[b]][idx[a]] = float(v)
+    size = 1.2 + 0.9 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    im = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if not math.isnan(m[i][j]):
+                ax.text(j, i, f"{m[i][j]:.2f}", ha="center", va="center",
+                        color="white" if m[i][j] < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _lines(rows: list[dict], metric: str, eval_set: str | None) -> dict[str, list[tuple[float, float]]]:
+    """method -> sorted (ratio, mean retention) points; dense contributes (0, 1) to every line."""
+    acc: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    has_dense = False
+    for r in rows:
+        if r["metric"] != metric or (eval_set is not None and r["eval_set"] != eval_set):
+            continue
+        if r["retention"] is None or math.isnan(r["retention"]):
+            continue
+        if r["method"] == "dense":
+            has_dense = True
+            continue
+        acc[r["method"]][r["ratio"]].append(r["retention"])
+    out = {}
+    for method, by_ratio in acc.items():
+        pts = [(ratio, sum(v) / len(v)) for ratio, v in by_ratio.items()]
+        if has_dense:
+            pts.append((0.0, 1.0))
+        out[method] = sorted(pts)
+    return out
+
+
+def _panels(panels: list[tuple[str, dict]], path: str | Path, title: str) -> Path | None:
+    panels = [(t, lines) for t, lines in panels if lines]
+    if not panels:
+        return None
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (ptitle, lines) in zip(axes.flat, panels):
+        for method, pts in sorted(lines.items()):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+        ax.set_title(ptitle, fontsize=10)
+        ax.set_xlabel("pruning ratio")
+        ax.set_ylabel("retention (1 = dense)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_retention(rows: list[dict], path: str | Path) -> Path | None:
+    """Retention vs pruning ratio, one line per method, one panel per metric family (mean over
+    that family's eval sets). Returns None when no row has a retention (no dense model)."""
+    panels = [(title, _lines(rows, metric, None)) for title, metric in SUMMARY_PANELS.items()]
+    return _panels(panels, path, "Retention vs pruning ratio (mean over eval sets)")
+
+
+def plot_retention_by_set(rows: list[dict], path: str | Path) -> Path | None:
+    """Retention vs pruning ratio, one panel per (loss or MC accuracy, eval set)."""
+    keys = sorted({(r["metric"], r["eval_set"]) for r in rows
+                   if r["metric"] in ("loss", "mc_accuracy")})
+    panels = [(f"{m}: {s}", _lines(rows, m, s)) for m, s in keys]
+    return _panels(panels, path, "Retention vs pruning ratio per eval set")
