@@ -330,8 +330,8 @@ class ArtifactStore:
             call_with_retries(lambda: self.fs.call_s3("head_bucket", Bucket=bucket),
                               what=f"check {where}", policy=CHECK_POLICY)
         except FileNotFoundError as e:
-            raise StorageError(f"Cannot use {where}: the bucket does not exist. Create it or "
-                               "fix the root URI.") from e
+            raise StorageError(f"Cannot use {where}: the bucket does not exist (the endpoint "
+                               f"answered 404: {e}). Create it or fix the root URI / endpoint.") from e
         except PermissionError as e:
             raise StorageError(f"Cannot use {where}: access denied ({e}). Check the credentials "
                                "(AWS_ACCESS_KEY_ID/AWS_PROFILE or storage_options).") from e
