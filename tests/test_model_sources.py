@@ -128,3 +128,27 @@ def test_gguf_file_reference_reuses_the_conversion():
 def test_missing_gguf_file(tmp_path, cache):
     with pytest.raises(ModelSourceError, match="GGUF file .* does not exist"):
         resolve_model(str(tmp_path / "x.gguf"), cache=cache)
+
+
+@pytest.mark.s3
+def test_s3_prefix_downloads_once_and_matches_local(s3_bucket, tmp_path, cache):
+    import s3fs
+
+    uri, opts = s3_bucket
+    _, local = make_tiny_model("Gemma3ForCausalLM", tmp_path / "m")
+    fs = s3fs.S3FileSystem(**opts)
+    for f in local.iterdir():
+        fs.put(str(f), f"{uri}/gemma/{f.name}")
+    r = resolve_model(f"{uri}/gemma", cache=cache, storage_options=opts)
+    assert r.kind == "s3" and r.architecture == "Gemma3ForCausalLM"
+    assert r.fingerprint == model_fingerprint(local)
+    mtime = (r.path / "model.safetensors").stat().st_mtime_ns
+    again = resolve_model(f"{uri}/gemma/", cache=cache, storage_options=opts)
+    assert again.path == r.path and (r.path / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.s3
+def test_s3_prefix_that_does_not_exist(s3_bucket, cache):
+    uri, opts = s3_bucket
+    with pytest.raises(ModelSourceError, match=r"S3 prefix .*/no-such-model.* does not exist"):
+        resolve_model(f"{uri}/no-such-model", cache=cache, storage_options=opts)

@@ -118,7 +118,7 @@ def _resolve_s3(ref: str, root: Path, storage_options: dict | None) -> ResolvedM
         raise ModelSourceError(f"S3 prefix {ref!r} does not exist or is empty. {_how_to_give()}")
     wanted = [f for f in files if "/" not in f[len(prefix) + 1:]]
     listing = json.dumps(sorted((f, fs.info(f).get("ETag") or fs.info(f)["size"]) for f in wanted))
-    out = root / "models" / f"s3-{hashlib.sha256((ref + listing).encode()).hexdigest()[:24]}"
+    out = root / "models" / f"s3-{hashlib.sha256((prefix + listing).encode()).hexdigest()[:24]}"
     if not (out / ".complete").exists():
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,112 @@
+"""ExpertSpec: everything that defines one customized expert. Used by the CLI (YAML), by the
+Prefect flow (its parameters, rendered as the UI form) and by customer profiles."""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cusprun.errors import SpecError
+
+Dimension = Literal["language", "domain", "task"]
+DIMENSIONS: tuple[str, ...] = ("language", "domain", "task")
+BaselineName = Literal["random", "magnitude", "wanda-sp", "flap"]
+Stage = Literal["corpus", "stats", "plan", "baseline", "slice", "evaluate"]
+ExecutionMode = Literal["local", "distributed"]
+
+
+class DimensionSpec(BaseModel):
+    """One dimension of the expert: its value and the corpora that show what it needs."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(description="e.g. 'en' for a language, 'health' for a domain, 'qa' for a task")
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Corpus source URIs (bundled://..., hf://..., s3://..., local paths). "
+                    "Empty: the bundled demo corpus for this dimension and value.")
+    text_field: str = Field("text", description="Column or JSON field holding the text")
+    max_docs: int = Field(64, ge=1, le=100_000, description="Documents sampled per corpus")
+
+
+class EvaluationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    other_languages: list[str] = Field(default_factory=lambda: ["de", "fr"],
+                                       description="Languages measured to show what the expert gave up")
+    max_docs: int = Field(24, ge=1, le=10_000, description="Held-out documents per evaluation set")
+    mc_items: int = Field(24, ge=1, le=10_000, description="Multiple-choice items per task")
+    max_tokens: int = Field(256, ge=16, le=4096)
+    measure_speed: bool = True
+
+
+class ExpertSpec(BaseModel):
+    """A customized expert: base model, up to three dimensions, pruning and evaluation settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("en-health-qa", description="Expert name: lowercase letters, digits, '-' and '_'")
+    base_model: str = Field("smollm2-135m", description="Alias, hub id[@revision], local dir, s3:// prefix or .gguf")
+    language: DimensionSpec | None = Field(default_factory=lambda: DimensionSpec(value="en"))
+    domain: DimensionSpec | None = Field(default_factory=lambda: DimensionSpec(value="health"))
+    task: DimensionSpec | None = Field(default_factory=lambda: DimensionSpec(value="qa"))
+    general: DimensionSpec | None = Field(
+        default_factory=lambda: DimensionSpec(value="en"),
+        description="General text: protects units it needs; feeds the wanda-sp and flap baselines")
+    rule: Literal["exact-ratio", "paper"] = "exact-ratio"
+    target_ratios: list[float] = Field(default_factory=lambda: [0.25],
+                                       description="Fractions of prunable parameters to remove; the first is published")
+    sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
+    layout: Literal["uniform", "per_layer"] = "uniform"
+    baselines: list[BaselineName] = Field(default_factory=lambda: ["random", "magnitude", "wanda-sp", "flap"])
+    max_tokens: int = Field(256, ge=16, le=8192, description="Tokens per calibration document")
+    batch_size: int = Field(8, ge=1, le=512)
+    min_docs: int = Field(8, ge=1)
+    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
+    storage_root: str = Field("./artifacts", description="Local directory or s3://bucket/prefix")
+    execution: ExecutionMode = Field("local", description="'distributed' runs statistics on the gpu work pool")
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", v):
+            raise ValueError(f"expert name {v!r} must be lowercase letters, digits, '-' or '_' (max 63)")
+        return v
+
+    @field_validator("target_ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("target_ratios must hold at least one ratio in (0, 0.9]")
+        for r in v:
+            if not 0 < r <= 0.9:
+                raise ValueError(f"target ratio {r} is outside (0, 0.9]")
+        return v
+
+    @model_validator(mode="after")
+    def _some_dimension(self) -> "ExpertSpec":
+        if not self.dimensions():
+            raise ValueError("an expert needs at least one of language, domain, task")
+        return self
+
+    def dimensions(self) -> dict[str, DimensionSpec]:
+        return {d: getattr(self, d) for d in DIMENSIONS if getattr(self, d) is not None}
+
+
+def load_spec(data: dict | str) -> ExpertSpec:
+    """Validate a dict or a YAML file path into an ExpertSpec; errors say which field and why."""
+    import yaml
+    from pydantic import ValidationError
+
+    if isinstance(data, str):
+        try:
+            with open(data) as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise SpecError(f"Cannot read spec file {data!r}: {e}") from e
+    try:
+        return ExpertSpec.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{'.'.join(map(str, err['loc'])) or 'spec'}: {err['msg']} (got {err.get('input')!r})"
+                 for err in e.errors()]
+        raise SpecError("Invalid expert spec:\n  " + "\n  ".join(lines)) from e
