@@ -205,6 +205,8 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
     Any failure (StorageError from the store, PublishError from the checks or `verify`)
     removes the upload and leaves nothing visible."""
     layout.segment(name, "expert name")
+    if version is not None:
+        layout.segment(version, "expert version")
     local_dir = Path(local_dir)
     files = _scan_local(local_dir)
     chash = _content_hash(files)
@@ -212,7 +214,6 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
     created = _next_created(previous)
     if version is None:
         version = _new_version(chash, created)
-    layout.segment(version, "expert version")
     if any(m.version == version for m in previous):
         raise PublishError(f"Expert {name}/{version} is already published in {store.root}; "
                            "published versions are immutable: choose another version")
