@@ -1,0 +1,223 @@
+"""Held-out loss, MC scoring, retention, size and speed on tiny random models."""
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cusprun.adapters import count_params
+from cusprun.evaluation import (EvalConfig, EvaluationError, LossExample, MCItem, ModelEntry,
+                                as_loss_examples, as_mc_items, build_definition_items,
+                                build_topic_items, build_translation_items, checkpoint_bytes,
+                                encode, heldout_loss, loss_examples_from_table, mc_accuracy,
+                                retention, size_metrics, speed_metrics)
+from cusprun.testing import make_tiny_model
+
+DOCS = ["The cat sat on the mat and looked at the birds outside.", "Short one.",
+        "A considerably longer document " * 6, "xy"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """name -> (model, tokenizer, path) for a few families with different attention features."""
+    out = {}
+    for arch in ("LlamaForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM"):
+        _, path = make_tiny_model(arch, tmp_path_factory.mktemp(arch))
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        out[arch] = (model, AutoTokenizer.from_pretrained(path), path)
+    return out
+
+
+@torch.no_grad()
+def _direct(model, ids: list[int], n_scored: int) -> float:
+    """Sum of log-probs of the last n_scored tokens from one unpadded forward pass."""
+    logits = model(input_ids=torch.tensor([ids])).logits[0]
+    lp = torch.log_softmax(logits.float(), -1)
+    return float(sum(lp[t - 1, ids[t]] for t in range(len(ids) - n_scored, len(ids))))
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM"])
+def test_padded_batch_equals_per_doc(tiny, arch):
+    model, tok, _ = tiny[arch]
+    ex = as_loss_examples("en", DOCS)
+    batched = heldout_loss(model, tok, ex, batch_size=4, progress=False)
+    single = heldout_loss(model, tok, ex, batch_size=1, progress=False)
+    for (nb, kb), (ns, ks) in zip(batched.per_doc, single.per_doc):
+        assert kb == ks
+        assert nb == pytest.approx(ns, abs=1e-4)
+    # and equal to the transformers loss of each document alone
+    for text, (nll, n) in zip(DOCS, batched.per_doc):
+        ids = tok(text, return_tensors="pt").input_ids
+        assert n == ids.shape[1] - 1
+        hf = model(input_ids=ids, labels=ids).loss.item()
+        assert nll / n == pytest.approx(hf, abs=1e-4)
+
+
+def test_loss_is_token_weighted(tiny):
+    model, tok, _ = tiny["LlamaForCausalLM"]
+    r = heldout_loss(model, tok, as_loss_examples("en", DOCS), batch_size=3, progress=False)
+    assert r.n_tokens == sum(n for _, n in r.per_doc) and r.n_docs == len(DOCS)
+    assert r.loss == pytest.approx(sum(l for l, _ in r.per_doc) / r.n_tokens)
+    mean_of_means = sum(l / n for l, n in r.per_doc) / len(DOCS)
+    assert abs(r.loss - mean_of_means) > 1e-4  # documents of different lengths: not the same thing
+    assert r.perplexity == pytest.approx(math.exp(r.loss))
+
+
+def test_max_tokens_caps_each_document(tiny):
+    model, tok, _ = tiny["LlamaForCausalLM"]
+    r = heldout_loss(model, tok, [LossExample(text="abcdefghij" * 10)], max_tokens=16,
+                     progress=False)
+    assert r.n_tokens == 15
+    ids = tok("abcdefghij" * 10)["input_ids"][:16]
+    assert r.per_doc[0][0] == pytest.approx(-_direct(model, ids, 15), abs=1e-4)
+
+
+def test_prompt_answer_scores_answer_tokens_only(tiny):
+    model, tok, _ = tiny["LlamaForCausalLM"]
+    ex = as_loss_examples("qa", [("Question: what is water?\nAnswer:", " A liquid."),
+                                 {"prompt": "Q: 2+2?", "answer": " four"}])
+    r = heldout_loss(model, tok, ex, batch_size=2, progress=False)
+    for e, (nll, n) in zip(ex, r.per_doc):
+        enc = encode(tok, e.text, e.prompt)
+        assert n == enc.n_scored == len(tok(e.text)["input_ids"])  # byte tokenizer: 1 token/byte
+        assert nll == pytest.approx(-_direct(model, enc.ids, n), abs=1e-4)
+
+
+def test_mc_picks_highest_normalised_loglikelihood(tiny):
+    model, tok, _ = tiny["Gemma3ForCausalLM"]
+    questions = ["Topic of the article about hearts:", "Capital of France?", "2 + 2 ="]
+    options = [" health", " a very long sporting option", " x", " music and art"]
+    raw = [[(_direct(model, e.ids, e.n_scored), e.n_scored, len(o))
+            for o in options for e in [encode(tok, o, q)]] for q in questions]
+    for norm in ("char", "token", "none"):
+        div = {"char": lambda n, c: c, "token": lambda n, c: n, "none": lambda n, c: 1}[norm]
+        direct = [[lp / div(n, c) for lp, n, c in row] for row in raw]
+        best = [max(range(4), key=r.__getitem__) for r in direct]
+        worst = [min(range(4), key=r.__getitem__) for r in direct]
+        right = [MCItem(question=q, options=options, answer_index=b) for q, b in zip(questions, best)]
+        res = mc_accuracy(model, tok, right, normalization=norm, batch_size=5, progress=False)
+        assert res.predictions == best and res.accuracy == 1.0
+        for got, want in zip(res.scores, direct):
+            assert got == pytest.approx(want, rel=1e-6, abs=1e-4)
+        wrong = [MCItem(question=q, options=options, answer_index=w) for q, w in zip(questions, worst)]
+        assert mc_accuracy(model, tok, wrong, normalization=norm, progress=False).accuracy == 0.0
+
+
+def test_chance_level_is_mean_inverse_option_count(tiny):
+    model, tok, _ = tiny["LlamaForCausalLM"]
+    items = as_mc_items("t", [{"question": "q", "options": [" a", " b"], "answer_index": 0},
+                              {"context": "c", "options": [" a", " b", " c", " d"], "answer_index": 3}])
+    assert mc_accuracy(model, tok, items, progress=False).chance == pytest.approx(0.375)
+    assert items[1].chance == 0.25
+
+
+def test_retention_arithmetic():
+    assert retention("loss", 4.0, 2.0) == 0.5            # dense / pruned
+    assert retention("perplexity", 10.0, 20.0) == 2.0
+    assert retention("mc_accuracy", 0.3, 0.6) == 0.5      # pruned / dense
+    assert retention("params_non_embedding", 50, 100) == 0.5
+    assert retention("decode_tokens_per_s", 300, 100) == 3.0
+    assert math.isnan(retention("mc_accuracy", 0.5, 0.0))
+    with pytest.raises(EvaluationError, match="Unknown metric 'bleu'"):
+        retention("bleu", 1.0, 1.0)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(EvaluationError, match="'language=de' is empty"):
+        as_loss_examples("language=de", [])
+    with pytest.raises(EvaluationError, match="scored text is empty"):
+        as_loss_examples("x", ["ok", "  "])
+    with pytest.raises(EvaluationError, match="answer_index=4 is out of range for 4 options"):
+        MCItem(question="q", options=["a", "b", "c", "d"], answer_index=4)
+    with pytest.raises(EvaluationError, match="out of range"):
+        as_mc_items("t", [{"question": "q", "options": ["a", "b"], "answer_index": -1}])
+    with pytest.raises(EvaluationError, match="at least 2"):
+        MCItem(question="q", options=["a"], answer_index=0)
+    with pytest.raises(EvaluationError, match="metrics=.*'bleu'"):
+        EvalConfig(metrics=["loss", "bleu"])
+    with pytest.raises(EvaluationError, match="batch_size=0"):
+        EvalConfig(batch_size=0)
+    with pytest.raises(EvaluationError, match="device='gpu'"):
+        EvalConfig(device="gpu")
+    with pytest.raises(EvaluationError, match="ratio=1.5"):
+        ModelEntry(path=tmp_path, method="cusprun", ratio=1.5)
+    with pytest.raises(EvaluationError, match="does not exist"):
+        checkpoint_bytes(tmp_path / "missing")
+
+
+# ---- builders --------------------------------------------------------------------------------
+
+TOPICS = pa.table({"doc_id": [f"d{i}" for i in range(12)],
+                   "text": [f"Article number {i} about things." for i in range(12)],
+                   "label": ["Health", "Sport", "Music", "History", "Art", "Maths"] * 2})
+
+
+def test_topic_items_are_seeded_and_well_formed():
+    a = build_topic_items(TOPICS, n_items=8, seed=1)
+    assert a == build_topic_items(TOPICS, n_items=8, seed=1)
+    assert a != build_topic_items(TOPICS, n_items=8, seed=2)
+    texts, labels = TOPICS.column("text").to_pylist(), TOPICS.column("label").to_pylist()
+    for it in a:
+        assert len(it.options) == 4 and len(set(it.options)) == 4
+        row = next(i for i, t in enumerate(texts) if t in it.question)
+        assert it.options[it.answer_index] == " " + labels[row]
+    with pytest.raises(EvaluationError, match="distinct labels"):
+        build_topic_items(TOPICS.slice(0, 2))
+    with pytest.raises(EvaluationError, match="Column 'topic' not in table"):
+        build_topic_items(TOPICS, label_col="topic")
+
+
+def test_translation_and_definition_items():
+    src = pa.table({"group_id": ["1:1", "1:2", "1:3", "1:4", "1:5"],
+                    "text": ["In the beginning", "And the earth", "And God said", "And God saw", "And"]})
+    tgt = pa.table({"group_id": ["1:5", "1:4", "1:3", "1:2", "1:1"],
+                    "text": ["Und", "Und Gott sah", "Und Gott sprach", "Und die Erde", "Am Anfang"]})
+    items = build_translation_items(src, tgt, source_name="English", target_name="German", seed=3)
+    assert len(items) == 5
+    pairs = dict(zip(src.column("text").to_pylist(), ["Am Anfang", "Und die Erde", "Und Gott sprach",
+                                                      "Und Gott sah", "Und"]))
+    for it in items:
+        s = it.question.split("English: ", 1)[1].split("\n")[0]
+        assert it.options[it.answer_index] == " " + pairs[s] and it.question.endswith("German:")
+    wiki = pa.table({"title": ["Paris", "Heart", "Violin", "Bread", "Moon"],
+                     "text": ["Paris is the capital of France. It is big.", "The heart is an organ.",
+                              "A violin is a string instrument.", "Bread is a food! Yes.",
+                              "The Moon orbits Earth"]})
+    defs = build_definition_items(wiki, seed=0)
+    assert len(defs) == 5
+    paris = next(d for d in defs if "Paris" in d.question)
+    assert paris.question == "Question: What is Paris?\nAnswer:"
+    assert paris.options[paris.answer_index] == " It is the capital of France."
+    assert all("Paris" not in o for d in defs for o in d.options)
+
+
+def test_loss_examples_from_table():
+    t = pa.table({"text": ["doc one", "Q? A", None], "prompt": [None, "Q?", "P"],
+                  "answer": [None, " A", None]})
+    assert loss_examples_from_table(t) == [LossExample(text="doc one"),
+                                           LossExample(prompt="Q?", text=" A")]
+
+
+# ---- size and speed --------------------------------------------------------------------------
+
+def test_size_matches_count_params_and_disk(tiny, tmp_path):
+    model, _, path = tiny["LlamaForCausalLM"]
+    s = size_metrics(model, path)
+    c = count_params(model)
+    assert s["params_total"] == c["total"] and s["params_non_embedding"] == c["non_embedding"]
+    assert s["disk_bytes"] == sum(f.stat().st_size for f in path.glob("*.safetensors")) > 4 * c["total"] * 0.99
+    tied, tpath = make_tiny_model("LlamaForCausalLM", tmp_path / "tied", tie_word_embeddings=True)
+    st = size_metrics(tied, tpath)
+    emb = tied.get_input_embeddings().weight.numel()
+    assert st["params_total"] == c["total"] - emb  # the LM head is the embedding: counted once
+    assert st["params_non_embedding"] == c["non_embedding"]
+
+
+def test_speed_is_positive(tiny):
+    model, tok, _ = tiny["Phi3ForCausalLM"]
+    sp = speed_metrics(model, tok, prompt_tokens=8, decode_tokens=4, warmup=1, iters=2)
+    assert set(sp) == {"prefill_tokens_per_s", "decode_tokens_per_s"}
+    assert all(v > 0 and math.isfinite(v) for v in sp.values())
