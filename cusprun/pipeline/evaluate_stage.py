@@ -1,0 +1,116 @@
+"""Evaluation and publishing stages: compare dense, Cus-Prun and baselines; publish atomically."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from cusprun.pipeline.context import commit, local_copy, scratch, timed
+from cusprun.pipeline.stages import _corpus_table, local_model
+from cusprun.storage import ArtifactStore, publish_expert
+
+log = logging.getLogger(__name__)
+
+
+def _column_ok(table, *cols: str) -> bool:
+    return all(c in table.column_names and table.column(c).null_count < len(table) for c in cols)
+
+
+def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, max_docs: int,
+                      mc_items: int, seed: int) -> tuple[dict, dict]:
+    """Held-out loss sets per corpus, and multiple-choice tasks where the held-out data allows."""
+    from cusprun.evaluation import (build_definition_items, build_topic_items,
+                                    build_translation_items, loss_examples_from_table)
+
+    loss_sets, mc_tasks, tables = {}, {}, {}
+    for name, corpus in eval_corpora.items():
+        table = _corpus_table(store, corpus, "eval")
+        tables[name] = table
+        loss_sets[name] = loss_examples_from_table(table.slice(0, max_docs))
+    for name, table in tables.items():
+        if _column_ok(table, "label") and "topic" not in mc_tasks and len(set(
+                table.column("label").to_pylist())) >= 4:
+            mc_tasks["topic classification"] = build_topic_items(table, n_items=mc_items, seed=seed)
+        if _column_ok(table, "title") and "definition QA" not in mc_tasks:
+            items = build_definition_items(table, n_items=mc_items, seed=seed)
+            if items:
+                mc_tasks["definition QA"] = items
+    langs = {n: t for n, t in tables.items() if n.startswith("language=") and _column_ok(t, "group_id")}
+    if len(langs) >= 2:
+        (src_name, src), *others = sorted(langs.items())
+        tgt_name, tgt = others[0]
+        items = build_translation_items(src, tgt, n_items=mc_items, seed=seed,
+                                        source_name=src_name.split("=")[1],
+                                        target_name=tgt_name.split("=")[1])
+        if items:
+            mc_tasks["translation selection"] = items
+    return loss_sets, mc_tasks
+
+
+def _overlap_pairs(overlap) -> dict | None:
+    """Plan reports keep overlaps as {'a|b': jaccard}; the plot wants {(a, b): jaccard}."""
+    if not overlap:
+        return None
+    pairs = {}
+    for k, v in overlap.items():
+        if isinstance(v, (int, float)) and "|" in k:
+            a, b = k.split("|", 1)
+            pairs[(a, b)] = float(v)
+    return pairs or None
+
+
+def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict[str, dict],
+                   eval_corpora: dict[str, dict], options: dict, overlap_plan: dict | None = None) -> dict:
+    """`candidates`: name -> {key (sliced artifact), method, ratio}; the dense model is added.
+    `overlap_plan`: the Cus-Prun plan whose report holds the overlap between dimensions."""
+    from cusprun.pipeline.stages import read_plan
+
+    from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
+
+    with timed(f"evaluate {len(candidates) + 1} models"):
+        loss_sets, mc_tasks = build_eval_inputs(
+            store, eval_corpora, max_docs=options["max_docs"], mc_items=options["mc_items"],
+            seed=options.get("seed", 0))
+        entries = {"dense": ModelEntry(path=local_model(model["ref"], model["fingerprint"]),
+                                       method="dense", ratio=0.0)}
+        for name, c in candidates.items():
+            entries[name] = ModelEntry(path=local_copy(store, c["key"]), method=c["method"],
+                                       ratio=c["ratio"])
+        config = EvalConfig(max_tokens=options["max_tokens"], n_mc_items=options["mc_items"],
+                            seed=options.get("seed", 0),
+                            **({} if options.get("measure_speed", True) else
+                               {"metrics": [m for m in METRIC_FAMILIES if m != "speed"]}))
+        out = scratch("evaluate", key)
+        overlap = read_plan(store, overlap_plan).report.get("overlap") if overlap_plan else None
+        report = compare(entries, loss_sets, mc_tasks, out, config=config,
+                         overlap=_overlap_pairs(overlap))
+        md = (out / "report.md").read_text()
+        return commit(store, out, f"reports/{key}", {"markdown": md, "models": list(entries),
+                                                     "mc_tasks": list(mc_tasks),
+                                                     "loss_sets": list(loss_sets)})
+
+
+def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | None) -> dict:
+    """Publish the Cus-Prun expert: upload, verify it loads and matches its plan, then manifest."""
+    src = local_copy(store, sliced["key"])
+
+    def verify(copy: Path) -> dict:
+        import cusprun
+
+        meta = json.loads((copy / "cusprun.json").read_text())
+        model, _ = cusprun.load_expert(copy)
+        n = sum(p.numel() for p in model.parameters())
+        expected = meta.get("params", {}).get("pruned", {}).get("total")
+        if expected is not None and expected != n:
+            raise ValueError(f"checkpoint has {n} parameters, cusprun.json says {expected}")
+        return {"params_total": n, "plan_method": meta.get("method"), "loads": True}
+
+    with timed(f"publish expert {name}"):
+        staged = scratch("publish", sliced["key"].replace("/", "-"))
+        for f in src.iterdir():
+            if f.is_file() and f.name != "DONE.json":
+                (staged / f.name).write_bytes(f.read_bytes())
+        if report:
+            (staged / "evaluation.md").write_text(report["markdown"])
+        pub = publish_expert(store, name, staged, verify=verify, progress=False)
+        return {"name": name, "version": pub.version, "uri": pub.uri}

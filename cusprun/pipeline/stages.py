@@ -1,0 +1,134 @@
+"""The pipeline's stages as plain functions: inputs are URIs, hashes and specs; outputs are small
+dicts. Each stage reads its inputs from the artifact store, works in a local scratch directory,
+uploads its artifact under a content key and marks it done last. Prefect tasks wrap these."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from cusprun.errors import SpecError
+from cusprun.models import resolve_model
+from cusprun.pipeline.context import commit, local_copy, scratch, timed
+from cusprun.storage import ArtifactStore
+
+
+def model_info(ref: str, storage_options: dict | None = None) -> dict:
+    """Resolve the base model on this machine; downstream stages carry only ref + fingerprint."""
+    r = resolve_model(ref, storage_options=storage_options)
+    return {"ref": ref, "fingerprint": r.fingerprint, "architecture": r.architecture,
+            "path": str(r.path)}
+
+
+def local_model(ref: str, fingerprint: str, storage_options: dict | None = None) -> Path:
+    """The base model on this worker, refusing a model that changed since the flow started."""
+    r = resolve_model(ref, storage_options=storage_options)
+    if r.fingerprint != fingerprint:
+        raise SpecError(f"Base model {ref!r} has fingerprint {r.fingerprint} on this worker, but the "
+                        f"flow started with {fingerprint}; rerun the flow to use the new revision.")
+    return r.path
+
+
+def prepare_corpus_stage(store: ArtifactStore, key: str, corpus: dict) -> dict:
+    from cusprun.corpora import CorpusSpec, prepare_corpus
+
+    spec = CorpusSpec.model_validate(corpus)
+    with timed(f"corpus {spec.source}"):
+        out = scratch("corpus", key)
+        prepared = prepare_corpus(spec, out)
+        return commit(store, out, f"corpora/{key}", {
+            "hash": prepared.hash, "n_docs": prepared.n_docs, "n_calib": prepared.n_calib,
+            "n_eval": prepared.n_eval, "file": Path(prepared.path).name, "source": spec.source,
+            "dimension": spec.dimension, "value": spec.value})
+
+
+def _corpus_table(store: ArtifactStore, corpus: dict, split: str | None):
+    from cusprun.corpora import read_corpus
+
+    return read_corpus(local_copy(store, corpus["key"]) / corpus["file"], split=split)
+
+
+def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *,
+                        max_tokens: int, batch_size: int,
+                        on_progress: Callable[[int, int], None] | None = None) -> dict:
+    from cusprun.models import load_model
+    from cusprun.scoring import collect_stats, save_stats
+
+    texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()
+    path = local_model(model["ref"], model["fingerprint"])
+    with timed(f"statistics {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
+        m, tok = load_model(path)
+        stats = collect_stats(m, tok, texts, max_tokens=max_tokens, batch_size=batch_size,
+                              on_progress=on_progress)
+        out = scratch("stats", key)
+        save_stats(stats, out, model_fingerprint=model["fingerprint"], corpus_hash=corpus["hash"],
+                   extra={"dimension": corpus["dimension"], "value": corpus["value"]})
+        return commit(store, out, f"stats/{key}", {
+            "n_docs": len(texts), "corpus_hash": corpus["hash"], "dimension": corpus["dimension"],
+            "value": corpus["value"]})
+
+
+def _load_stats(store: ArtifactStore, stats: dict):
+    from cusprun.scoring import load_stats
+
+    return load_stats(local_copy(store, stats["key"]))
+
+
+def _write_plan(store: ArtifactStore, key: str, plan) -> dict:
+    out = scratch("plan", key)
+    (out / "plan.json").write_text(plan.model_dump_json(indent=2))
+    return commit(store, out, f"plans/{key}", {
+        "method": plan.method, "target_ratio": plan.target_ratio,
+        "achieved_ratio": plan.achieved_ratio, "layout": plan.layout})
+
+
+def read_plan(store: ArtifactStore, plan: dict):
+    from cusprun.masks.plan import PruningPlan
+
+    return PruningPlan.model_validate_json((local_copy(store, plan["key"]) / "plan.json").read_text())
+
+
+def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[str, list[dict]],
+                       general: list[dict], prune: dict) -> dict:
+    from transformers import AutoConfig
+
+    from cusprun.masks import PruneConfig, build_plan
+
+    config = PruneConfig.model_validate(prune)
+    with timed(f"merge masks ({config.rule}, target {config.target_ratio})"):
+        loaded = {dim: [_load_stats(store, s) for s in items] for dim, items in stats.items()}
+        gen = [_load_stats(store, s) for s in general] or None
+        model_config = AutoConfig.from_pretrained(local_model(model["ref"], model["fingerprint"]))
+        plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
+                          general=gen)
+        plan.dimensions = {dim: {"value": items[0]["value"],
+                                 "corpus_hashes": [s["corpus_hash"] for s in items],
+                                 "stats": [s["uri"] for s in items]} for dim, items in stats.items()}
+        return _write_plan(store, key, plan)
+
+
+def baseline_plan_stage(store: ArtifactStore, key: str, model: dict, method: str, ratio: float,
+                        layout: str, general: list[dict], seed: int) -> dict:
+    from cusprun.baselines import baseline_plan
+    from cusprun.models import load_model
+
+    with timed(f"baseline {method} at {ratio}"):
+        m, _ = load_model(local_model(model["ref"], model["fingerprint"]), device="cpu")
+        gen = _load_stats(store, general[0]) if general else None
+        plan = baseline_plan(method, m, ratio, layout, base_fingerprint=model["fingerprint"],
+                             general=gen, seed=seed)
+        return _write_plan(store, key, plan)
+
+
+def slice_stage(store: ArtifactStore, key: str, model: dict, plan: dict, card: dict) -> dict:
+    from cusprun.slicing import slice_checkpoint
+
+    p = read_plan(store, plan)
+    with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f})"):
+        out = scratch("slice", key)
+        slice_checkpoint(local_model(model["ref"], model["fingerprint"]), p, out / "model",
+                         model_fingerprint=model["fingerprint"], card=card)
+        info = json.loads((out / "model" / "cusprun.json").read_text())
+        return commit(store, out / "model", f"sliced/{key}", {
+            "method": p.method, "ratio": p.achieved_ratio, "target_ratio": p.target_ratio,
+            "params": info.get("params", {})})

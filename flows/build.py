@@ -1,0 +1,123 @@
+"""The `build-expert` flow: resolve -> corpora -> statistics per dimension (concurrently, or on the
+gpu work pool) -> merge masks -> baselines -> slice -> evaluate -> publish.
+
+Tasks exchange only URIs, hashes and small dicts; each heavy task is cached by a content key.
+A cached result is reused only while its artifact is still in the store."""
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from cusprun.pipeline.context import is_done, open_store
+from cusprun.pipeline.identity import source_identity
+from cusprun.pipeline.keys import content_key
+from cusprun.pipeline.plan_inputs import all_corpora, prune_config, stats_key
+from cusprun.pipeline.spec import ExpertSpec, Stage
+from flows.distributed import collect_stats_remote
+from tasks import stages as t
+
+PREFIX = {"corpus": "corpora", "stats": "stats", "plan": "plans", "baseline": "plans",
+          "slice": "sliced", "evaluate": "reports"}
+
+
+def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
+    """Root plus storage options (from a Prefect JSON block, e.g. endpoint and credentials)."""
+    options = None
+    if storage_block:
+        from prefect.blocks.system import JSON
+
+        options = JSON.load(storage_block).value
+    return {"root": spec.storage_root, "storage_options": options}
+
+
+def submit(task, stage: str, key: str, storage: dict, refresh: list[str], **kwargs):
+    """Submit a heavy task; force it when asked or when the store lost its artifact."""
+    force = stage in refresh or not is_done(open_store(**storage), f"{PREFIX[stage]}/{key}")
+    return task.with_options(refresh_cache=force).submit(stage=stage, key=key, storage=storage, **kwargs)
+
+
+@flow(name="build-expert", log_prints=True)
+def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # noqa: B006
+                 storage_block: str | None = None) -> dict:
+    """Build, evaluate and publish one customized expert."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    storage = storage_ref(spec, storage_block)
+    open_store(**storage).check()  # unreachable storage fails here, before any heavy work
+    model = t.resolve_base_model(spec.base_model, storage["storage_options"])
+    log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],
+             model["fingerprint"])
+
+    # Corpora: every dimension, general text and evaluation-only languages.
+    opts = storage["storage_options"]
+    corpus_futures = {
+        group: [submit(t.prepare_corpus, "corpus",
+                       content_key("corpus", c, source_identity(c["source"], opts)),
+                       storage, refresh, corpus=c) for c in specs]
+        for group, specs in all_corpora(spec).items()}
+    corpora = {g: [f.result() for f in fs] for g, fs in corpus_futures.items()}
+    for g, cs in corpora.items():
+        log.info("corpus %s: %s", g, ", ".join(f"{c['source']} ({c['n_docs']} docs)" for c in cs))
+
+    # Statistics per calibration corpus (dimensions + general), concurrently.
+    calib_groups = [g for g in corpora if not g.startswith("eval:")]
+    jobs = {(g, i): (stats_key(model["fingerprint"], c["hash"], spec), c)
+            for g in calib_groups for i, c in enumerate(corpora[g])}
+    if spec.execution == "distributed":
+        done = collect_stats_remote(jobs, storage, model, spec, refresh)
+    else:
+        futs = {j: submit(t.collect_stats, "stats", key, storage, refresh, model=model, corpus=c,
+                          max_tokens=spec.max_tokens, batch_size=spec.batch_size)
+                for j, (key, c) in jobs.items()}
+        done = {j: f.result() for j, f in futs.items()}
+    stats = {g: [done[(g, i)] for i in range(len(corpora[g]))] for g in calib_groups}
+    general = stats.pop("general", [])
+
+    # Plans: Cus-Prun and every baseline at every target ratio.
+    plan_futs = {}
+    for ratio in spec.target_ratios:
+        prune = prune_config(spec, ratio)
+        key = content_key("plan", model["fingerprint"], [[s["key"] for s in stats[g]] for g in sorted(stats)],
+                          [s["key"] for s in general], prune)
+        plan_futs[("cusprun", ratio)] = submit(t.merge_masks, "plan", key, storage, refresh,
+                                               model=model, stats=stats, general=general, prune=prune)
+        for method in spec.baselines:
+            key = content_key("baseline", model["fingerprint"], method, ratio, spec.layout,
+                              [s["key"] for s in general], spec.seed)
+            plan_futs[(method, ratio)] = submit(t.baseline_plan, "baseline", key, storage, refresh,
+                                                model=model, method=method, ratio=ratio,
+                                                layout=spec.layout, general=general, seed=spec.seed)
+    plans = {k: f.result() for k, f in plan_futs.items()}
+
+    # Slice every plan into a real, smaller checkpoint.
+    card = {"expert": spec.name, "base_model": spec.base_model}
+    slice_futs = {k: submit(t.slice_weights, "slice", content_key("slice", p["key"]), storage, refresh,
+                            model=model, plan=p, card=card) for k, p in plans.items()}
+    sliced = {k: f.result() for k, f in slice_futs.items()}
+
+    # Evaluate dense vs Cus-Prun vs baselines on held-out data, then publish the expert.
+    report = None
+    if spec.evaluation.enabled:
+        candidates = {f"{m}@{r:g}": {"key": s["key"], "method": m, "ratio": r}
+                      for (m, r), s in sliced.items()}
+        eval_corpora = {f"{c['dimension']}={c['value']}" if not g.startswith("eval:") else
+                        f"language={g[5:]}": c for g, cs in corpora.items() for c in cs[:1]}
+        options = {**spec.evaluation.model_dump(), "seed": spec.seed}
+        key = content_key("evaluate", model["fingerprint"], sorted(s["key"] for s in sliced.values()),
+                          {n: c["hash"] for n, c in eval_corpora.items()}, options)
+        report = submit(t.evaluate, "evaluate", key, storage, refresh, model=model,
+                        candidates=candidates, eval_corpora=eval_corpora, options=options,
+                        overlap_plan=plans[("cusprun", spec.target_ratios[0])]).result()
+        create_markdown_artifact(report["markdown"], key=f"{spec.name}-evaluation",
+                                 description=f"Evaluation of expert {spec.name}")
+        log.info("evaluation:\n%s", report["markdown"])
+    published = t.publish(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report)
+    create_link_artifact(published["uri"], link_text=f"{spec.name} {published['version']}",
+                         key=f"{spec.name}-expert", description="Published expert checkpoint")
+    log.info("published %s version %s at %s (%.1fs)", spec.name, published["version"],
+             published["uri"], time.perf_counter() - t0)
+    return {"expert": published, "report": report["uri"] if report else None,
+            "model": {k: model[k] for k in ("ref", "fingerprint", "architecture")},
+            "plans": {f"{m}@{r:g}": p["achieved_ratio"] for (m, r), p in plans.items()}}
