@@ -1,0 +1,119 @@
+"""`cusprun build` and `cusprun demo`: run the build-expert Prefect flow from the terminal.
+
+Without PREFECT_API_URL, Prefect runs the flow against a temporary local server (embedded);
+with it, runs show up in that server's UI like any deployment run."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from cusprun.pipeline.spec import DimensionSpec, ExpertSpec, load_spec
+
+DEMO_SPEC = {
+    "name": "en-health-qa",
+    "base_model": "smollm2-135m",
+    "language": {"value": "en", "max_docs": 40},
+    "domain": {"value": "health", "max_docs": 40},
+    "task": {"value": "qa", "max_docs": 40},
+    "general": {"value": "en", "max_docs": 40},
+    "target_ratios": [0.25],
+    "max_tokens": 256,
+    "evaluation": {"max_docs": 12, "mc_items": 16, "max_tokens": 128, "other_languages": ["de", "fr"]},
+}
+
+
+def _spec_from_args(args) -> ExpertSpec:
+    if args.profile:
+        from cusprun.pipeline.profiles import load_profile
+
+        data = load_profile(args.profile).spec.model_dump()
+    elif args.spec:
+        data = load_spec(args.spec).model_dump()
+    else:
+        data = ExpertSpec().model_dump()
+    for dim in ("language", "domain", "task"):
+        value = getattr(args, dim)
+        if value == "none":
+            data[dim] = None
+        elif value:
+            data[dim] = DimensionSpec(value=value, sources=getattr(args, f"{dim}_source") or []).model_dump()
+    for field in ("name", "base_model", "rule", "layout", "storage_root", "execution"):
+        if getattr(args, field, None):
+            data[field] = getattr(args, field)
+    if args.ratio:
+        data["target_ratios"] = args.ratio
+    if args.baselines is not None:
+        data["baselines"] = [b for b in args.baselines.split(",") if b]
+    return load_spec(data)
+
+
+def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
+    from flows.build import build_expert
+
+    t0 = time.perf_counter()
+    result = build_expert(spec=spec, refresh=refresh or [])
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _print_result(spec: ExpertSpec, result: dict) -> None:
+    from cusprun.pipeline.context import open_store
+
+    if result.get("report"):
+        store = open_store(spec.storage_root)
+        print("\n" + store.read_bytes(store.key_of(result["report"]) + "/report.md").decode())
+        print(f"report:  {result['report']}")
+    exp = result["expert"]
+    print(f"expert:  {exp['name']} version {exp['version']}\n         {exp['uri']}")
+    print(f"load it: python -c \"import cusprun; m, tok = cusprun.load_expert('{exp['uri']}')\"")
+    print(f"wall time: {result['wall_s']}s")
+
+
+def _build(args) -> int:
+    spec = _spec_from_args(args)
+    _print_result(spec, run_build(spec, args.refresh))
+    return 0
+
+
+def _demo(args) -> int:
+    spec = load_spec({**DEMO_SPEC, "storage_root": args.storage_root or "./artifacts"})
+    print("cusprun demo: English health question-answering expert from the embedded SmolLM2-135M\n")
+    from cusprun.models import resolve_model, summarize
+
+    r = resolve_model(spec.base_model)
+    print(summarize(r.path).as_text() + "\n")
+    _print_result(spec, run_build(spec, args.refresh))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("build", help="build, evaluate and publish an expert (runs the Prefect flow)",
+                       description="Build an expert from a YAML spec, a customer profile, or flags "
+                                   "(flags override the spec/profile).")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--spec", help="YAML file with an ExpertSpec")
+    src.add_argument("--profile", help="customer profile name in deployments/customers/")
+    b.add_argument("--name")
+    b.add_argument("--base-model", help="alias, hub id[@rev], local dir, s3:// prefix or .gguf")
+    for dim in ("language", "domain", "task"):
+        b.add_argument(f"--{dim}", help=f"{dim} value ('none' to leave the dimension out)")
+        b.add_argument(f"--{dim}-source", action="append",
+                       help=f"corpus URI for the {dim} (repeatable; default: the bundled corpus)")
+    b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
+    b.add_argument("--rule", choices=["exact-ratio", "paper"])
+    b.add_argument("--layout", choices=["uniform", "per_layer"])
+    b.add_argument("--baselines", help="comma-separated: random,magnitude,wanda-sp,flap ('' for none)")
+    b.add_argument("--storage-root", help="artifact store: local dir or s3://bucket/prefix")
+    b.add_argument("--execution", choices=["local", "distributed"])
+    b.add_argument("--refresh", action="append", default=[],
+                   choices=["corpus", "stats", "plan", "baseline", "slice", "evaluate"],
+                   help="force a stage to recompute (repeatable)")
+    b.set_defaults(func=_build)
+
+    d = sub.add_parser("demo", help="build the English health QA expert from the embedded model",
+                       description="End-to-end demo on the embedded SmolLM2-135M and bundled corpora; "
+                                   "prints the comparison table and where the expert is.")
+    d.add_argument("--storage-root", help="artifact store (default ./artifacts)")
+    d.add_argument("--refresh", action="append", default=[],
+                   choices=["corpus", "stats", "plan", "baseline", "slice", "evaluate"])
+    d.set_defaults(func=_demo)
