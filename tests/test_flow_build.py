@@ -1,0 +1,164 @@
+"""The build-expert flow under a real temporary Prefect server: caching by content, partial
+reruns, S3 artifact store, and fast failures on bad input."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.prefect
+
+HEAVY = {"prepare-corpus", "collect-stats", "merge-masks", "baseline-plan", "slice-weights", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from cusprun.testing import make_tiny_model
+
+    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
+    return str(path)
+
+
+def tiny_spec(model: str, root: str, **over):
+    from cusprun.pipeline.spec import load_spec
+
+    dim = {"max_docs": 24}
+    data = {
+        "name": "tiny-expert", "base_model": model,
+        "language": {"value": "en", **dim}, "domain": {"value": "health", **dim},
+        "task": {"value": "qa", **dim}, "general": {"value": "en", **dim},
+        "target_ratios": [0.25], "max_tokens": 64, "min_docs": 4,
+        "evaluation": {"max_docs": 8, "mc_items": 8, "max_tokens": 64, "other_languages": ["de"]},
+        "storage_root": root,
+    }
+    for k, v in over.items():
+        data[k] = v
+    return load_spec(data)
+
+
+def task_states(flow_state) -> list[tuple[str, str]]:
+    """(task name, state name) of every task run of a finished flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    import anyio
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])), limit=500)
+            return [(r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
+
+    return anyio.run(read)
+
+
+def run(spec, **kw):
+    from flows.build import build_expert
+
+    t0 = time.perf_counter()
+    state = build_expert(spec=spec, return_state=True, **kw)
+    assert state.is_completed(), state
+    return state, time.perf_counter() - t0
+
+
+def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefect_server, tiny_model, tmp_path):
+    from cusprun.pipeline.context import open_store
+    from cusprun.storage import list_versions
+
+    root = str(tmp_path / "artifacts")
+    spec = tiny_spec(tiny_model, root)
+    first, t_first = run(spec)
+    heavy_first = [(n, s) for n, s in task_states(first) if n in HEAVY]
+    assert {n for n, _ in heavy_first} == HEAVY
+    assert all(s == "Completed" for _, s in heavy_first), heavy_first
+    result = first.result()
+    store = open_store(root)
+    assert list_versions(store, "tiny-expert") == [result["expert"]["version"]]
+    assert set(result["plans"]) == {"cusprun@0.25", "random@0.25", "magnitude@0.25",
+                                    "wanda-sp@0.25", "flap@0.25"}
+    assert all(abs(r - 0.25) < 0.02 for r in result["plans"].values())
+
+    second, t_second = run(spec)
+    heavy_second = [(n, s) for n, s in task_states(second) if n in HEAVY]
+    assert len(heavy_second) == len(heavy_first)
+    assert all(s == "Cached" for _, s in heavy_second), heavy_second
+    assert t_second < t_first / 10, (t_first, t_second)
+
+    # Change only the domain corpus: its corpus + statistics and everything downstream of the
+    # Cus-Prun plan recompute; other corpora, statistics and the baselines stay cached.
+    changed = tiny_spec(tiny_model, root, domain={"value": "health", "max_docs": 20})
+    third, _ = run(changed)
+    states = task_states(third)
+    recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
+    assert recomputed == ["collect-stats", "evaluate", "merge-masks", "prepare-corpus", "slice-weights"]
+    cached = [n for n, s in states if s == "Cached"]
+    assert cached.count("collect-stats") == 3 and cached.count("baseline-plan") == 4
+    assert cached.count("slice-weights") == 4
+
+
+def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp_path):
+    import shutil
+
+    root = tmp_path / "artifacts"
+    spec = tiny_spec(tiny_model, str(root), baselines=[], evaluation={"enabled": False})
+    run(spec)
+    shutil.rmtree(root / "plans")
+    again, _ = run(spec)
+    states = dict((n, s) for n, s in task_states(again) if n == "merge-masks")
+    assert states == {"merge-masks": "Completed"}
+
+
+def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
+    spec = tiny_spec(tiny_model, str(tmp_path / "a"), baselines=[], evaluation={"enabled": False})
+    run(spec)
+    again, _ = run(spec, refresh=["stats"])
+    st = [s for n, s in task_states(again) if n == "collect-stats"]
+    assert st and all(s == "Completed" for s in st)
+
+
+@pytest.mark.s3
+def test_flow_on_s3_artifact_store(prefect_server, tiny_model, s3_bucket):
+    from prefect.blocks.system import JSON
+
+    from cusprun.storage import ArtifactStore, latest_version
+
+    uri, opts = s3_bucket
+    JSON(value=opts).save("cusprun-test-s3", overwrite=True)
+    spec = tiny_spec(tiny_model, uri, baselines=["magnitude"])
+    state, _ = run(spec, storage_block="cusprun-test-s3")
+    result = state.result()
+    store = ArtifactStore(uri, opts)
+    assert result["expert"]["uri"].startswith("s3://")
+    assert latest_version(store, "tiny-expert") == result["expert"]["version"]
+    assert store.exists(store.key_of(result["report"]) + "/report.md")
+    manifest = store.read_json(f"experts/tiny-expert/{result['expert']['version']}/MANIFEST.json")
+    assert "cusprun.json" in json.dumps(manifest)
+
+
+@pytest.mark.s3
+def test_bad_input_fails_before_heavy_work(prefect_server, tiny_model, tmp_path, s3_server):
+    from prefect.blocks.system import JSON
+
+    from cusprun.errors import SpecError
+    from flows.build import build_expert
+
+    with pytest.raises(SpecError, match="target ratio 1.5"):
+        tiny_spec(tiny_model, str(tmp_path), target_ratios=[1.5])
+    JSON(value={"client_kwargs": {"endpoint_url": s3_server.endpoint_url}}).save(
+        "cusprun-test-s3-missing", overwrite=True)
+    t0 = time.perf_counter()
+    state = build_expert(spec=tiny_spec(tiny_model, "s3://no-such-bucket/x"),
+                         storage_block="cusprun-test-s3-missing", return_state=True)
+    assert state.is_failed()
+    assert time.perf_counter() - t0 < 30
+    assert "no-such-bucket" in str(state.result(raise_on_failure=False))
+    # Nothing heavy started.
+    assert not [n for n, _ in task_states(state) if n in HEAVY]
