@@ -10,31 +10,29 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from cusprun.pipeline.context import is_done, open_store
+from cusprun.pipeline.context import is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
-from cusprun.pipeline.plan_inputs import all_corpora, prune_config, stats_key
+from cusprun.pipeline.plan_inputs import (calibration_corpora, evaluation_corpora, prune_config,
+                                          stats_key)
 from cusprun.pipeline.spec import ExpertSpec, Stage
 from flows.distributed import collect_stats_remote
 from tasks import stages as t
+from tasks.common import open_store_ref
 
 PREFIX = {"corpus": "corpora", "stats": "stats", "plan": "plans", "baseline": "plans",
           "slice": "sliced", "evaluate": "reports"}
 
 
 def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
-    """Root plus storage options (from a Prefect JSON block, e.g. endpoint and credentials)."""
-    options = None
-    if storage_block:
-        from prefect.blocks.system import JSON
-
-        options = JSON.load(storage_block).value
-    return {"root": spec.storage_root, "storage_options": options}
+    """Where artifacts go: the root, and the Prefect JSON block holding fsspec options
+    (endpoint, credentials) if any; tasks load the block themselves."""
+    return {"root": spec.storage_root, "block": storage_block}
 
 
 def submit(task, stage: str, key: str, storage: dict, refresh: list[str], **kwargs):
     """Submit a heavy task; force it when asked or when the store lost its artifact."""
-    force = stage in refresh or not is_done(open_store(**storage), f"{PREFIX[stage]}/{key}")
+    force = stage in refresh or not is_done(open_store_ref(storage), f"{PREFIX[stage]}/{key}")
     return task.with_options(refresh_cache=force).submit(stage=stage, key=key, storage=storage, **kwargs)
 
 
@@ -45,26 +43,29 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     log = get_run_logger()
     t0 = time.perf_counter()
     storage = storage_ref(spec, storage_block)
-    open_store(**storage).check()  # unreachable storage fails here, before any heavy work
-    model = t.resolve_base_model(spec.base_model, storage["storage_options"])
+    store = open_store_ref(storage)
+    store.check()  # unreachable storage fails here, before any heavy work
+    model = t.resolve_base_model(spec.base_model, storage)
     log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],
              model["fingerprint"])
 
-    # Corpora: every dimension, general text and evaluation-only languages.
-    opts = storage["storage_options"]
-    corpus_futures = {
-        group: [submit(t.prepare_corpus, "corpus",
-                       content_key("corpus", c, source_identity(c["source"], opts)),
-                       storage, refresh, corpus=c) for c in specs]
-        for group, specs in all_corpora(spec).items()}
-    corpora = {g: [f.result() for f in fs] for g, fs in corpus_futures.items()}
-    for g, cs in corpora.items():
-        log.info("corpus %s: %s", g, ", ".join(f"{c['source']} ({c['n_docs']} docs)" for c in cs))
+    # Corpora: calibration corpora per dimension (+ general text), held-out evaluation corpora.
+    opts = store.storage_options or None  # for source identities (ETags)
 
-    # Statistics per calibration corpus (dimensions + general), concurrently.
-    calib_groups = [g for g in corpora if not g.startswith("eval:")]
+    def corpus(c: dict):
+        key = content_key("corpus", c, source_identity(c["source"], opts))
+        return submit(t.prepare_corpus, "corpus", key, storage, refresh, corpus=c)
+
+    calib_futs = {g: [corpus(c) for c in specs] for g, specs in calibration_corpora(spec).items()}
+    eval_futs = {name: corpus(c) for name, c in evaluation_corpora(spec).items()}
+    corpora = {g: [f.result() for f in fs] for g, fs in calib_futs.items()}
+    eval_corpora = {name: f.result() for name, f in eval_futs.items()}
+    for g, cs in corpora.items():
+        log.info("calibration %s: %s", g, ", ".join(f"{c['source']} ({c['n_calib']} docs)" for c in cs))
+
+    # Statistics per calibration corpus, concurrently (or as runs on the gpu work pool).
     jobs = {(g, i): (stats_key(model["fingerprint"], c["hash"], spec), c)
-            for g in calib_groups for i, c in enumerate(corpora[g])}
+            for g, cs in corpora.items() for i, c in enumerate(cs)}
     if spec.execution == "distributed":
         done = collect_stats_remote(jobs, storage, model, spec, refresh)
     else:
@@ -72,7 +73,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                           max_tokens=spec.max_tokens, batch_size=spec.batch_size)
                 for j, (key, c) in jobs.items()}
         done = {j: f.result() for j, f in futs.items()}
-    stats = {g: [done[(g, i)] for i in range(len(corpora[g]))] for g in calib_groups}
+    stats = {g: [done[(g, i)] for i in range(len(cs))] for g, cs in corpora.items()}
     general = stats.pop("general", [])
 
     # Plans: Cus-Prun and every baseline at every target ratio.
@@ -102,8 +103,6 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     if spec.evaluation.enabled:
         candidates = {f"{m}@{r:g}": {"key": s["key"], "method": m, "ratio": r}
                       for (m, r), s in sliced.items()}
-        eval_corpora = {f"{c['dimension']}={c['value']}" if not g.startswith("eval:") else
-                        f"language={g[5:]}": c for g, cs in corpora.items() for c in cs[:1]}
         options = {**spec.evaluation.model_dump(), "seed": spec.seed}
         key = content_key("evaluate", model["fingerprint"], sorted(s["key"] for s in sliced.values()),
                           {n: c["hash"] for n, c in eval_corpora.items()}, options)

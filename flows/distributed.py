@@ -10,8 +10,9 @@ from prefect.deployments import run_deployment
 from prefect.flow_runs import wait_for_flow_run
 
 from cusprun.errors import CusprunError
-from cusprun.pipeline.context import is_done, open_store
+from cusprun.pipeline.context import is_done
 from tasks import stages as t
+from tasks.common import open_store_ref
 
 STATS_DEPLOYMENT = os.environ.get("CUSPRUN_STATS_DEPLOYMENT", "collect-stats/collect-stats")
 
@@ -20,7 +21,7 @@ STATS_DEPLOYMENT = os.environ.get("CUSPRUN_STATS_DEPLOYMENT", "collect-stats/col
 def collect_stats_flow(key: str, storage: dict, model: dict, corpus: dict, max_tokens: int = 512,
                        batch_size: int = 8, refresh: bool = False) -> dict:
     """Statistics for one corpus on this worker (runs on the gpu pool in distributed mode)."""
-    force = refresh or not is_done(open_store(**storage), f"stats/{key}")
+    force = refresh or not is_done(open_store_ref(storage), f"stats/{key}")
     return t.collect_stats.with_options(refresh_cache=force)(
         stage="stats", key=key, storage=storage, model=model, corpus=corpus,
         max_tokens=max_tokens, batch_size=batch_size)
@@ -30,7 +31,7 @@ def collect_stats_remote(jobs: dict, storage: dict, model: dict, spec, refresh: 
                          timeout_s: float = 6 * 3600) -> dict:
     """Start one `collect-stats` run per job, wait for all, return their DONE records."""
     log = get_run_logger()
-    store = open_store(**storage)
+    store = open_store_ref(storage)
     runs = {}
     for job, (key, corpus) in jobs.items():
         if "stats" not in refresh and is_done(store, f"stats/{key}"):

@@ -20,3 +20,17 @@ def heavy_task(name: str, **options) -> Callable:
     return task(name=name, cache_key_fn=_key_from_params, persist_result=True,
                 result_serializer="json", retries=options.pop("retries", 1),
                 retry_delay_seconds=options.pop("retry_delay_seconds", 5), **options)
+
+
+def open_store_ref(storage: dict):
+    """Open the artifact store named by a flow's storage reference: {'root', 'block'}. Options
+    (endpoint, credentials) come from the named Prefect JSON block, loaded inside the task, so
+    they never appear as task parameters in the UI."""
+    from cusprun.pipeline.context import open_store
+
+    options = None
+    if storage.get("block"):
+        from prefect.blocks.system import JSON
+
+        options = JSON.load(storage["block"]).value
+    return open_store(storage["root"], options)

@@ -7,19 +7,18 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cusprun.pipeline import evaluate_stage as ev
 from cusprun.pipeline import stages
-from cusprun.pipeline.context import open_store
-from tasks.common import heavy_task
+from tasks.common import heavy_task, open_store_ref
 
 
 @task(name="resolve-base-model", retries=2, retry_delay_seconds=10)
-def resolve_base_model(ref: str, storage_options: dict | None = None) -> dict:
+def resolve_base_model(ref: str, storage: dict) -> dict:
     """Fetch (or find in the local cache) the base model and fingerprint it."""
-    return stages.model_info(ref, storage_options)
+    return stages.model_info(ref, open_store_ref(storage).storage_options or None)
 
 
 @heavy_task("prepare-corpus")
 def prepare_corpus(stage: str, key: str, storage: dict, corpus: dict) -> dict:
-    return stages.prepare_corpus_stage(open_store(**storage), key, corpus)
+    return stages.prepare_corpus_stage(open_store_ref(storage), key, corpus)
 
 
 @heavy_task("collect-stats")
@@ -31,7 +30,7 @@ def collect_stats(stage: str, key: str, storage: dict, model: dict, corpus: dict
     def progress(done: int, total: int) -> None:
         update_progress_artifact(artifact, 100.0 * done / max(total, 1))
 
-    return stages.collect_stats_stage(open_store(**storage), key, model, corpus,
+    return stages.collect_stats_stage(open_store_ref(storage), key, model, corpus,
                                       max_tokens=max_tokens, batch_size=batch_size,
                                       on_progress=progress)
 
@@ -39,29 +38,29 @@ def collect_stats(stage: str, key: str, storage: dict, model: dict, corpus: dict
 @heavy_task("merge-masks")
 def merge_masks(stage: str, key: str, storage: dict, model: dict, stats: dict, general: list,
                 prune: dict) -> dict:
-    return stages.cusprun_plan_stage(open_store(**storage), key, model, stats, general, prune)
+    return stages.cusprun_plan_stage(open_store_ref(storage), key, model, stats, general, prune)
 
 
 @heavy_task("baseline-plan")
 def baseline_plan(stage: str, key: str, storage: dict, model: dict, method: str, ratio: float,
                   layout: str, general: list, seed: int) -> dict:
-    return stages.baseline_plan_stage(open_store(**storage), key, model, method, ratio, layout,
+    return stages.baseline_plan_stage(open_store_ref(storage), key, model, method, ratio, layout,
                                       general, seed)
 
 
 @heavy_task("slice-weights")
 def slice_weights(stage: str, key: str, storage: dict, model: dict, plan: dict, card: dict) -> dict:
-    return stages.slice_stage(open_store(**storage), key, model, plan, card)
+    return stages.slice_stage(open_store_ref(storage), key, model, plan, card)
 
 
 @heavy_task("evaluate")
 def evaluate(stage: str, key: str, storage: dict, model: dict, candidates: dict,
              eval_corpora: dict, options: dict, overlap_plan: dict | None = None) -> dict:
-    return ev.evaluate_stage(open_store(**storage), key, model, candidates, eval_corpora, options,
+    return ev.evaluate_stage(open_store_ref(storage), key, model, candidates, eval_corpora, options,
                              overlap_plan)
 
 
 @task(name="publish-expert", retries=2, retry_delay_seconds=5)
 def publish(storage: dict, name: str, sliced: dict, report: dict | None) -> dict:
     """Not cached: every build publishes a new immutable version (atomically)."""
-    return ev.publish_stage(open_store(**storage), name, sliced, report)
+    return ev.publish_stage(open_store_ref(storage), name, sliced, report)

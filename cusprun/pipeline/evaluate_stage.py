@@ -71,7 +71,7 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
         loss_sets, mc_tasks = build_eval_inputs(
             store, eval_corpora, max_docs=options["max_docs"], mc_items=options["mc_items"],
             seed=options.get("seed", 0))
-        entries = {"dense": ModelEntry(path=local_model(model["ref"], model["fingerprint"]),
+        entries = {"dense": ModelEntry(path=local_model(model["ref"], model["fingerprint"], store.storage_options or None),
                                        method="dense", ratio=0.0)}
         for name, c in candidates.items():
             entries[name] = ModelEntry(path=local_copy(store, c["key"]), method=c["method"],

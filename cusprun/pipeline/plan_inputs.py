@@ -18,22 +18,44 @@ def default_source(dimension: str, value: str, spec: ExpertSpec) -> str:
 
 
 def corpus_specs(dimension: str, dim: DimensionSpec, spec: ExpertSpec) -> list[dict]:
+    """Calibration corpora of one dimension: every source, calibration side only."""
     sources = dim.sources or [default_source(dimension, dim.value, spec)]
     return [{"source": s, "text_field": dim.text_field, "max_docs": dim.max_docs, "seed": spec.seed,
+             "min_docs": min(spec.min_docs, dim.max_docs), "max_eval_docs": 0, "min_eval_docs": 0,
              "dimension": dimension, "value": dim.value} for s in sources]
 
 
-def all_corpora(spec: ExpertSpec) -> dict[str, list[dict]]:
-    """dimension (incl. 'general' and 'eval:<lang>' sets) -> corpus specs."""
+def calibration_corpora(spec: ExpertSpec) -> dict[str, list[dict]]:
+    """dimension (and 'general') -> calibration corpus specs."""
     out = {d: corpus_specs(d, dim, spec) for d, dim in spec.dimensions().items()}
     if spec.general:
         out["general"] = corpus_specs("general", spec.general, spec)
-    if spec.evaluation.enabled:
-        own = spec.language.value if spec.language else None
-        for lang in spec.evaluation.other_languages:
-            if lang != own:
-                out[f"eval:{lang}"] = corpus_specs(
-                    "language", DimensionSpec(value=lang, max_docs=spec.evaluation.max_docs * 3), spec)
+    return out
+
+
+def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
+    """'dimension=value' -> a held-out-only corpus spec. Held-out documents are chosen by a stable
+    hash of their id, so they are never in any calibration corpus of the same source; keeping them
+    in separate corpora means evaluation settings never invalidate the statistics."""
+    if not spec.evaluation.enabled:
+        return {}
+    ev = spec.evaluation
+    n = max(ev.max_docs, ev.mc_items)
+    dims = dict(spec.dimensions())
+    if spec.general:
+        dims["general"] = spec.general
+    own = spec.language.value if spec.language else None
+    for lang in ev.other_languages:
+        if lang != own:
+            dims[f"language:{lang}"] = DimensionSpec(value=lang)
+    out = {}
+    for d, dim in dims.items():
+        dimension = d.split(":")[0]
+        source = (dim.sources or [default_source(dimension, dim.value, spec)])[0]
+        out[f"{dimension}={dim.value}"] = {
+            "source": source, "text_field": dim.text_field, "max_docs": 1, "min_docs": 1,
+            "max_eval_docs": n, "min_eval_docs": 1, "seed": spec.seed,
+            "dimension": dimension, "value": dim.value}
     return out
 
 

@@ -32,6 +32,8 @@ def local_model(ref: str, fingerprint: str, storage_options: dict | None = None)
 def prepare_corpus_stage(store: ArtifactStore, key: str, corpus: dict) -> dict:
     from cusprun.corpora import CorpusSpec, prepare_corpus
 
+    if corpus["source"].startswith("s3://") and not corpus.get("storage_options"):
+        corpus = {**corpus, "storage_options": store.storage_options}  # same endpoint as the store
     spec = CorpusSpec.model_validate(corpus)
     with timed(f"corpus {spec.source}"):
         out = scratch("corpus", key)
@@ -55,7 +57,7 @@ def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dic
     from cusprun.scoring import collect_stats, save_stats
 
     texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()
-    path = local_model(model["ref"], model["fingerprint"])
+    path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
     with timed(f"statistics {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
         m, tok = load_model(path)
         stats = collect_stats(m, tok, texts, max_tokens=max_tokens, batch_size=batch_size,
@@ -98,7 +100,7 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[
     with timed(f"merge masks ({config.rule}, target {config.target_ratio})"):
         loaded = {dim: [_load_stats(store, s) for s in items] for dim, items in stats.items()}
         gen = [_load_stats(store, s) for s in general] or None
-        model_config = AutoConfig.from_pretrained(local_model(model["ref"], model["fingerprint"]))
+        model_config = AutoConfig.from_pretrained(local_model(model["ref"], model["fingerprint"], store.storage_options or None))
         plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
                           general=gen)
         plan.dimensions = {dim: {"value": items[0]["value"],
@@ -113,7 +115,7 @@ def baseline_plan_stage(store: ArtifactStore, key: str, model: dict, method: str
     from cusprun.models import load_model
 
     with timed(f"baseline {method} at {ratio}"):
-        m, _ = load_model(local_model(model["ref"], model["fingerprint"]), device="cpu")
+        m, _ = load_model(local_model(model["ref"], model["fingerprint"], store.storage_options or None), device="cpu")
         gen = _load_stats(store, general[0]) if general else None
         plan = baseline_plan(method, m, ratio, layout, base_fingerprint=model["fingerprint"],
                              general=gen, seed=seed)
@@ -126,7 +128,7 @@ def slice_stage(store: ArtifactStore, key: str, model: dict, plan: dict, card: d
     p = read_plan(store, plan)
     with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f})"):
         out = scratch("slice", key)
-        slice_checkpoint(local_model(model["ref"], model["fingerprint"]), p, out / "model",
+        slice_checkpoint(local_model(model["ref"], model["fingerprint"], store.storage_options or None), p, out / "model",
                          model_fingerprint=model["fingerprint"], card=card)
         info = json.loads((out / "model" / "cusprun.json").read_text())
         return commit(store, out / "model", f"sliced/{key}", {
