@@ -70,21 +70,27 @@ def _count(entry: Entry, params: dict[str, str]) -> int:
     return len({t for r in entry.build(params) if len(t := clean_text(r["text"])) >= _MIN_CHARS})
 
 
-def _counts() -> dict[str, int]:
-    """Distinct non-empty documents per entry (and per language for `lang` entries), cached in
-    cache_root()/corpora since building every bible language takes a few seconds."""
+def _count_keys(entry: Entry) -> list[tuple[str, dict[str, str]]]:
+    keys = [(entry.uri, {})]
+    if "lang" in entry.params and len(entry.languages) > 1:
+        keys += [(f"{entry.uri}?lang={lang}", {"lang": lang}) for lang in entry.languages]
+    return keys
+
+
+def _counts(entries: list[Entry]) -> dict[str, int]:
+    """Distinct usable documents per entry (and per language for `lang` entries), cached in
+    cache_root()/corpora: building every bible language takes several seconds."""
     path = cache_root() / "corpora" / f"bundled-counts-{_fingerprint()}.json"
     try:
-        return json.loads(path.read_text())
+        counts: dict[str, int] = json.loads(path.read_text())
     except (OSError, ValueError):
-        pass
-    counts: dict[str, int] = {}
-    for entry in tqdm(list(REGISTRY.values()), desc="counting bundled corpora (cached once)",
-                      leave=False):
-        counts[entry.uri] = _count(entry, {})
-        if "lang" in entry.params and len(entry.languages) > 1 and entry.value != "translation":
-            for lang in entry.languages:
-                counts[f"{entry.uri}?lang={lang}"] = _count(entry, {"lang": lang})
+        counts = {}
+    todo = [(k, e, p) for e in entries for k, p in _count_keys(e) if k not in counts]
+    if not todo:
+        return counts
+    for key, entry, params in tqdm(todo, desc="counting bundled corpora (cached once)",
+                                   leave=False):
+        counts[key] = _count(entry, params)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(counts, indent=1, sort_keys=True))
@@ -97,11 +103,10 @@ def list_bundled(dimension: str | None = None) -> list[BundledCorpus]:
     is made of; per-language counts are in the description for entries taking `lang=`."""
     if dimension is not None and dimension not in DIMENSIONS:
         raise CorpusError(f"Unknown dimension {dimension!r}; dimensions: {', '.join(DIMENSIONS)}.")
-    counts = _counts()
+    entries = [e for e in REGISTRY.values() if dimension in (None, e.dimension)]
+    counts = _counts(entries)
     out = []
-    for entry in REGISTRY.values():
-        if dimension and entry.dimension != dimension:
-            continue
+    for entry in entries:
         desc = entry.description
         per_lang = [f"{lang} {counts[f'{entry.uri}?lang={lang}']}" for lang in entry.languages
                     if f"{entry.uri}?lang={lang}" in counts]

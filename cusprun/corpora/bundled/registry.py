@@ -131,7 +131,7 @@ def _entries() -> list[Entry]:
               "prompt, target verse as answer (group_id = verse id)", _translation,
               {"src": "source language (default de)", "tgt": "target language (default en)",
                "lang": "shorthand: src=lang, tgt=en", "src_translation": "bible.db code",
-               "tgt_translation": "bible.db code"}, tuple(sorted(BIBLE_TRANSLATIONS))),
+               "tgt_translation": "bible.db code"}),
         Entry("task", "qa", "Definition QA from Wikipedia: 'What is <title>?' answered by the "
               "article's first sentence", _wiki_task("qa", wiki.qa_rows), wiki_params, _WIKI_LANGS),
         Entry("task", "summarization", "Wikipedia article -> its title (headline)",
