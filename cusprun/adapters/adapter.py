@@ -137,6 +137,22 @@ class Adapter:
         return {name: RowPart(getattr(attn, attr), 0, getattr(attn, attr).out_features)
                 for name, attr in (("q", s.q), ("k", s.k), ("v", s.v))}
 
+    # ---- state-dict names ---------------------------------------------------
+    def module_names(self, layer_idx: int) -> dict[str, str]:
+        """Dotted state-dict prefixes of layer `layer_idx`'s prunable projections, by role
+        (q, k, v or qkv; o; gate, up or gate_up; down); append ".weight" / ".bias"."""
+        s = self.spec
+        attn, mlp = f"{s.layers}.{layer_idx}.{s.attention}", f"{s.layers}.{layer_idx}.{s.mlp}"
+        roles = {"q": s.q, "k": s.k, "v": s.v, "qkv": s.qkv, "o": s.o}
+        names = {role: f"{attn}.{attr}" for role, attr in roles.items() if attr}
+        roles = {"gate": s.gate, "up": s.up, "gate_up": s.gate_up, "down": s.down}
+        names.update({role: f"{mlp}.{attr}" for role, attr in roles.items() if attr})
+        return names
+
+    def embedding_names(self) -> tuple[str, str]:
+        """State-dict names of the input embedding and the output head weights."""
+        return f"{self.spec.embed}.weight", f"{self.spec.lm_head}.weight"
+
     # ---- parameter accounting ----------------------------------------------
     def unit_params(self, config: Any) -> dict[str, int]:
         """Parameters removed with one FFN neuron, one query head, one whole KV group's k/v."""

@@ -16,6 +16,8 @@ class ArchSpec:
     config_class: str                # transformers config class (validates sliced head counts)
     model_types: tuple[str, ...]     # config.model_type values of this family
     layers: str = "model.layers"     # dotted path from the CausalLM to the decoder layer list
+    embed: str = "model.embed_tokens"  # dotted path of the input embedding (state-dict prefix)
+    lm_head: str = "lm_head"         # dotted path of the output head (absent from tied checkpoints)
     attention: str = "self_attn"     # attribute of a decoder layer
     q: str | None = "q_proj"
     k: str | None = "k_proj"

@@ -1,0 +1,101 @@
+"""Model card (README.md with YAML front matter) of a sliced expert."""
+from __future__ import annotations
+
+import yaml
+
+from cusprun.masks.plan import PruningPlan
+
+
+def _fmt(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def front_matter(plan: PruningPlan, base_model: str, params: dict, card: dict) -> dict:
+    tags = ["cusprun", "pruned", "structured-pruning", plan.method, *sorted(plan.dimensions)]
+    tags += [t for t in card.get("tags", []) if t not in tags]
+    meta: dict = {"base_model": base_model, "library_name": "transformers",
+                  "pipeline_tag": "text-generation", "tags": tags}
+    for key in ("license", "language", "datasets"):
+        if card.get(key):
+            meta[key] = card[key]
+    meta["cusprun"] = {
+        "method": plan.method, "rule": plan.rule, "layout": plan.layout,
+        "target_ratio": plan.target_ratio, "achieved_ratio": round(plan.achieved_ratio, 6),
+        "params_total": params["pruned"]["total"],
+        "params_non_embedding": params["pruned"]["non_embedding"],
+        "base_params_total": params["dense"]["total"],
+        "base_params_non_embedding": params["dense"]["non_embedding"],
+    }
+    return meta
+
+
+def _dimension_lines(plan: PruningPlan) -> list[str]:
+    lines = []
+    for dim, info in sorted(plan.dimensions.items()):
+        value = info.get("value", "?")
+        hashes = info.get("corpus_hashes") or []
+        shown = f" (calibration corpus {', '.join(f'`{h}`' for h in hashes)})" if hashes else ""
+        lines.append(f"- **{dim}**: {value}{shown}")
+    return lines
+
+
+def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list[dict],
+               card: dict | None = None, version: str) -> str:
+    """README.md text: YAML metadata, then how the model was made and how to load it."""
+    card = card or {}
+    meta = front_matter(plan, base_model, params, card)
+    title = card.get("expert") or card.get("name") or f"{base_model} pruned with Cus-Prun"
+    d, p = params["dense"], params["pruned"]
+    w0 = widths[0]
+    lines = [f"# {title}", ""]
+    if card.get("description"):
+        lines += [card["description"], ""]
+    rule = f", rule `{plan.rule}`" if plan.rule else ""
+    lines += [
+        f"This model was made from [`{base_model}`](https://huggingface.co/{base_model}) by structured "
+        f"pruning with cusprun {version} (method `{plan.method}`{rule}; Cus-Prun: "
+        "https://arxiv.org/abs/2506.02561). Whole FFN neurons and attention heads were removed and the "
+        "remaining weights were copied unchanged. **No post-training** (no fine-tuning, distillation "
+        "or weight update of any kind) was applied.",
+        "",
+        f"- Pruned {_pct(plan.achieved_ratio)} of the prunable (FFN + attention projection) parameters "
+        f"(target {_pct(plan.target_ratio)}).",
+        f"- Parameters: {_fmt(p['total'])} total / {_fmt(p['non_embedding'])} non-embedding "
+        f"(base model: {_fmt(d['total'])} / {_fmt(d['non_embedding'])}).",
+        "- Embeddings, norms and the LM head are unchanged.",
+    ]
+    dims = _dimension_lines(plan)
+    if dims:
+        lines += ["", "Dimensions the expert was customised for:", "", *dims]
+    lines += ["", "## Loading", ""]
+    if plan.layout == "uniform":
+        lines += [
+            f"Every layer keeps {w0['intermediate_size']} FFN neurons, {w0['num_attention_heads']} query "
+            f"heads and {w0['num_key_value_heads']} key/value heads, so `config.json` is a stock "
+            "config of the base family (with an explicit `head_dim`) and the model loads with plain "
+            "transformers:",
+            "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            'model = AutoModelForCausalLM.from_pretrained("PATH")',
+            'tokenizer = AutoTokenizer.from_pretrained("PATH")', "```", "",
+            "Note: transformers 5 rejects, for some families (e.g. Llama, Gemma3), a config whose hidden "
+            "size is not a multiple of the number of attention heads even with an explicit `head_dim`; "
+            "uniform experts therefore keep a head count the base family accepts.",
+        ]
+    else:
+        lines += [
+            "Layers keep different widths (`layer_widths` in `config.json`, model type "
+            "`cusprun_per_layer`). `import cusprun` registers this model type with transformers' "
+            "Auto classes (no remote code):",
+            "", "```python", "import cusprun", 'model, tokenizer = cusprun.load_expert("PATH")',
+            "# or: transformers.AutoModelForCausalLM.from_pretrained(\"PATH\") after `import cusprun`",
+            "```", "",
+            "| layer | FFN neurons | query heads | KV heads |", "|---:|---:|---:|---:|",
+            *[f"| {i} | {w['intermediate_size']} | {w['num_attention_heads']} | "
+              f"{w['num_key_value_heads']} |" for i, w in enumerate(widths)],
+        ]
+    lines += ["", "`cusprun.json` holds the full pruning plan (kept unit indices of every layer).", ""]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + "\n".join(lines)
