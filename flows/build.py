@@ -103,7 +103,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     if spec.evaluation.enabled:
         candidates = {f"{m}@{r:g}": {"key": s["key"], "method": m, "ratio": r}
                       for (m, r), s in sliced.items()}
-        options = {**spec.evaluation.model_dump(), "seed": spec.seed}
+        options = {**spec.evaluation.model_dump(), "seed": spec.seed,
+                   "own_language": spec.language.value if spec.language else None}
         key = content_key("evaluate", model["fingerprint"], sorted(s["key"] for s in sliced.values()),
                           {n: c["hash"] for n, c in eval_corpora.items()}, options)
         report = submit(t.evaluate, "evaluate", key, storage, refresh, model=model,

@@ -12,39 +12,39 @@ from cusprun.storage import ArtifactStore, publish_expert
 log = logging.getLogger(__name__)
 
 
-def _column_ok(table, *cols: str) -> bool:
-    return all(c in table.column_names and table.column(c).null_count < len(table) for c in cols)
+def _has(table, *cols: str) -> bool:
+    return all(c in table.column_names and table.column(c).null_count == 0 for c in cols)
 
 
-def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, max_docs: int,
-                      mc_items: int, seed: int) -> tuple[dict, dict]:
-    """Held-out loss sets per corpus, and multiple-choice tasks where the held-out data allows."""
+def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, own_language: str | None,
+                      max_docs: int, mc_items: int, seed: int) -> tuple[dict, dict]:
+    """Held-out loss sets per corpus, and the multiple-choice tasks the held-out data allows:
+    topic classification and definition QA from Wikipedia-style tables (title + topic label),
+    translation selection between the expert's language and another aligned language."""
     from cusprun.evaluation import (build_definition_items, build_topic_items,
                                     build_translation_items, loss_examples_from_table)
 
-    loss_sets, mc_tasks, tables = {}, {}, {}
-    for name, corpus in eval_corpora.items():
-        table = _corpus_table(store, corpus, "eval")
-        tables[name] = table
-        loss_sets[name] = loss_examples_from_table(table.slice(0, max_docs))
-    for name, table in tables.items():
-        if _column_ok(table, "label") and "topic" not in mc_tasks and len(set(
-                table.column("label").to_pylist())) >= 4:
-            mc_tasks["topic classification"] = build_topic_items(table, n_items=mc_items, seed=seed)
-        if _column_ok(table, "title") and "definition QA" not in mc_tasks:
-            items = build_definition_items(table, n_items=mc_items, seed=seed)
-            if items:
-                mc_tasks["definition QA"] = items
-    langs = {n: t for n, t in tables.items() if n.startswith("language=") and _column_ok(t, "group_id")}
-    if len(langs) >= 2:
-        (src_name, src), *others = sorted(langs.items())
-        tgt_name, tgt = others[0]
-        items = build_translation_items(src, tgt, n_items=mc_items, seed=seed,
-                                        source_name=src_name.split("=")[1],
-                                        target_name=tgt_name.split("=")[1])
-        if items:
-            mc_tasks["translation selection"] = items
-    return loss_sets, mc_tasks
+    tables = {name: _corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
+    loss_sets = {name: loss_examples_from_table(t.slice(0, max_docs)) for name, t in tables.items()}
+    mc: dict[str, list] = {}
+    order = sorted(tables, key=lambda n: ("domain=", "general=", "task=").index(n.split("=")[0] + "=")
+                   if n.split("=")[0] in ("domain", "general", "task") else 9)
+    articles = [n for n in order if not n.startswith("task=") and _has(tables[n], "label", "title")]
+    for n in sorted(articles, key=lambda n: -len(set(tables[n].column("label").to_pylist()))):
+        if len(set(tables[n].column("label").to_pylist())) >= 4:
+            mc["topic classification"] = build_topic_items(tables[n], n_items=mc_items, seed=seed)
+            break
+    if articles:
+        mc["definition QA"] = build_definition_items(tables[articles[0]], n_items=mc_items, seed=seed)
+    own = f"language={own_language}"
+    others = [n for n in sorted(tables) if n.startswith("language=") and n != own
+              and _has(tables[n], "group_id")]
+    if own in tables and others and _has(tables[own], "group_id"):
+        src = others[0]
+        mc["translation selection"] = build_translation_items(
+            tables[src], tables[own], n_items=mc_items, seed=seed,
+            source_name=src.split("=")[1], target_name=own_language)
+    return loss_sets, {k: v for k, v in mc.items() if v}
 
 
 def _overlap_pairs(overlap) -> dict | None:
@@ -69,7 +69,8 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
 
     with timed(f"evaluate {len(candidates) + 1} models"):
         loss_sets, mc_tasks = build_eval_inputs(
-            store, eval_corpora, max_docs=options["max_docs"], mc_items=options["mc_items"],
+            store, eval_corpora, own_language=options.get("own_language"),
+            max_docs=options["max_docs"], mc_items=options["mc_items"],
             seed=options.get("seed", 0))
         entries = {"dense": ModelEntry(path=local_model(model["ref"], model["fingerprint"], store.storage_options or None),
                                        method="dense", ratio=0.0)}

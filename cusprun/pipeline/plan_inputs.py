@@ -21,7 +21,7 @@ def corpus_specs(dimension: str, dim: DimensionSpec, spec: ExpertSpec) -> list[d
     """Calibration corpora of one dimension: every source, calibration side only."""
     sources = dim.sources or [default_source(dimension, dim.value, spec)]
     return [{"source": s, "text_field": dim.text_field, "max_docs": dim.max_docs, "seed": spec.seed,
-             "min_docs": min(spec.min_docs, dim.max_docs), "max_eval_docs": 0, "min_eval_docs": 0,
+             "min_docs": min(spec.min_docs, dim.max_docs), "max_eval_docs": 1, "min_eval_docs": 1,
              "dimension": dimension, "value": dim.value} for s in sources]
 
 
