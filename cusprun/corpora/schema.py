@@ -49,10 +49,10 @@ def split_of(split_key: str, eval_percent: int) -> str:
     return "eval" if h % 100 < eval_percent else "calib"
 
 
-def order_key(seed: int, align_key: str, doc_id: str) -> bytes:
-    """Sampling order: seeded hash of the alignment key, so aligned sources (one verse range in
-    many languages) sample the same units for the same seed."""
-    return hashlib.sha256(f"{seed}\x00{align_key}\x00{doc_id}".encode("utf-8")).digest()
+def order_key(seed: int, align_key: str, doc_id: str) -> tuple[bytes, str]:
+    """Sampling order: seeded hash of the alignment key (doc_id breaks ties), so aligned sources
+    (one verse range in many languages) sample the same units for the same seed."""
+    return hashlib.sha256(f"{seed}\x00{align_key}".encode("utf-8")).digest(), doc_id
 
 
 def to_table(rows: list[Mapping[str, Any]], metadata: Mapping[str, Any] | None = None) -> pa.Table:

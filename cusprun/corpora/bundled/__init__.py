@@ -2,6 +2,7 @@
 installs. See registry.py for what each (dimension, value) is made of."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -47,11 +48,18 @@ def parse_bundled(source: str) -> tuple[Entry, dict[str, str]]:
 
 
 def build_bundled(source: str) -> tuple[Entry, list[dict]]:
-    """(registry entry, normalised rows without source/split columns) for a bundled:// URI."""
+    """(registry entry, normalised rows without source/split columns) for a bundled:// URI.
+    The row dicts are shared with an in-process cache: copy before changing them."""
     entry, params = parse_bundled(source)
-    rows = entry.build(params)
-    log.info("built %d documents for %s", len(rows), source)
-    return entry, rows
+    return entry, list(_build(entry.uri, tuple(sorted(params.items()))))
+
+
+@functools.lru_cache(maxsize=4)
+def _build(uri: str, params: tuple[tuple[str, str], ...]) -> tuple[dict, ...]:
+    entry, _ = parse_bundled(uri)
+    rows = tuple(entry.build(dict(params)))
+    log.info("built %d documents for %s%s", len(rows), uri, dict(params) or "")
+    return rows
 
 
 def _fingerprint() -> str:

@@ -100,12 +100,7 @@ def _translation(p: dict[str, str]) -> list[dict]:
 def _wiki_task(name: str, fn: Callable[..., list[dict]], with_domain: bool = True) -> Callable:
     def build(p: dict[str, str]) -> list[dict]:
         lang = _lang_param(f"task/{name}", _WIKI_LANGS, p)
-        if not with_domain:
-            if p.get("domain"):
-                raise CorpusError(f"task/{name} classifies articles of every domain; drop "
-                                  f"domain={p['domain']!r}.")
-            return fn(lang)
-        return fn(lang, _domain_param(f"task/{name}", p))
+        return fn(lang, _domain_param(f"task/{name}", p)) if with_domain else fn(lang)
     return build
 
 
