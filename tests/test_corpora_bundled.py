@@ -9,7 +9,7 @@ import re
 import pytest
 
 from cusprun.corpora import (CorpusSpec, bundled_uri, list_bundled, prepare_corpus, read_corpus,
-                             split_of)
+                             split_of, translation_tables)
 from cusprun.corpora.bundled import build_bundled
 from cusprun.corpora.bundled.registry import REGISTRY
 from cusprun.corpora.prepare import _candidates
@@ -112,6 +112,12 @@ def test_translation_rows_carry_what_translation_selection_needs(tmp_path):
         assert r["prompt"] == (f"Translate from German to English:\nGerman: {r['source_text']}"
                                "\nEnglish: ")
         assert re.fullmatch(r"bible/\d+\.\d+\.\d+", r["group_id"])
+    src, tgt = translation_tables(read_corpus(pc.path, "eval"))
+    assert src.column_names == tgt.column_names == ["group_id", "text", "lang"]
+    assert src["group_id"].equals(tgt["group_id"]) and set(src["lang"].to_pylist()) == {"de"}
+    assert tgt["text"].to_pylist() == [r["answer"] for r in rows]
+    with pytest.raises(CorpusError, match="Not a translation table: no row has source_text"):
+        translation_tables(read_corpus(_prep("bundled://language/de", tmp_path).path))
 
 
 def test_qa_answers_are_first_sentences_of_held_out_articles(tmp_path):

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from tqdm.auto import tqdm
+
 from cusprun.corpora.spec import split_uri
 from cusprun.errors import CorpusError
 
@@ -84,7 +86,8 @@ def iter_hf_records(source: str, limit: int) -> tuple[list[str], Iterator[dict[s
 
     def records() -> Iterator[dict[str, Any]]:
         try:
-            yield from itertools.islice(itertools.chain([first], it), limit)
+            rows = itertools.islice(itertools.chain([first], it), limit)
+            yield from tqdm(rows, total=limit, desc=f"reading {name}", unit="row", leave=False)
         except Exception as e:  # noqa: BLE001 - network drop mid-stream
             raise CorpusError(f"Reading {source!r} failed mid-stream: {e}. {_advice(source)}") from e
 

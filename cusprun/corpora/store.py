@@ -95,3 +95,21 @@ def corpus_info(path: str | Path, storage_options: dict[str, Any] | None = None,
             raise CorpusError(f"Prepared corpus {str(path)!r} does not match its content hash "
                               f"({actual[:16]} != {info.hash[:16]}); prepare it again.")
     return info
+
+
+def translation_tables(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Translation rows -> (source, target) tables with columns group_id, text, lang, aligned by
+    group_id (the verse id): the shape translation-selection items are built from."""
+    missing = [c for c in ("group_id", "source_text", "source_lang", "answer", "lang")
+               if c not in table.column_names]
+    if missing:
+        raise CorpusError(f"Not a translation table: missing {', '.join(missing)}; prepare "
+                          "bundled://task/translation (or give source_text/answer columns).")
+    rows = table.filter(pc.is_valid(table["source_text"]))
+    if table.num_rows and not rows.num_rows:
+        raise CorpusError("Not a translation table: no row has source_text; prepare "
+                          "bundled://task/translation (or give source_text/answer columns).")
+    src = pa.table({"group_id": rows["group_id"], "text": rows["source_text"],
+                    "lang": rows["source_lang"]})
+    tgt = pa.table({"group_id": rows["group_id"], "text": rows["answer"], "lang": rows["lang"]})
+    return src, tgt
