@@ -138,7 +138,7 @@ def write_shard(path: Path, tensors: list[OutTensor], metadata: dict[str, str] |
                 x = read_tensor(t.src).index_select(t.dim, t.index).contiguous()
                 if tuple(x.shape) != t.shape:
                     raise AssertionError(f"{t.name}: sliced to {tuple(x.shape)}, planned {t.shape}")
-                out.write(x.view(torch.uint8).numpy().data if x.numel() else b"")
+                out.write(x.reshape(-1).view(torch.uint8).numpy().data if x.numel() else b"")
                 del x
             if progress is not None:
                 progress.update(1)
