@@ -1,0 +1,67 @@
+"""baseline_plan: a PruningPlan from a baseline score, through Cus-Prun's own selection code."""
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from cusprun.adapters import Adapter
+from cusprun.baselines.scorers import BASELINES, NEEDS_GENERAL, standardise
+from cusprun.errors import SpecError
+from cusprun.masks.plan import PruningPlan
+from cusprun.masks.select import UnitScores, select_units, to_plan
+from cusprun.scoring.stats import DimensionStats
+
+log = logging.getLogger(__name__)
+
+_DESCRIBE = {
+    "random": "uniform random scores (seeded)",
+    "magnitude": "L2 norm of all the unit's weights",
+    "wanda-sp": "sum over the unit's down/o weights of |W| x input channel L2 norm (general text)",
+    "flap": "sum over the unit's channels of input variance (general text) x squared weight column norm",
+}
+
+
+def validate_baseline(method: str, target_ratio: float, layout: str, *, base_fingerprint: str,
+                      general: DimensionStats | None, model: nn.Module | None = None) -> None:
+    """Every check that needs no computation; raises SpecError naming the bad input."""
+    if method not in BASELINES:
+        raise SpecError(f"Unknown baseline {method!r}; available: {', '.join(BASELINES)}.")
+    if not isinstance(target_ratio, (int, float)) or not 0 < target_ratio <= 0.9:
+        raise SpecError(f"target_ratio={target_ratio!r} is outside (0, 0.9].")
+    if layout not in ("uniform", "per_layer"):
+        raise SpecError(f"Unknown layout {layout!r}; allowed: 'uniform', 'per_layer'.")
+    if method in NEEDS_GENERAL:
+        if general is None:
+            raise SpecError(f"Baseline {method!r} needs channel statistics of general text: pass "
+                            f"general=<DimensionStats of the base model on a general corpus>.")
+        if general.model_fingerprint != base_fingerprint:
+            raise SpecError(f"General statistics {general.label} were collected on model fingerprint "
+                            f"{general.model_fingerprint!r}, but the base model's fingerprint is "
+                            f"{base_fingerprint!r}.")
+        if general.n_tokens < 1:
+            raise SpecError(f"General statistics {general.label} hold no tokens.")
+        if model is not None:
+            d = Adapter.for_model(model).dims(model.config)
+            if general.shape != (d.n_layers, d.ffn, d.n_heads):
+                raise SpecError(f"General statistics {general.label} have (layers, ffn, heads) = "
+                                f"{general.shape}, the model has {(d.n_layers, d.ffn, d.n_heads)}.")
+
+
+def baseline_plan(method: str, model: nn.Module, target_ratio: float, layout: str = "uniform", *,
+                  base_fingerprint: str, general: DimensionStats | None = None, seed: int = 0) -> PruningPlan:
+    """Prune the lowest-scored units of `method` to `target_ratio` of prunable parameters.
+    Scores are standardised per unit type over all layers before the shared global selection."""
+    validate_baseline(method, target_ratio, layout, base_fingerprint=base_fingerprint,
+                      general=general, model=model)
+    adapter = Adapter.for_model(model)
+    dims = adapter.dims(model.config)
+    ffn, heads = BASELINES[method](model, adapter, dims, general, seed)
+    scores = UnitScores(ffn=standardise(ffn), heads=standardise(heads))
+    sel = select_units(scores, adapter, model.config, layout=layout, target_ratio=target_ratio)
+    log.info("baseline %s (%s): removed %.4f of prunable parameters (target %.4f)",
+             method, layout, sel.achieved_ratio, target_ratio)
+    report = {"method": method, "score": _DESCRIBE[method],
+              "standardised": "per unit type over all layers", "seed": seed if method == "random" else None}
+    return to_plan(sel, adapter=adapter, method=method, layout=layout, base_fingerprint=base_fingerprint,
+                   target_ratio=target_ratio, report=report)

@@ -1,0 +1,58 @@
+"""PruneConfig: how Cus-Prun turns impact statistics into a pruning plan."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cusprun.errors import SpecError
+
+Rule = Literal["exact-ratio", "paper"]
+LayoutName = Literal["uniform", "per_layer"]
+
+_ALLOWED = {
+    "rule": "'exact-ratio' or 'paper'",
+    "target_ratio": "a fraction of prunable parameters in (0, 0.9]",
+    "sigma": "a per-document irrelevant fraction in (0, 1)",
+    "layout": "'uniform' or 'per_layer'",
+    "min_docs": "an integer >= 1",
+    "protect_fraction": "a fraction in [0, 1) (0 disables general-text protection)",
+}
+
+
+def spec_error_from(e: ValidationError, what: str) -> SpecError:
+    """A SpecError naming each bad field, its value and what is accepted."""
+    lines = []
+    for err in e.errors():
+        field = ".".join(map(str, err["loc"])) or what
+        allowed = _ALLOWED.get(field)
+        hint = f"; allowed: {allowed}" if allowed else ""
+        lines.append(f"{field}={err.get('input')!r}: {err['msg']}{hint}")
+    return SpecError(f"Invalid {what}: " + " | ".join(lines))
+
+
+class PruneConfig(BaseModel):
+    """Rule, target and layout of a Cus-Prun plan. Invalid values raise SpecError."""
+
+    model_config = ConfigDict(extra="forbid")
+    rule: Rule = Field("exact-ratio", description=(
+        "'exact-ratio': prune the lowest max-percentile units until target_ratio is met; "
+        "'paper': prune units in the lowest sigma fraction of every document of every dimension"))
+    target_ratio: float = Field(0.25, gt=0, le=0.9,
+                                description="Fraction of prunable parameters to remove (exact-ratio)")
+    sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (paper rule)")
+    layout: LayoutName = Field("uniform", description=(
+        "'uniform': every layer keeps the same counts (stock transformers config); "
+        "'per_layer': counts vary by layer"))
+    min_docs: int = Field(8, ge=1, description="Fewest documents a corpus's statistics may hold")
+    protect_fraction: float = Field(0.05, ge=0, lt=1, description=(
+        "With general statistics: units whose mean percentile over general documents is at least "
+        "1 - protect_fraction are never pruned"))
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_spec_error(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as e:
+            raise spec_error_from(e, "prune config") from e

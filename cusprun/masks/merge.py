@@ -1,0 +1,152 @@
+"""build_plan: merge the impact statistics of an expert's dimensions into one PruningPlan.
+
+A unit's score is the max, over every document of every chosen dimension, of its per-document
+rank percentile. The paper rule (unit irrelevant to a document when it lies in the lowest sigma
+of its layer; pruned when irrelevant to every document of every dimension) is exactly
+"score < sigma"; the default exact-ratio rule removes the lowest scores until a parameter target
+is met. Ties are broken by the mean percentile, then layer, then index."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from cusprun.adapters import Adapter
+from cusprun.errors import SpecError
+from cusprun.masks.config import PruneConfig
+from cusprun.masks.overlap import overlap_report
+from cusprun.masks.plan import PruningPlan
+from cusprun.masks.select import UnitScores, select_sets, select_units, to_plan
+from cusprun.scoring.stats import DimensionStats
+
+log = logging.getLogger(__name__)
+
+
+def _check_corpus(s: DimensionStats, where: str, config: PruneConfig, base_fingerprint: str,
+                  shape: tuple[int, int, int]) -> None:
+    if s.model_fingerprint != base_fingerprint:
+        raise SpecError(f"Statistics {s.label} of {where} were collected on model fingerprint "
+                        f"{s.model_fingerprint!r}, but the base model's fingerprint is "
+                        f"{base_fingerprint!r}; recollect them on this model.")
+    if s.n_docs < config.min_docs:
+        raise SpecError(f"Statistics {s.label} of {where} hold {s.n_docs} documents; at least "
+                        f"min_docs={config.min_docs} are needed (add documents or lower min_docs).")
+    if s.shape != shape:
+        raise SpecError(f"Statistics {s.label} of {where} have (layers, ffn, heads) = {s.shape}, "
+                        f"but the model has {shape}.")
+
+
+def validate_inputs(stats: dict[str, list[DimensionStats]], config: PruneConfig, model_config: Any,
+                    base_fingerprint: str, general: list[DimensionStats] | None) -> Adapter:
+    """Every check that needs no computation; raises SpecError naming the bad input."""
+    if not isinstance(stats, dict) or not stats:
+        raise SpecError("An expert needs 1 to 3 dimensions (e.g. language, domain, task), got none.")
+    if len(stats) > 3:
+        raise SpecError(f"An expert uses 1 to 3 dimensions, got {len(stats)}: {sorted(stats)}.")
+    adapter = Adapter.for_config(model_config)
+    d = adapter.dims(model_config)
+    shape = (d.n_layers, d.ffn, d.n_heads)
+    for dim, items in stats.items():
+        if not items:
+            raise SpecError(f"Dimension {dim!r} has no corpus statistics; give it at least one corpus.")
+        for s in items:
+            _check_corpus(s, f"dimension {dim!r}", config, base_fingerprint, shape)
+    for s in general or []:
+        _check_corpus(s, "the general corpus", config, base_fingerprint, shape)
+    return adapter
+
+
+def _pct(items: list[DimensionStats], name: str) -> torch.Tensor:
+    return torch.cat([getattr(s, name) for s in items])      # [docs, L, units] float16
+
+
+def dimension_scores(items: list[DimensionStats]) -> dict[str, np.ndarray]:
+    """Max and mean per-document percentile of every unit over a dimension's documents."""
+    out = {}
+    for kind, name in (("ffn", "ffn_pct"), ("heads", "head_pct")):
+        p = _pct(items, name)
+        out[kind] = p.max(0).values.float().numpy()
+        out[f"{kind}_mean"] = p.float().mean(0).numpy()
+        out[f"{kind}_docs"] = p.shape[0]
+    return out
+
+
+def protected_units(general: list[DimensionStats] | None, fraction: float) -> dict[str, np.ndarray] | None:
+    """Units whose mean percentile over general documents is >= 1 - fraction."""
+    if not general or fraction <= 0:
+        return None
+    return {kind: _pct(general, name).float().mean(0).numpy() >= 1 - fraction
+            for kind, name in (("ffn", "ffn_pct"), ("heads", "head_pct"))}
+
+
+def _merged(per_dim: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Max over dimensions of the max; mean over all documents of all dimensions."""
+    out = {}
+    for kind in ("ffn", "heads"):
+        out[kind] = np.max([v[kind] for v in per_dim.values()], axis=0)
+        n = sum(v[f"{kind}_docs"] for v in per_dim.values())
+        out[f"{kind}_mean"] = sum(v[f"{kind}_mean"] * v[f"{kind}_docs"] for v in per_dim.values()) / n
+    return out
+
+
+def _paper_target(adapter: Adapter, model_config: Any, ffn_rm: np.ndarray, heads_rm: np.ndarray) -> int:
+    """Parameters the paper rule's raw irrelevant sets would remove (kv counted for whole groups)."""
+    d, u = adapter.dims(model_config), adapter.unit_params(model_config)
+    groups = heads_rm.reshape(d.n_layers, d.n_kv_heads, d.group_size).all(-1).sum()
+    return int(ffn_rm.sum() * u["ffn_neuron"] + heads_rm.sum() * u["query_head"] + groups * u["kv_group"])
+
+
+def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dict, model_config: Any, *,
+               base_fingerprint: str, general: list[DimensionStats] | None = None) -> PruningPlan:
+    """The Cus-Prun plan for an expert whose dimensions are described by `stats`
+    (dimension name -> statistics of its corpora). `general` statistics, if given, protect the
+    units general text needs most (config.protect_fraction)."""
+    if not isinstance(config, PruneConfig):
+        config = PruneConfig.model_validate(config)
+    adapter = validate_inputs(stats, config, model_config, base_fingerprint, general)
+    per_dim = {dim: dimension_scores(items) for dim, items in stats.items()}
+    merged = _merged(per_dim)
+    prot = protected_units(general, config.protect_fraction)
+    scores = UnitScores(ffn=merged["ffn"], heads=merged["heads"], ffn_tie=merged["ffn_mean"],
+                        heads_tie=merged["heads_mean"],
+                        ffn_protected=None if prot is None else prot["ffn"],
+                        heads_protected=None if prot is None else prot["heads"])
+    notes: list[str] = []
+    target_ratio: float | None = config.target_ratio
+    if config.rule == "paper":
+        free_f = ~scores.ffn_protected if prot else np.ones_like(scores.ffn, bool)
+        free_h = ~scores.heads_protected if prot else np.ones_like(scores.heads, bool)
+        ffn_rm, heads_rm = (scores.ffn < config.sigma) & free_f, (scores.heads < config.sigma) & free_h
+        target_ratio = None
+        if config.layout == "per_layer":
+            sel = select_sets(scores, adapter, model_config, ffn_remove=ffn_rm, heads_remove=heads_rm)
+        else:
+            paper = _paper_target(adapter, model_config, ffn_rm, heads_rm)
+            notes.append(f"paper rule, uniform: the paper's irrelevant sets remove {paper} parameters; "
+                         f"that total is spread evenly over layers by the same score")
+            sel = select_units(scores, adapter, model_config, layout="uniform", target_params=paper) \
+                if paper > 0 else select_sets(scores, adapter, model_config,
+                                              ffn_remove=ffn_rm, heads_remove=heads_rm)
+        threshold = {"ffn": config.sigma, "heads": config.sigma}
+    else:
+        sel = select_units(scores, adapter, model_config, layout=config.layout,
+                           target_ratio=config.target_ratio)
+        threshold = None
+    report = {
+        "rule": config.rule, "layout": config.layout, "sigma": config.sigma if config.rule == "paper" else None,
+        "score": "max over all documents of all dimensions of the per-document rank percentile",
+        "docs_per_dimension": {dim: int(v["ffn_docs"]) for dim, v in per_dim.items()},
+        "protected": {"ffn": int(prot["ffn"].sum()) if prot else 0,
+                      "heads": int(prot["heads"].sum()) if prot else 0,
+                      "protect_fraction": config.protect_fraction,
+                      "general_docs": sum(s.n_docs for s in general or [])},
+        "overlap": overlap_report(per_dim, sel, threshold),
+    }
+    sel.report["notes"] = sel.report.get("notes", []) + notes
+    log.info("cusprun plan (%s, %s): removed %.4f of prunable parameters (target %s)",
+             config.rule, config.layout, sel.achieved_ratio, target_ratio)
+    return to_plan(sel, adapter=adapter, method="cusprun", layout=config.layout,
+                   base_fingerprint=base_fingerprint, target_ratio=target_ratio, rule=config.rule,
+                   report=report)
