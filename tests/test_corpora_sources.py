@@ -132,7 +132,7 @@ def test_content_hash_is_pinned_and_matches_the_file(tmp_path, monkeypatch):
     table = read_corpus(pc.path)
     assert content_hash(table.to_pylist()) == pc.hash
     assert corpus_info(pc.path, verify=True).hash == pc.hash
-    assert pc.hash == "05877ed2294323cdb55c320c3786f493a0845042946993a0cdc4f4e2120177fe"
+    assert pc.hash == "6b1711a2bf75bea408ecaa5670f7e58fa809b1a5e35a506a3187a892c014e1c0"
 
 
 def test_atomic_write_reuse_and_repair(tmp_path):

@@ -100,7 +100,8 @@ def _decode(data: bytes, shown: str) -> str:
         raise CorpusError(f"{shown}: not UTF-8 text ({e}); convert it to UTF-8.") from e
 
 
-def read_table(fs: fsspec.AbstractFileSystem, path: str, fmt: str, shown: str) -> pa.Table | list[dict]:
+def read_table(fs: fsspec.AbstractFileSystem, path: str, fmt: str, shown: str
+               ) -> pa.Table | list[dict]:
     """One file -> an Arrow table (parquet/csv/tsv) or a list of dicts (jsonl/json/txt)."""
     data = _read_bytes(fs, path, shown)
     if not data.strip():

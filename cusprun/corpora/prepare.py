@@ -23,15 +23,18 @@ from cusprun.corpora.hf import iter_hf_records
 from cusprun.corpora.records import check_fields, clean_text, matches, normalise, parse_filter
 from cusprun.corpora.schema import (COLUMN_NAMES, OPTIONAL_COLUMNS, SCHEMA_VERSION, content_hash,
                                     order_key, split_of, to_table)
-from cusprun.corpora.spec import CorpusSpec, PreparedCorpus
+from cusprun.corpora.spec import CorpusSpec, PreparedCorpus, split_uri
 from cusprun.corpora.store import _info, _read_raw, write_shard
 from cusprun.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
 
-def _bundled_rows(spec: CorpusSpec) -> tuple[list[dict], str, str]:
+def _bundled_rows(spec: CorpusSpec) -> tuple[list[dict], str, str, str]:
     entry, rows = build_bundled(spec.source)
+    _, params = split_uri(spec.source)
+    query = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+    canonical = entry.uri + (f"?{query}" if query else "")  # same corpus, same rows, same hash
     if spec.dimension is not None and spec.dimension != entry.dimension:
         raise CorpusError(f"{spec.source!r} is a {entry.dimension} corpus, but the spec says "
                           f"dimension={spec.dimension!r}; drop dimension= or use a matching source.")
@@ -47,7 +50,7 @@ def _bundled_rows(spec: CorpusSpec) -> tuple[list[dict], str, str]:
         raise CorpusError(f"Filter column(s) {', '.join(bad)} do not exist in bundled corpora; "
                           f"columns: {', '.join(COLUMN_NAMES)}.")
     rows = [r for r in rows if matches(r, conditions)] if conditions else rows
-    return rows, entry.dimension, spec.value or entry.value
+    return rows, entry.dimension, spec.value or entry.value, canonical
 
 
 def _source_rows(spec: CorpusSpec) -> list[dict]:
@@ -109,9 +112,10 @@ def prepare_corpus(spec: CorpusSpec | Mapping[str, Any] | str, out_dir: str | Pa
     elif not isinstance(spec, CorpusSpec):
         spec = CorpusSpec(**spec)
     if spec.kind == "bundled":
-        rows, dimension, value = _bundled_rows(spec)
+        rows, dimension, value, source = _bundled_rows(spec)
     else:
-        rows, dimension, value = _source_rows(spec), spec.dimension, spec.value
+        rows, source = _source_rows(spec), spec.source
+        dimension, value = spec.dimension, spec.value
     cands = _candidates(rows, spec)
     if not cands:
         raise CorpusError(f"Corpus {spec.source!r} has no documents: {len(rows)} row(s) read, none "
@@ -127,12 +131,12 @@ def prepare_corpus(spec: CorpusSpec | Mapping[str, Any] | str, out_dir: str | Pa
     out = []
     for r in calib + held:
         row = {c: r.get(c) for c in OPTIONAL_COLUMNS}
-        row.update(doc_id=r["doc_id"], text=r["text"], source=spec.source, dimension=dimension,
+        row.update(doc_id=r["doc_id"], text=r["text"], source=source, dimension=dimension,
                    value=value, n_chars=len(r["text"]), split=r["split"], split_key=r["split_key"])
         out.append({c: row[c] for c in COLUMN_NAMES})
     digest = content_hash(out)
     meta = {"schema_version": SCHEMA_VERSION, "hash": digest, "n_calib": len(calib),
-            "n_eval": len(held), "n_candidates": len(cands), "source": spec.source,
+            "n_eval": len(held), "n_candidates": len(cands), "source": source,
             "dimension": dimension, "value": value,
             "spec": json.loads(spec.model_dump_json(exclude={"storage_options"}))}
     path = Path(out_dir) / f"{_slug(dimension, value)}-{digest[:16]}.parquet"

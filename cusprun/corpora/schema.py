@@ -1,8 +1,10 @@
-"""The normalised corpus table: one parquet shard per prepared corpus, same columns for every source.
+"""The normalised corpus table: one parquet shard per prepared corpus, same columns for every
+source.
 
 Task rows keep `text == prompt + answer` (the prompt ends with its separator, e.g. "Answer: "),
-so calibration can read `text` alone while evaluation scores `answer` given `prompt`. Structured columns (label, title, group_id, lang, source_*) stay
-so held-out multiple-choice items can be built from the eval split without re-reading the source.
+so calibration can read `text` alone while evaluation scores `answer` given `prompt`. Structured
+columns (label, title, group_id, lang, source_*) stay so held-out multiple-choice items can be
+built from the eval split without re-reading the source.
 """
 from __future__ import annotations
 

