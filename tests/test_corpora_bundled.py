@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from cusprun.corpora import (CorpusSpec, bundled_uri, list_bundled, prepare_corpus, read_corpus,
-                             split_of, translation_tables)
+from cusprun.corpora import (CorpusSpec, bundled_uri, default_bundled_source, list_bundled,
+                             prepare_corpus, read_corpus, split_of, translation_tables)
 from cusprun.corpora.bundled import build_bundled
 from cusprun.corpora.bundled.registry import REGISTRY
 from cusprun.corpora.prepare import _candidates
@@ -229,3 +229,37 @@ def test_bundled_uri_and_aliases():
     assert bundled_uri("task", "question-answering") == "bundled://task/qa"
     with pytest.raises(CorpusError, match="available: ar, bn"):
         bundled_uri("language", "klingon")
+
+
+def test_default_sources_follow_the_experts_other_dimensions():
+    assert default_bundled_source("task", "qa", language="en", domain="medicine") == \
+        "bundled://task/qa?domain=health&lang=en"
+    # No Spanish health articles / no German Wikipedia: keep what exists instead of failing.
+    assert default_bundled_source("task", "qa", language="es", domain="health") == \
+        "bundled://task/qa?lang=es"
+    assert default_bundled_source("domain", "health", language="de") == "bundled://domain/health"
+    assert default_bundled_source("domain", "health", language="fr") == \
+        "bundled://domain/health?lang=fr"
+    assert default_bundled_source("task", "translation", language="de") == \
+        "bundled://task/translation?lang=de"
+    assert default_bundled_source("task", "code-completion", language="de") == \
+        "bundled://task/code-completion"
+    with pytest.raises(CorpusError, match="task 'poetry' is not available"):
+        default_bundled_source("task", "poetry")
+
+
+def test_sources_parse_in_seconds():
+    """The 10k-article JSON and a translation straight from the 218 MB SQLite file (bypassing
+    the parquet cache) load in seconds, not minutes, even on a busy 2-core machine."""
+    import time
+
+    from cusprun.corpora.bundled import bible, wiki
+
+    wiki.load_articles.cache_clear()
+    t = time.monotonic()
+    assert len(wiki.load_articles("en")) == 10033
+    t_wiki = time.monotonic() - t
+    t = time.monotonic()
+    assert len(bible._from_sqlite("k")) == 31102
+    t_bible = time.monotonic() - t
+    assert t_wiki < 5 and t_bible < 10, (t_wiki, t_bible)

@@ -13,9 +13,11 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from cusprun.corpora.bundled.data_files import (PACKAGES, bible_db, humaneval_file, stdlib_dir,
+from cusprun.corpora.bundled.data_files import (BIBLE_TRANSLATIONS, PACKAGES, bible_db,
+                                                humaneval_file, normalise_language, stdlib_dir,
                                                 wiki_json)
-from cusprun.corpora.bundled.registry import DIMENSIONS, REGISTRY, Entry, resolve
+from cusprun.corpora.bundled.registry import (DIMENSIONS, REGISTRY, Entry, canonical_value,
+                                              resolve)
 from cusprun.corpora.bundled.wiki import WIKI_DOMAINS
 from cusprun.corpora.records import clean_text
 from cusprun.corpora.spec import CorpusSpec, split_uri
@@ -135,5 +137,26 @@ def bundled_uri(dimension: str, value: str, **params: str) -> str:
     return entry.uri + (f"?{query}" if query else "")
 
 
+def default_bundled_source(dimension: str, value: str, *, language: str | None = None,
+                           domain: str | None = None) -> str:
+    """The bundled corpus for one dimension of an expert, using the expert's other dimensions
+    where the data has them: a domain in the expert's language, a task in its language and
+    domain (e.g. task 'qa' for en + health -> bundled://task/qa?domain=health&lang=en). Where a
+    combination has no data, the parameter is left at its default rather than failing."""
+    entry = resolve(dimension, value, {})
+    params: dict[str, str] = {}
+    lang = normalise_language(language) if language else None
+    if lang and lang in entry.languages and "lang" in entry.params:
+        params["lang"] = lang
+    if entry.value == "translation" and lang and lang != "en" and lang in BIBLE_TRANSLATIONS:
+        params["lang"] = lang
+    if domain and "domain" in entry.params:
+        d = canonical_value("domain", domain)
+        if d in WIKI_DOMAINS and params.get("lang", entry.languages[0]) in WIKI_DOMAINS[d]:
+            params["domain"] = d
+    return bundled_uri(entry.dimension, entry.value, **params)
+
+
 __all__ = ["BundledCorpus", "PACKAGES", "WIKI_DOMAINS", "build_bundled", "bundled_uri",
+           "default_bundled_source",
            "list_bundled", "parse_bundled"]
