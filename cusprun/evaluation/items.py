@@ -175,10 +175,12 @@ def first_sentence(text: str) -> str:
 
 
 def _mask(sentence: str, title: str) -> str:
-    """Replace the defined term by 'it' so the answer cannot be found by copying the title."""
+    """Replace the defined term (with any word ending glued to it: 'Kelps') by 'it', so the answer
+    cannot be found by copying the title."""
     import re
 
-    out = re.sub(re.escape(title), "it", sentence, flags=re.IGNORECASE) if title else sentence
+    pattern = re.escape(title) + r"\w*"
+    out = re.sub(pattern, "it", sentence, flags=re.IGNORECASE) if title else sentence
     return out[:1].upper() + out[1:]
 
 

@@ -1,8 +1,10 @@
 """Batched log-likelihood: held-out loss per eval set and multiple-choice accuracy.
 
-Sequences are right-padded; padded positions are masked out of attention and never scored, and
-right padding leaves real tokens' positions unchanged, so a padded batch scores each sequence as
-if it ran alone (up to float rounding)."""
+Sequences are left-padded with explicit position ids (each sequence starts at position 0), and
+padded positions are masked out of attention and never scored, so a padded batch scores each
+sequence as if it ran alone (up to float rounding). Left padding aligns every sequence's scored
+tokens at the end of the batch, so the LM head runs only on the last positions (`logits_to_keep`):
+for MC options that avoids materialising vocabulary-sized logits for the whole context."""
 from __future__ import annotations
 
 import logging
@@ -83,19 +85,23 @@ def score_sequences(model, sequences: Sequence[Encoded], *, batch_size: int = 8,
         if not idx:
             continue
         width = max(len(sequences[i].ids) for i in idx)
+        keep = max(sequences[i].n_scored for i in idx) + 1
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
+        pos = torch.zeros((len(idx), width), dtype=torch.long)
         for row, i in enumerate(idx):
             seq = sequences[i].ids
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+            pos[row, width - len(seq):] = torch.arange(len(seq))
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                       logits_to_keep=keep).logits  # positions width-keep .. width-1
         for row, i in enumerate(idx):
-            seq, n = sequences[i].ids, sequences[i].n_scored
-            length = len(seq)
-            # logits at position t predict token t+1
-            lp = torch.log_softmax(logits[row, length - n - 1: length - 1].float(), dim=-1)
-            target = ids[row, length - n: length].to(lp.device)
+            n = sequences[i].n_scored
+            # the logit at position t predicts token t+1: the last n tokens need the n logits
+            # before the final one
+            lp = torch.log_softmax(logits[row, keep - n - 1: keep - 1].float(), dim=-1)
+            target = ids[row, width - n:].to(lp.device)
             out[i] = (float(lp.gather(1, target[:, None]).double().sum()), n)
         del logits
     return out
