@@ -6,13 +6,15 @@ Fixtures:
   prefect_api       (session) -> PrefectAPI(url, env, home): the server; while it runs, this
                     process's Prefect settings point at it (PREFECT_API_URL).
                     `env` is the environment for Prefect CLI/worker subprocesses.
+  work_pools        (session) -> PrefectAPI once work pools cpu and gpu (type process) exist.
   deployed          (session) -> PrefectAPI after `prefect deploy --all --prefect-file
-                    deployments/prefect.yaml` (work pools cpu and gpu created first).
+                    deployments/prefect.yaml` (work pools created first).
 Helpers: prefect_cli(api, *args), start_worker(api, pool, log_path).
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,6 +84,25 @@ def start_worker(api: PrefectAPI, pool: str, log_path: Path, env: dict | None = 
 stop_process = _stop
 
 
+def _migrated_database(env: dict) -> Path:
+    """An empty, migrated Prefect database for this Prefect version, made once (migrations take
+    a minute on a busy machine) and copied for every session."""
+    import prefect
+
+    from cusprun.paths import cache_root
+
+    template = cache_root() / "test-prefect" / f"prefect-{prefect.__version__}.db"
+    if not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        tmp = template.with_suffix(f".tmp{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        subprocess.run([PREFECT, "server", "database", "upgrade", "-y"], check=True,
+                       capture_output=True, timeout=STARTUP_TIMEOUT_S, env={
+                           **env, "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp}"})
+        os.replace(tmp, template)
+    return template
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory) -> PrefectAPI:
     from prefect.settings import (PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED,
@@ -107,6 +128,7 @@ def prefect_api(tmp_path_factory) -> PrefectAPI:
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     })
+    shutil.copyfile(_migrated_database(env), home / "prefect.db")
     log = open(home / "server.log", "w")
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port",
                                str(port), "--no-ui", "--no-scheduler", "--no-late-runs",
@@ -131,10 +153,29 @@ def prefect_api(tmp_path_factory) -> PrefectAPI:
 
 
 @pytest.fixture(scope="session")
-def deployed(prefect_api: PrefectAPI) -> PrefectAPI:
+def work_pools(prefect_api: PrefectAPI) -> PrefectAPI:
+    """Work pools cpu and gpu of type process (what `prefect work-pool create NAME --type
+    process` does, in-process to spare two CLI start-ups)."""
+    import anyio
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    async def create() -> None:
+        async with get_client() as client:
+            for pool in ("cpu", "gpu"):
+                await client.create_work_pool(WorkPoolCreate(
+                    name=pool, type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template()), overwrite=True)
+
+    anyio.run(create)
+    return prefect_api
+
+
+@pytest.fixture(scope="session")
+def deployed(work_pools: PrefectAPI) -> PrefectAPI:
     """The repo's deployments/prefect.yaml deployed, exactly as the README says."""
-    for pool in ("cpu", "gpu"):
-        prefect_cli(prefect_api, "work-pool", "create", pool, "--type", "process", "--overwrite")
+    prefect_api = work_pools
     prefect_cli(prefect_api, "--no-prompt", "deploy", "--all", "--prefect-file",
                 "deployments/prefect.yaml")
     return prefect_api
