@@ -1,0 +1,72 @@
+"""Customer profiles: every shipped profile is a valid ExpertSpec whose bundled corpora exist;
+bad profiles and unknown names fail with messages that say what would be accepted."""
+from __future__ import annotations
+
+import pytest
+
+from cusprun.errors import SpecError
+from cusprun.pipeline.profiles import (check_bundled_corpora, list_profiles, load_profile,
+                                       load_profiles, profiles_dir, validate_profiles)
+from cusprun.pipeline.spec import ExpertSpec
+
+SHIPPED = {"en-health-qa", "fr-science-summarization", "py-code-completion"}
+
+
+def test_shipped_profiles_are_valid_expert_specs_with_schedules():
+    profiles = validate_profiles()
+    assert SHIPPED <= {p.name for p in profiles}
+    for p in profiles:
+        assert isinstance(p.spec, ExpertSpec) and p.spec.name == p.name
+        assert p.schedule is not None and len(p.schedule.cron.split()) == 5
+        assert p.deployment == f"build-expert/{p.name}"
+        assert check_bundled_corpora(p) == []
+    fr = load_profile("fr-science-summarization")
+    assert (fr.spec.language.value, fr.spec.domain.value, fr.spec.task.value) == ("fr", "science", "summarization")
+    assert fr.schedule.timezone == "Europe/Paris"
+    code = load_profile("py-code-completion")
+    assert (code.spec.domain.value, code.spec.task.value) == ("code", "code-completion")
+
+
+def test_unknown_profile_lists_the_existing_ones():
+    with pytest.raises(SpecError) as e:
+        load_profile("de-law-qa")
+    msg = str(e.value)
+    assert "de-law-qa" in msg and all(name in msg for name in SHIPPED)
+    with pytest.raises(SpecError, match="de-law-qa"):
+        load_profiles(["en-health-qa", "de-law-qa"])
+
+
+def test_directory_from_argument_and_environment(tmp_path, monkeypatch):
+    (tmp_path / "acme.yaml").write_text("language: {value: de}\ndomain: null\ntask: null\n"
+                                        "schedule: {cron: '15 6 * * *', timezone: Europe/Berlin}\n")
+    assert list_profiles(tmp_path) == ["acme"]
+    monkeypatch.setenv("CUSPRUN_PROFILES", str(tmp_path))
+    assert profiles_dir() == tmp_path
+    p = load_profile("acme")
+    assert p.spec.name == "acme" and p.spec.language.value == "de" and p.spec.domain is None
+    with pytest.raises(SpecError, match="does not exist"):
+        list_profiles(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("target_ratios: [1.5]\n", "target ratio 1.5"),
+    ("language: {value: en}\ncolour: blue\n", "colour"),
+    ("name: other-name\n", "drop `name` or rename"),
+    ("schedule: {cron: 'every monday'}\n", "5 fields"),
+    ("schedule: {cron: '0 3 * * 1', timezone: Mars/Olympus}\n", "IANA"),
+    ("- just\n- a list\n", "YAML mapping"),
+])
+def test_invalid_profiles_say_what_is_wrong(tmp_path, text, expected):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(SpecError, match=expected):
+        load_profile("bad", tmp_path)
+
+
+def test_reserved_names_and_unavailable_bundled_corpora(tmp_path):
+    (tmp_path / "collect-stats.yaml").write_text("{}\n")
+    with pytest.raises(SpecError, match="reserved"):
+        load_profile("collect-stats", tmp_path)
+    (tmp_path / "collect-stats.yaml").unlink()
+    (tmp_path / "cooking.yaml").write_text("language: {value: en}\ndomain: {value: cooking}\ntask: null\n")
+    with pytest.raises(SpecError, match="cooking.*available: .*health"):
+        validate_profiles(tmp_path)
