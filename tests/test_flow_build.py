@@ -45,8 +45,9 @@ def tiny_spec(model: str, root: str, **over):
     return load_spec(data)
 
 
-def task_states(flow_state) -> list[tuple[str, str]]:
-    """(task name, state name) of every task run of a finished flow run."""
+def task_states(flow_state, expect: int | None = None) -> list[tuple[str, str]]:
+    """(task name, state name) of every task run of a finished flow run. Task runs reach the
+    server as events, processed asynchronously: poll until the listing stops changing."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     import anyio
@@ -54,10 +55,19 @@ def task_states(flow_state) -> list[tuple[str, str]]:
     async def read():
         async with get_client() as client:
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])), limit=500)
-            return [(r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
+                id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])), limit=200)
+            return [(r.name.rsplit("-", 1)[0], r.state.name if r.state else "Pending") for r in runs]
 
-    return anyio.run(read)
+    seen, stable, deadline = None, 0, time.time() + 30
+    while time.time() < deadline:
+        rows = sorted(anyio.run(read))
+        final = all(s not in ("Pending", "Running", "Scheduled") for _, s in rows)
+        stable = stable + 1 if rows == seen and final else 0
+        if stable >= 3 or (expect is not None and len(rows) >= expect and final):
+            return rows
+        seen = rows
+        time.sleep(0.5)
+    return seen
 
 
 def run(spec, **kw):
