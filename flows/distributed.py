@@ -8,6 +8,7 @@ import os
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 from prefect.flow_runs import wait_for_flow_run
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from cusprun.errors import CusprunError
 from cusprun.pipeline.context import is_done
@@ -46,7 +47,8 @@ def collect_stats_remote(jobs: dict, storage: dict, model: dict, spec, refresh: 
         log.info("started %s for %s=%s on the gpu pool", runs[job].name, corpus["dimension"],
                  corpus["value"])
     for job, run in runs.items():
-        final = wait_for_flow_run(run.id, timeout=timeout_s, poll_interval=2, log_states=True)
+        # wait_for_flow_run is async-only in Prefect 3.9: run it to completion from this sync flow
+        final = run_coro_as_sync(wait_for_flow_run(run.id, timeout=int(timeout_s), log_states=True))
         if not final.state or not final.state.is_completed():
             raise CusprunError(f"collect-stats run {run.name} ended {final.state.name if final.state else '?'}")
     return {job: store.read_json(f"stats/{key}/DONE.json") for job, (key, _) in jobs.items()}

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import wait_for_flow_run
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from cusprun.errors import CusprunError
 from cusprun.pipeline.profiles import Profile, load_profiles
@@ -39,7 +40,7 @@ def start_rebuilds(profiles: list[Profile], *, reason: str, tags: list[str] | No
 def _wait(runs: dict, timeout_s: float) -> list[str]:
     failed = []
     for name, r in runs.items():
-        final = wait_for_flow_run(r["flow_run_id"], timeout=timeout_s, poll_interval=5)
+        final = run_coro_as_sync(wait_for_flow_run(r["flow_run_id"], timeout=int(timeout_s)))
         r["state"] = final.state.name if final.state else None
         if not final.state or not final.state.is_completed():
             failed.append(f"{name} ({r['state']})")

@@ -130,3 +130,68 @@ def test_invalid_parameters_are_rejected_by_the_server(deployed):
     # a valid one is accepted (it just waits for a cpu worker)
     run = anyio.run(create, {"spec": {"name": "ok-expert", "target_ratios": [0.3]}})
     assert run.parameters["spec"]["name"] == "ok-expert"
+
+
+# ---- fast, clear failures ------------------------------------------------------------------------
+
+@pytest.mark.prefect
+def test_unknown_profile_fails_the_rebuild_at_once_and_starts_nothing(deployed):
+    from flows.rebuild import rebuild_experts
+
+    t0 = time.perf_counter()
+    state = rebuild_experts(profiles=["en-health-qa", "de-law-qa"], return_state=True)
+    assert state.is_failed() and time.perf_counter() - t0 < 20
+    msg = str(state.result(raise_on_failure=False))
+    assert "Unknown profile 'de-law-qa'" in msg and "py-code-completion" in msg
+    assert _child_runs(state) == []
+
+
+@pytest.mark.prefect
+def test_rebuild_starts_one_run_per_profile_deployment(deployed):
+    from flows.rebuild import rebuild_experts
+
+    state = rebuild_experts(profiles=["en-health-qa", "py-code-completion"], return_state=True)
+    assert state.is_completed(), state.message
+    runs = _child_runs(state)
+    assert sorted(runs) == ["build-expert/en-health-qa", "build-expert/py-code-completion"]
+
+
+@pytest.mark.prefect
+def test_dead_s3_state_store_fails_the_watcher_in_seconds(deployed):
+    import socket
+
+    from prefect.blocks.system import Secret
+
+    from flows.watch import watch_base_models
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    Secret(value={"client_kwargs": {"endpoint_url": dead}}).save("dead-s3", overwrite=True)
+    t0 = time.perf_counter()
+    state = watch_base_models(storage_root="s3://cusprun-dead/state", storage_block="dead-s3",
+                              return_state=True)
+    elapsed = time.perf_counter() - t0
+    assert state.is_failed()
+    msg = str(state.result(raise_on_failure=False))
+    assert "cusprun-dead" in msg and dead in msg, msg
+    assert elapsed < 30, elapsed
+
+
+def _child_runs(parent_state) -> list[str]:
+    """Deployment names ('flow/deployment') of the runs a flow run started as subflows."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(
+                    any_=[parent_state.state_details.flow_run_id])))
+            out = []
+            for r in runs:
+                d = await client.read_deployment(r.deployment_id)
+                out.append(f"{(await client.read_flow(d.flow_id)).name}/{d.name}")
+            return sorted(out)
+
+    return anyio.run(read)
