@@ -182,12 +182,14 @@ def test_translation_and_definition_items():
     for it in items:
         s = it.question.split("English: ", 1)[1].split("\n")[0]
         assert it.options[it.answer_index] == " " + pairs[s] and it.question.endswith("German:")
-    wiki = pa.table({"title": ["Paris", "Heart", "Violin", "Bread", "Moon"],
+    wiki = pa.table({"title": ["Paris", "Heart", "Violin", "Bread", "Moon", "Ukrainian language"],
                      "text": ["Paris is the capital of France. It is big.", "The heart is an organ.",
                               "A violin is a string instrument.", "Bread is a food! Yes.",
-                              "The Moon orbits Earth"]})
+                              "The Moon orbits Earth", "Ukrainian is an East Slavic language."]})
     defs = build_definition_items(wiki, seed=0)
-    assert len(defs) == 5
+    assert len(defs) == 6
+    assert " It is a string instrument." in defs[0].options + defs[1].options + defs[2].options
+    assert all("Ukrainian" not in o and "violin" not in o.lower() for d in defs for o in d.options)
     paris = next(d for d in defs if "Paris" in d.question)
     assert paris.question == "Question: What is Paris?\nAnswer:"
     assert paris.options[paris.answer_index] == " It is the capital of France."

@@ -5,6 +5,7 @@ depend on how the corpora module builds its tables."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -174,14 +175,28 @@ def first_sentence(text: str) -> str:
     return text
 
 
-def _mask(sentence: str, title: str) -> str:
-    """Replace the defined term (with any word ending glued to it: 'Kelps') by 'it', so the answer
-    cannot be found by copying the title."""
-    import re
+_STOP = {"the", "a", "an", "of", "and", "in", "on", "for", "to", "le", "la", "les", "el", "los",
+         "las", "de", "des", "du", "der", "die", "das"}
 
-    pattern = re.escape(title) + r"\w*"
-    out = re.sub(pattern, "it", sentence, flags=re.IGNORECASE) if title else sentence
-    return out[:1].upper() + out[1:]
+
+def _mask(sentence: str, title: str) -> str:
+    """Replace the defined term by 'it', so the answer cannot be found by copying the title.
+
+    The term is the title, else the title without a '(...)' qualifier, else its longest leading
+    word run that occurs in the sentence ('Ukrainian' for 'Ukrainian language'), never a lone
+    stopword or anything under 4 characters; a leading article and any word ending glued to the
+    term ('A violin', 'Kelps') go with it."""
+    base = re.sub(r"\s*\(.*?\)\s*$", "", title).strip()
+    words = base.split()
+    candidates = [title, base] + [" ".join(words[:k]) for k in range(len(words) - 1, 0, -1)]
+    for term in candidates:
+        if len(term) < 4 or term.lower() in _STOP:
+            continue
+        pattern = r"(?:\b(?:the|an|a)\s+)?\b" + re.escape(term) + r"\w*"
+        if re.search(pattern, sentence, flags=re.IGNORECASE):
+            out = re.sub(pattern, "it", sentence, flags=re.IGNORECASE)
+            return out[:1].upper() + out[1:]
+    return sentence
 
 
 def build_definition_items(table, *, title_col: str = "title", text_col: str = "text",
