@@ -25,7 +25,7 @@ PREFIX = {"corpus": "corpora", "stats": "stats", "plan": "plans", "baseline": "p
 
 
 def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
-    """Where artifacts go: the root, and the Prefect JSON block holding fsspec options
+    """Where artifacts go: the root, and the Prefect Secret block holding fsspec options as a dict
     (endpoint, credentials) if any; tasks load the block themselves."""
     return {"root": spec.storage_root, "block": storage_block}
 

@@ -24,13 +24,13 @@ def heavy_task(name: str, **options) -> Callable:
 
 def open_store_ref(storage: dict):
     """Open the artifact store named by a flow's storage reference: {'root', 'block'}. Options
-    (endpoint, credentials) come from the named Prefect JSON block, loaded inside the task, so
-    they never appear as task parameters in the UI."""
+    (endpoint, credentials) come from the named Prefect Secret block holding a dict, loaded inside
+    the task, so they never appear as task parameters or in the UI."""
     from cusprun.pipeline.context import open_store
 
     options = None
     if storage.get("block"):
-        from prefect.blocks.system import JSON
+        from prefect.blocks.system import Secret
 
-        options = JSON.load(storage["block"]).value
+        options = Secret.load(storage["block"]).get()
     return open_store(storage["root"], options)

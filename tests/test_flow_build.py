@@ -136,12 +136,12 @@ def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
 
 @pytest.mark.s3
 def test_flow_on_s3_artifact_store(prefect_server, tiny_model, s3_bucket):
-    from prefect.blocks.system import JSON
+    from prefect.blocks.system import Secret
 
     from cusprun.storage import ArtifactStore, latest_version
 
     uri, opts = s3_bucket
-    JSON(value=opts).save("cusprun-test-s3", overwrite=True)
+    Secret(value=opts).save("cusprun-test-s3", overwrite=True)
     spec = tiny_spec(tiny_model, uri, baselines=["magnitude"])
     state, _ = run(spec, storage_block="cusprun-test-s3")
     result = state.result()
@@ -155,14 +155,14 @@ def test_flow_on_s3_artifact_store(prefect_server, tiny_model, s3_bucket):
 
 @pytest.mark.s3
 def test_bad_input_fails_before_heavy_work(prefect_server, tiny_model, tmp_path, s3_server):
-    from prefect.blocks.system import JSON
+    from prefect.blocks.system import Secret
 
     from cusprun.errors import SpecError
     from flows.build import build_expert
 
     with pytest.raises(SpecError, match="target ratio 1.5"):
         tiny_spec(tiny_model, str(tmp_path), target_ratios=[1.5])
-    JSON(value={"client_kwargs": {"endpoint_url": s3_server.endpoint_url}}).save(
+    Secret(value={"client_kwargs": {"endpoint_url": s3_server.endpoint_url}}).save(
         "cusprun-test-s3-missing", overwrite=True)
     t0 = time.perf_counter()
     state = build_expert(spec=tiny_spec(tiny_model, "s3://no-such-bucket/x"),
