@@ -1,4 +1,5 @@
-"""Synthetic plans with correct accounting, for tests and benchmarks (not a pruning method)."""
+"""Synthetic plans with correct accounting and random model shapes, for tests and benchmarks
+(not a pruning method)."""
 from __future__ import annotations
 
 import random
@@ -43,23 +44,44 @@ def random_plan(config: Any, *, fingerprint: str, ffn: int | list[int], groups: 
 
 
 def uniform_plan_for_ratio(config: Any, ratio: float, *, fingerprint: str, seed: int = 0) -> PruningPlan:
-    """A random uniform plan removing about `ratio` of the prunable params, pruning FFN neurons
-    and whole KV groups (so the head count stays one the family accepts when possible)."""
+    """A random uniform plan removing about `ratio` of the prunable params: about `ratio` of the
+    KV groups (whole groups, with a head count the family accepts), FFN neurons for the rest."""
     ad = Adapter.for_config(config)
     d, u = ad.dims(config), ad.unit_params(config)
     target = ratio * ad.prunable_params(config) / d.n_layers
-    best = None
-    for g in range(d.n_kv_heads, 0, -1):
-        if not ad.valid_head_count(config, g * d.group_size, g):
-            continue
+    valid = [g for g in range(d.n_kv_heads, 0, -1) if ad.valid_head_count(config, g * d.group_size, g)]
+    for g in sorted(valid, key=lambda g: abs(g - d.n_kv_heads * (1 - ratio))):
         attn = (d.n_kv_heads - g) * (d.group_size * u["query_head"] + u["kv_group"])
         f = d.ffn - max(0, round((target - attn) / u["ffn_neuron"]))
         if 1 <= f <= d.ffn:
-            err = abs(attn + (d.ffn - f) * u["ffn_neuron"] - target)
-            if best is None or err < best[0]:
-                best = (err, f, g)
-    if best is None:
-        raise ValueError(f"no uniform plan reaches ratio {ratio}")
-    _, f, g = best
-    return random_plan(config, fingerprint=fingerprint, ffn=f, groups=g, heads_per_group=d.group_size,
-                       layout="uniform", seed=seed)
+            return random_plan(config, fingerprint=fingerprint, ffn=f, groups=g,
+                               heads_per_group=d.group_size, layout="uniform", seed=seed)
+    raise ValueError(f"no uniform plan reaches ratio {ratio}")
+
+
+def smollm2_135m_shaped_config():
+    """A Llama config with SmolLM2-135M's shapes (random weights; for benchmarks)."""
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+                      num_key_value_heads=3, head_dim=64, intermediate_size=1536, vocab_size=49152,
+                      tie_word_embeddings=True, max_position_embeddings=8192, rms_norm_eps=1e-5,
+                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    cfg.architectures = ["LlamaForCausalLM"]
+    return cfg
+
+
+def write_random_model(config, out_dir, *, dtype=None, seed: int = 0):
+    """Save a randomly initialised CausalLM of `config` (safetensors) plus the tiny byte tokenizer."""
+    import torch
+    import transformers
+
+    from cusprun.testing import tiny_tokenizer
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, config.architectures[0])(config)
+    if dtype is not None:
+        model.to(dtype)
+    model.save_pretrained(out_dir)
+    tiny_tokenizer().save_pretrained(out_dir)
+    return out_dir
