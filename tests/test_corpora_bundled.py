@@ -19,8 +19,7 @@ from cusprun.errors import CorpusError
 LANGS_22 = sorted("en fr de es it tl pt ru uk zh ja ko ar fa hi bn tr ro pl sw id vi".split())
 VARIANTS = ["bundled://domain/health?lang=fr", "bundled://domain/history?lang=es",
             "bundled://task/qa?lang=fr&domain=health", "bundled://task/summarization?lang=es",
-            "bundled://task/topic?lang=fr", "bundled://task/translation?src=fr&tgt=de",
-            "bundled://language/en?translation=all", "bundled://language/de?verses=3"]
+            "bundled://task/topic?lang=fr", "bundled://language/de?verses=3"]
 ALL_SOURCES = [e.uri for e in REGISTRY.values()] + VARIANTS
 
 
@@ -86,11 +85,11 @@ def test_an_article_is_held_out_in_every_corpus_built_from_it_or_in_none(tmp_pat
     for s in ("bundled://domain/health", "bundled://task/qa?domain=health",
               "bundled://task/summarization?domain=medicine", "bundled://task/topic",
               "bundled://general/en"):
-        pc = _prep(s, tmp_path, max_docs=2000, max_eval_docs=1000)
+        pc = _prep(s, tmp_path, max_docs=800, max_eval_docs=300)
         for side in sides:
             sides[side] |= set(read_corpus(pc.path, side)["split_key"].to_pylist())
-    assert len(sides["eval"]) > 1000 and not sides["calib"] & sides["eval"]
-    assert len(sides["calib"]) > 2000  # the same seed samples the same articles
+    assert len(sides["eval"]) > 500 and not sides["calib"] & sides["eval"]
+    assert len(sides["calib"]) > 800  # the same seed samples the same articles
 
 
 def test_aligned_languages_sample_the_same_verse_ranges(tmp_path):

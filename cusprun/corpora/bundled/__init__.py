@@ -56,7 +56,7 @@ def build_bundled(source: str) -> tuple[Entry, list[dict]]:
     return entry, list(_build(entry.uri, tuple(sorted(params.items()))))
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _build(uri: str, params: tuple[tuple[str, str], ...]) -> tuple[dict, ...]:
     entry, _ = parse_bundled(uri)
     rows = tuple(entry.build(dict(params)))
