@@ -84,6 +84,29 @@ def start_worker(api: PrefectAPI, pool: str, log_path: Path, env: dict | None = 
 stop_process = _stop
 
 
+def _drain_prefect_clients() -> None:
+    """Send buffered logs and events now (as prefect_test_harness does); otherwise they are
+    retried against the stopped server at interpreter exit (slow, noisy)."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:
+            pass  # never started
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
+
+
 def _migrated_database(env: dict) -> Path:
     """An empty, migrated Prefect database for this Prefect version, made once (migrations take
     a minute on a busy machine) and copied for every session."""
@@ -147,6 +170,7 @@ def prefect_api(tmp_path_factory) -> PrefectAPI:
         with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home),
                                          PREFECT_SERVER_ANALYTICS_ENABLED: False}):
             yield PrefectAPI(url, env, home)
+            _drain_prefect_clients()  # while the server still listens
     finally:
         _stop(server)
         log.close()

@@ -65,3 +65,25 @@ def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_wor
     store = ArtifactStore(str(root))
     assert latest_version(store, "tiny-distributed") == result["expert"]["version"]
     assert elapsed < 150, elapsed
+
+
+def test_rebuild_in_local_mode_builds_each_profile_in_process(deployed, tmp_path):
+    from cusprun.storage import ArtifactStore, list_versions
+    from cusprun.testing import make_tiny_model
+    from flows.rebuild import rebuild_experts
+
+    _, model = make_tiny_model("Qwen2ForCausalLM", tmp_path / "tiny-qwen2")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    for name, domain in (("tiny-health", "health"), ("tiny-science", "science")):
+        (profiles / f"{name}.yaml").write_text(
+            f"base_model: {model}\nlanguage: {{value: en, max_docs: 8}}\n"
+            f"domain: {{value: {domain}, max_docs: 8}}\ntask: null\ngeneral: null\nbaselines: []\n"
+            f"max_tokens: 32\nmin_docs: 4\nevaluation: {{enabled: false}}\n"
+            f"storage_root: {tmp_path / 'artifacts'}\n")
+    state = rebuild_experts(mode="local", profiles_dir=str(profiles), return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    for name in ("tiny-health", "tiny-science"):
+        assert list_versions(store, name) == [result[name]["expert"]["version"]]
