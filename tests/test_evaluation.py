@@ -12,9 +12,20 @@ from cusprun.adapters import count_params
 from cusprun.evaluation import (EvalConfig, EvaluationError, LossExample, MCItem, ModelEntry,
                                 as_loss_examples, as_mc_items, build_definition_items,
                                 build_topic_items, build_translation_items, checkpoint_bytes,
-                                encode, heldout_loss, loss_examples_from_table, mc_accuracy,
+                                build_answer_items, encode, heldout_loss, loss_examples_from_table,
+                                loss_sets_from_tables, mc_accuracy, mc_tasks_from_tables,
                                 retention, size_metrics, speed_metrics)
 from cusprun.testing import make_tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 DOCS = ["The cat sat on the mat and looked at the birds outside.", "Short one.",
         "A considerably longer document " * 6, "xy"]
@@ -223,3 +234,28 @@ def test_speed_is_positive(tiny):
     sp = speed_metrics(model, tok, prompt_tokens=8, decode_tokens=4, warmup=1, iters=2)
     assert set(sp) == {"prefill_tokens_per_s", "decode_tokens_per_s"}
     assert all(v > 0 and math.isfinite(v) for v in sp.values())
+
+
+def test_answer_items_and_tasks_from_tables():
+    qa = pa.table({"text": [f"Question: What is T{i}?\nAnswer: T{i} is thing {i}." for i in range(6)],
+                   "value": ["qa"] * 6,
+                   "prompt": [f"Question: What is T{i}?\nAnswer: " for i in range(6)],
+                   "answer": [f"T{i} is thing number {i}." for i in range(6)],
+                   "title": [f"T{i}" for i in range(6)]})
+    items = build_answer_items(qa, title_col="title", n_items=4, seed=0)
+    assert len(items) == 4
+    for it in items:
+        i = int(it.question.split("What is T")[1][0])
+        assert it.options[it.answer_index] == f"It is thing number {i}."
+        assert not any(f"T{k}" in o for o in it.options for k in range(6))
+    tr = pa.table({"text": ["x"] * 5, "value": ["translation"] * 5,
+                   "prompt": [f"English: verse {i}\nGerman: " for i in range(5)],
+                   "answer": [f"Vers {i}" for i in range(5)]})
+    tasks = mc_tasks_from_tables({"task=qa": qa, "task=translation": tr, "general=en": TOPICS},
+                                 n_items=3)
+    assert set(tasks) == {"topic classification", "definition QA", "translation selection"}
+    for it in tasks["translation selection"]:
+        assert it.options[it.answer_index] == "Vers " + it.question.split("verse ")[1][0]
+    sets = loss_sets_from_tables({"task=qa": qa, "general=en": TOPICS}, max_docs=2)
+    assert sets["task=qa"][0] == LossExample(prompt=qa["prompt"][0].as_py(), text=qa["answer"][0].as_py())
+    assert len(sets["general=en"]) == 2 and sets["general=en"][0].prompt == ""

@@ -7,11 +7,22 @@ import math
 import matplotlib.image as mpimg
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from cusprun.evaluation import (EvalConfig, EvaluationError, MCItem, ModelEntry, compare,
                                 overlap_matrix, plot_overlap, retention)
 from cusprun.evaluation.report import SCHEMA
 from cusprun.testing import make_tiny_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 FAST = EvalConfig(speed_prompt_tokens=8, speed_decode_tokens=4, speed_warmup=1, speed_iters=1,
                   batch_size=4, progress=False)

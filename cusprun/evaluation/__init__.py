@@ -15,13 +15,14 @@ from cusprun.evaluation.plots import overlap_matrix, plot_overlap, plot_retentio
 from cusprun.evaluation.report import ComparisonReport, ReportRow, build_report, write_report
 from cusprun.evaluation.size import checkpoint_bytes, size_metrics
 from cusprun.evaluation.speed import speed_metrics
+from cusprun.evaluation.tasks import build_answer_items, loss_sets_from_tables, mc_tasks_from_tables
 
 __all__ = [
     "METRICS", "METRIC_FAMILIES", "ComparisonReport", "EvalConfig", "EvaluationError", "LossExample",
     "LossResult", "MCItem", "MCResult", "MetricValue", "ModelEntry", "ModelResult", "ReportRow",
-    "as_loss_examples", "as_mc_items", "build_definition_items", "build_report",
+    "as_loss_examples", "as_mc_items", "build_answer_items", "build_definition_items", "build_report",
     "build_topic_items", "build_translation_items", "checkpoint_bytes", "compare", "encode",
     "evaluate_loaded", "evaluate_model", "first_sentence", "heldout_loss", "load_for_eval",
-    "loss_examples_from_table", "mc_accuracy", "overlap_matrix", "plot_overlap", "plot_retention",
+    "loss_examples_from_table", "loss_sets_from_tables", "mc_accuracy", "mc_tasks_from_tables", "overlap_matrix", "plot_overlap", "plot_retention",
     "retention", "score_sequences", "size_metrics", "speed_metrics", "write_report",
 ]

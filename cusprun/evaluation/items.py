@@ -183,16 +183,16 @@ def _mask(sentence: str, title: str) -> str:
     """Replace the defined term by 'it', so the answer cannot be found by copying the title.
 
     The term is the title, else the title without a '(...)' qualifier, else its longest leading
-    word run that occurs in the sentence ('Ukrainian' for 'Ukrainian language'), never a lone
-    stopword or anything under 4 characters; a leading article and any word ending glued to the
-    term ('A violin', 'Kelps') go with it."""
+    word run that occurs in the sentence ('Ukrainian' for 'Ukrainian language'; such a run is never
+    a lone stopword or under 4 characters); a leading article and a short word ending glued to a
+    term of 4+ characters ('A violin', 'Kelps') go with it."""
     base = re.sub(r"\s*\(.*?\)\s*$", "", title).strip()
     words = base.split()
-    candidates = [title, base] + [" ".join(words[:k]) for k in range(len(words) - 1, 0, -1)]
-    for term in candidates:
-        if len(term) < 4 or term.lower() in _STOP:
-            continue
-        pattern = r"(?:\b(?:the|an|a)\s+)?\b" + re.escape(term) + r"\w*"
+    partial = [" ".join(words[:k]) for k in range(len(words) - 1, 0, -1)]
+    partial = [p for p in partial if len(p) >= 4 and p.lower() not in _STOP]
+    for term in [t for t in (title, base) if t] + partial:
+        ending = r"\w{0,3}(?!\w)" if len(term) >= 4 else r"(?!\w)"  # 'Kelps'; never 'C' -> 'Cat'
+        pattern = r"(?:\b(?:the|an|a)\s+)?(?<!\w)" + re.escape(term) + ending
         if re.search(pattern, sentence, flags=re.IGNORECASE):
             out = re.sub(pattern, "it", sentence, flags=re.IGNORECASE)
             return out[:1].upper() + out[1:]

@@ -1,0 +1,76 @@
+"""Evaluation inputs from held-out corpus tables (the normalised schema of cusprun.corpora:
+text, value, plus nullable prompt, answer, label, title), without importing the corpora module."""
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+from cusprun.evaluation.config import EvaluationError
+from cusprun.evaluation.items import (LossExample, MCItem, _column, _mask, _pick, _with_distractors,
+                                      build_topic_items, loss_examples_from_table)
+
+
+def _has(table, col: str) -> bool:
+    return col in table.column_names and table.column(col).null_count < table.num_rows
+
+
+def build_answer_items(table, *, prompt_col: str = "prompt", answer_col: str = "answer",
+                       title_col: str | None = None, n_items: int = 200, n_options: int = 4,
+                       seed: int = 0) -> list[MCItem]:
+    """Which answer belongs to this prompt? The prompt is the question as the corpus wrote it
+    ('Question: What is X?\\nAnswer: ', 'Translate from English to German:\\nEnglish: ...\\nGerman: ');
+    distractors are answers of other rows. With title_col, each option has its own row's title
+    replaced by 'it' (definition QA: the answer cannot be found by copying the title)."""
+    prompts, answers = _column(table, prompt_col), _column(table, answer_col)
+    titles = _column(table, title_col) if title_col else [None] * len(prompts)
+    rows = [i for i, (p, a) in enumerate(zip(prompts, answers)) if p and a]
+    shown = {i: _mask(answers[i], titles[i]) if titles[i] else answers[i] for i in rows}
+    pool = sorted(set(shown.values()))
+    if len(pool) < n_options:
+        raise EvaluationError(f"Answer selection needs >= {n_options} distinct non-empty "
+                              f"{answer_col!r} values; found {len(pool)}.")
+    rng = random.Random(seed)
+    items = []
+    for r in (rows[j] for j in _pick(rng, len(rows), n_items)):
+        options, ans = _with_distractors(rng, shown[r], pool, n_options)
+        items.append(MCItem(question=prompts[r], options=options, answer_index=ans))
+    return items
+
+
+def loss_sets_from_tables(tables: Mapping[str, object], *, max_docs: int | None = None
+                          ) -> dict[str, list[LossExample]]:
+    """One loss set per table: prompt+answer rows score the answer, other rows the whole text."""
+    out = {}
+    for name, table in tables.items():
+        ex = loss_examples_from_table(table)
+        if not ex:
+            raise EvaluationError(f"Eval table {name!r} has no rows with text or answer.")
+        out[name] = ex[:max_docs] if max_docs else ex
+    return out
+
+
+def mc_tasks_from_tables(tables: Mapping[str, object], *, n_items: int = 200, n_options: int = 4,
+                         seed: int = 0) -> dict[str, list[MCItem]]:
+    """The MC tasks the held-out tables allow, named after what they test:
+
+    - 'topic classification' from the first table (by name) with >= n_options distinct labels;
+    - 'definition QA' from a table whose `value` is 'qa' (prompt/answer rows, titles masked);
+    - 'translation selection' from a table whose `value` is 'translation' (prompt/answer rows).
+    Tables that fit none are skipped; an empty result is allowed."""
+    tasks: dict[str, list[MCItem]] = {}
+    for name in sorted(tables):
+        t = tables[name]
+        value = t.column("value")[0].as_py() if _has(t, "value") else None
+        if ("topic classification" not in tasks and _has(t, "label")
+                and len(set(t.column("label").drop_null().to_pylist())) >= n_options):
+            tasks["topic classification"] = build_topic_items(t, n_items=n_items,
+                                                              n_options=n_options, seed=seed)
+        if _has(t, "prompt") and _has(t, "answer"):
+            if value == "qa" and "definition QA" not in tasks:
+                tasks["definition QA"] = build_answer_items(
+                    t, title_col="title" if _has(t, "title") else None, n_items=n_items,
+                    n_options=n_options, seed=seed)
+            elif value == "translation" and "translation selection" not in tasks:
+                tasks["translation selection"] = build_answer_items(
+                    t, n_items=n_items, n_options=n_options, seed=seed)
+    return tasks
