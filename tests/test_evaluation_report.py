@@ -41,16 +41,30 @@ def _is_png(path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def experts(tmp_path_factory):
+    """A dense tiny model and real sliced experts of it: a per-layer one (loaded through
+    cusprun.load_expert) and uniform ones (stock transformers classes)."""
+    from cusprun.slicing import slice_checkpoint
+    from cusprun.slicing.synthetic import random_plan, uniform_plan_for_ratio
+
     root = tmp_path_factory.mktemp("models")
-    _, dense = make_tiny_model("Qwen2ForCausalLM", root / "dense")
-    _, cus = make_tiny_model("Qwen2ForCausalLM", root / "cus", intermediate_size=48)
-    _, rnd = make_tiny_model("Qwen2ForCausalLM", root / "rnd", seed=1, intermediate_size=48)
-    _, rnd75 = make_tiny_model("Qwen2ForCausalLM", root / "rnd75", seed=2, intermediate_size=24)
-    models = {"random-50": ModelEntry(path=rnd, method="random", ratio=0.5),
+    model, dense = make_tiny_model("Qwen2ForCausalLM", root / "dense")
+    plans = {"cusprun-50": random_plan(model.config, fingerprint="t", ffn=[40, 60, 20],
+                                       groups=[1, 2, 1], heads_per_group=[2, 1, 2]),
+             "random-50": uniform_plan_for_ratio(model.config, 0.5, fingerprint="t", seed=1),
+             "random-75": uniform_plan_for_ratio(model.config, 0.75, fingerprint="t", seed=2)}
+    paths = {name: slice_checkpoint(dense, plan, root / name, model_fingerprint="t", progress=False)
+             for name, plan in plans.items()}
+    return dense, paths, plans
+
+
+@pytest.fixture(scope="module")
+def report(experts, tmp_path_factory):
+    dense, paths, _ = experts
+    models = {"random-50": ModelEntry(path=paths["random-50"], method="random", ratio=0.5),
               "dense": ModelEntry(path=dense, method="dense"),
-              "cusprun-50": ModelEntry(path=cus, method="cusprun", ratio=0.5),
-              "random-75": {"path": rnd75, "method": "random", "ratio": 0.75}}
+              "cusprun-50": ModelEntry(path=paths["cusprun-50"], method="cusprun", ratio=0.5),
+              "random-75": {"path": paths["random-75"], "method": "random", "ratio": 0.75}}
     kept = {"language": {1, 2, 3, 4}, "domain": {3, 4, 5}, "task": {1, 5}}
     return compare(models, EVAL_SETS, MC, tmp_path_factory.mktemp("report"), config=FAST,
                    overlap=kept)
@@ -83,7 +97,14 @@ def test_retention_is_relative_to_dense(report):
     loss = report.get("cusprun-50", "loss", "language=en")
     assert loss.retention == pytest.approx(report.get("dense", "loss", "language=en").value / loss.value)
     size = report.get("random-75", "params_non_embedding")
-    assert size.retention < report.get("cusprun-50", "params_non_embedding").retention < 1.0
+    assert size.retention < report.get("random-50", "params_non_embedding").retention < 1.0
+
+
+def test_sizes_match_the_sliced_plans(report, experts):
+    dense_total = report.get("dense", "params_total").value
+    for name, plan in experts[2].items():
+        assert report.get(name, "params_total").value == dense_total - plan.removed_params
+        assert report.get(name, "disk_bytes").value < report.get("dense", "disk_bytes").value
 
 
 def test_report_files_are_parseable(report):
