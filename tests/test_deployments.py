@@ -195,3 +195,24 @@ def _child_runs(parent_state) -> list[str]:
             return sorted(out)
 
     return anyio.run(read)
+
+
+@pytest.mark.prefect
+def test_dead_s3_artifact_store_fails_a_customer_build_in_seconds(deployed, monkeypatch):
+    import socket
+
+    from cusprun.pipeline.profiles import load_profile
+    from flows.build import build_expert
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for k, v in {"AWS_ENDPOINT_URL_S3": dead, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    spec = load_profile("en-health-qa").spec.model_copy(update={"storage_root": "s3://cusprun-gone/x"})
+    t0 = time.perf_counter()
+    state = build_expert(spec=spec, return_state=True)
+    assert state.is_failed() and time.perf_counter() - t0 < 30
+    msg = str(state.result(raise_on_failure=False))
+    assert "cusprun-gone" in msg and "unreachable" in msg, msg
