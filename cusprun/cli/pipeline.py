@@ -78,10 +78,14 @@ def _build(args) -> int:
 def _demo(args) -> int:
     spec = load_spec({**DEMO_SPEC, "storage_root": args.storage_root or "./artifacts"})
     print("cusprun demo: English health question-answering expert from the embedded SmolLM2-135M\n")
-    from cusprun.models import resolve_model, summarize
+    from cusprun.models import greedy_continuation, load_model, resolve_model, summarize
 
     r = resolve_model(spec.base_model)
     print(summarize(r.path).as_text() + "\n")
+    model, tok = load_model(r.path)
+    prompt = "The capital of France is"
+    print(f"dense model says: {prompt}{greedy_continuation(model, tok, prompt, 12)!s}\n")
+    del model
     _print_result(spec, run_build(spec, args.refresh))
     return 0
 
