@@ -1,8 +1,9 @@
 """The metric registry and retention arithmetic.
 
-Retention is always oriented so that 1.0 means "as good as dense" and smaller means worse (or, for
-size and speed, smaller/faster ratios read naturally): value/dense for higher-is-better metrics and
-for size and speed, dense/value for lower-is-better metrics (loss, perplexity)."""
+Retention compares a pruned model with dense on the same metric and eval set: dense/value for
+lower-is-better quality metrics (loss, perplexity), value/dense for everything else (accuracy;
+parameter and byte counts, read as the fraction kept; tokens/s, read as the speed-up). For quality,
+1.0 means "as good as dense" and smaller is worse."""
 from __future__ import annotations
 
 import math
