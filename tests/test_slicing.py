@@ -265,3 +265,29 @@ def test_load_expert_from_a_store_uri(dense, tmp_path, s3_bucket, monkeypatch):
     with torch.no_grad():
         assert (model(x).logits - ref(x).logits).abs().max() < 1e-4
     assert list((tmp_path / "cache" / "experts").iterdir())
+
+
+@pytest.mark.integration
+def test_bundled_smollm2_uniform_expert(tmp_path):
+    """The real SmolLM2-135M (9 heads / 3 KV, tied embeddings, real tokenizer and chat template):
+    drop a KV group and a third of the FFN; the expert matches the zeroed dense model."""
+    from cusprun.models.sources import resolve_model
+
+    r = resolve_model("smollm2-135m")
+    cfg = AutoConfig.from_pretrained(r.path)
+    plan = random_plan(cfg, fingerprint=r.fingerprint, ffn=1024, groups=2, heads_per_group=3,
+                       layout="uniform", seed=3)
+    out = slice_checkpoint(r.path, plan, tmp_path / "e", model_fingerprint=r.fingerprint,
+                           card={"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}, progress=False)
+    assert (out / "chat_template.jinja").exists()
+    model, tok = cusprun.load_expert(out, dtype=torch.float32, device="cpu")
+    dense, _ = cusprun.load_expert(r.path, dtype=torch.float32, device="cpu")
+    zero_units(dense, *plan.pruned(1536, 9))
+    x = tok(["The capital of France is"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert (model(x).logits - dense(x).logits).abs().max() < 1e-3
+        got = model.generate(x, max_new_tokens=6, do_sample=False)
+        assert torch.equal(got, dense.generate(x, max_new_tokens=6, do_sample=False))
+    meta = json.loads((out / "cusprun.json").read_text())
+    assert meta["params"]["pruned"] == count_params(model)
+    assert meta["params"]["dense"]["total"] - meta["params"]["pruned"]["total"] == plan.removed_params

@@ -88,10 +88,10 @@ def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list
     else:
         lines += [
             "Layers keep different widths (`layer_widths` in `config.json`, model type "
-            "`cusprun_per_layer`). `import cusprun` registers this model type with transformers' "
-            "Auto classes (no remote code):",
+            "`cusprun_per_layer`). `import cusprun.slicing` (or using `cusprun.load_expert`) "
+            "registers this model type with transformers' Auto classes (no remote code):",
             "", "```python", "import cusprun", 'model, tokenizer = cusprun.load_expert("PATH")',
-            "# or: transformers.AutoModelForCausalLM.from_pretrained(\"PATH\") after `import cusprun`",
+            "# or: transformers.AutoModelForCausalLM.from_pretrained(\"PATH\") after `import cusprun.slicing`",
             "```", "",
             "| layer | FFN neurons | query heads | KV heads |", "|---:|---:|---:|---:|",
             *[f"| {i} | {w['intermediate_size']} | {w['num_attention_heads']} | "

@@ -1,5 +1,5 @@
 """Per-layer widths for any supported family, loadable with AutoModelForCausalLM after
-`import cusprun` (no remote code).
+`import cusprun.slicing` (no remote code; `cusprun.load_expert` imports it).
 
 config.json of a per-layer expert is the dense base config (all its keys, dense widths at top
 level) with `model_type: "cusprun_per_layer"`, plus `base_model_type`, `base_architecture` and
@@ -13,6 +13,7 @@ config carrying that layer's widths. Forward, KV cache and generate() are the fa
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import transformers
@@ -93,7 +94,9 @@ def _rebuild_layers(model, widths: list[dict]) -> None:
         view = LayerConfigView(model.config, w)
         for attr in (adapter.spec.attention, adapter.spec.mlp):
             old = getattr(layer, attr)
-            setattr(layer, attr, _construct(type(old), view, i))
+            with warnings.catch_warnings():  # a layer may keep no FFN neuron: empty Linear is fine
+                warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+                setattr(layer, attr, _construct(type(old), view, i))
 
 
 def _arch_for_model_type(model_type: str) -> str:
