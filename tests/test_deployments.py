@@ -91,6 +91,8 @@ def test_prefect_deploy_all_creates_every_deployment_schedule_and_trigger(deploy
     assert nightly.schedule.cron == "0 0 * * *" and nightly.schedule.timezone == "UTC"
     (hourly,) = deps["watch-base-models/watch-base-models"].schedules
     assert hourly.schedule.interval.total_seconds() == 3600
+    assert deps["watch-base-models/watch-base-models"].global_concurrency_limit.limit == 1
+    assert deps["watch-base-models/watch-base-models"].parameters == {"rebuild": "automation"}
     # The UI form of build-expert is the ExpertSpec schema.
     schema = deps["build-expert/build-expert"].parameter_openapi_schema
     assert "spec" in schema["properties"] and "ExpertSpec" in str(schema)
@@ -98,7 +100,7 @@ def test_prefect_deploy_all_creates_every_deployment_schedule_and_trigger(deploy
     by_name = {a.name: a for a in automations}
     for p in load_profiles():
         d = deps[f"build-expert/{p.name}"]
-        assert d.work_pool_name == "cpu"
+        assert d.work_pool_name == "cpu" and d.global_concurrency_limit.limit == 1
         assert d.parameters["spec"] == p.spec.model_dump(mode="json", exclude_unset=True)
         (s,) = d.schedules
         assert (s.schedule.cron, s.schedule.timezone, s.active) == (p.schedule.cron, p.schedule.timezone, True)

@@ -201,6 +201,7 @@ def deployment_entry(profile: Profile, work_pool: str = "cpu") -> dict[str, Any]
         "tags": ["cusprun", *[t for t in profile.tags if t != "cusprun"]],
         "entrypoint": BUILD_ENTRYPOINT,
         "work_pool": {"name": work_pool},
+        "concurrency_limit": 1,  # one build per customer at a time (schedule, nightly, trigger)
         "parameters": {"spec": profile.spec.model_dump(mode="json", exclude_unset=True),
                        **({"storage_block": profile.storage_block} if profile.storage_block else {})},
         "schedules": ([{"cron": profile.schedule.cron, "timezone": profile.schedule.timezone}]
