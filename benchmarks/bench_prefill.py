@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ratio", type=float, default=0.25, help="share of prunable params to remove")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--reps", type=int, default=3, help="timed prefills per model (after one warm-up)")
+    ap.add_argument("--reps", type=int, default=5, help="timed prefills per model (after one warm-up)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args, _ = ap.parse_known_args(argv)
     if args.threads:
