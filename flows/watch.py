@@ -26,9 +26,8 @@ from prefect.events import emit_event
 from cusprun.errors import CusprunError, SpecError
 from cusprun.models.revisions import current_revision
 from cusprun.pipeline.profiles import BASE_MODEL_UPDATED, Profile, load_profiles
-from cusprun.pipeline.context import open_store
-from cusprun.storage import ArtifactStore
 from flows.rebuild import start_rebuilds
+from tasks.common import open_store_ref
 
 STATE_KEY = "watch/base-models.json"
 Rebuild = Literal["automation", "direct", "none"]
@@ -49,28 +48,10 @@ def state_root(profiles: list[Profile], storage_root: str | None) -> str:
     return roots[0]
 
 
-def block_options(block: str | None) -> dict | None:
-    """fsspec options (S3 endpoint, credentials) from a Prefect Secret block holding a JSON
-    object; loaded where they are used, so they never appear as parameters in the UI."""
-    if not block:
-        return None
-    from prefect.blocks.system import Secret
-
-    value = Secret.load(block).get()
-    if not isinstance(value, dict):
-        raise SpecError(f"Secret block {block!r} must hold a JSON object of storage options, "
-                        "e.g. {\"client_kwargs\": {\"endpoint_url\": \"http://...\"}}")
-    return value
-
-
-def open_state_store(storage: dict) -> ArtifactStore:
-    return open_store(storage["root"], block_options(storage.get("block")))
-
-
 @task(name="detect-revision", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def detect_revision(ref: str, storage: dict) -> dict:
     """Current revision of one base model (S3 options come from the storage block)."""
-    return current_revision(ref, block_options(storage.get("block"))).as_dict()
+    return current_revision(ref, open_store_ref(storage).storage_options or None).as_dict()
 
 
 def _emit(ref: str, old: str, new: dict, profiles: list[Profile], rebuild: str) -> str | None:
@@ -95,7 +76,7 @@ def watch_base_models(rebuild: Rebuild = "automation", profiles: list[str] | Non
     log = get_run_logger()
     selected = load_profiles(profiles or None, profiles_dir)
     storage = {"root": state_root(selected, storage_root), "block": storage_block}
-    store = open_state_store(storage)
+    store = open_store_ref(storage)
     store.check()  # an unreachable store fails here, before anything is emitted or started
     state = store.read_json(STATE_KEY) if store.exists(STATE_KEY) else {"models": {}}
 
