@@ -58,16 +58,17 @@ def task_states(flow_state, expect: int | None = None) -> list[tuple[str, str]]:
                 id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])), limit=200)
             return [(r.name.rsplit("-", 1)[0], r.state.name if r.state else "Pending") for r in runs]
 
-    seen, stable, deadline = None, 0, time.time() + 30
+    seen, stable, deadline = None, 0, time.time() + 90
     while time.time() < deadline:
         rows = sorted(anyio.run(read))
-        final = all(s not in ("Pending", "Running", "Scheduled") for _, s in rows)
-        stable = stable + 1 if rows == seen and final else 0
-        if stable >= 3 or (expect is not None and len(rows) >= expect and final):
+        final = (bool(rows) or not flow_state.is_completed()) and all(s not in ("Pending", "Running", "Scheduled") for _, s in rows)
+        last_seen = any(n == "publish-expert" for n, _ in rows) or not flow_state.is_completed()
+        stable = stable + 1 if rows == seen and final and last_seen else 0
+        if stable >= (6 if rows else 10) or (expect is not None and len(rows) >= expect and final):
             return rows
         seen = rows
         time.sleep(0.5)
-    return seen
+    raise AssertionError(f"task runs of the flow run never settled: {seen}")
 
 
 def run(spec, **kw):
