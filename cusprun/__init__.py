@@ -1,17 +1,10 @@
-"""cusprun: prune general LLMs into customized expert models (Cus-Prun, ACL Findings 2025)."""
-from typing import Any
+"""cusprun: prune general LLMs into customized expert models (Cus-Prun, ACL Findings 2025).
 
+`import cusprun` registers the per-layer expert model type ('cusprun_per_layer') with
+transformers' Auto classes, so `AutoModelForCausalLM.from_pretrained(expert)` works for both
+layouts without trust_remote_code."""
 __version__ = "0.1.0"
 
+from cusprun.slicing import load_expert  # noqa: E402  (registers the per-layer model type)
+
 __all__ = ["__version__", "load_expert"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy so that `import cusprun` (and the CLI) stays fast: torch/transformers load only when
-    # an expert is loaded. Touching `cusprun.load_expert` imports cusprun.slicing, which registers
-    # the per-layer model type with transformers' Auto classes.
-    if name == "load_expert":
-        from cusprun.slicing import load_expert
-
-        return load_expert
-    raise AttributeError(f"module 'cusprun' has no attribute {name!r}")
