@@ -5,6 +5,7 @@ with it, runs show up in that server's UI like any deployment run."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from cusprun.pipeline.spec import DimensionSpec, ExpertSpec, load_spec
@@ -47,7 +48,15 @@ def _spec_from_args(args) -> ExpertSpec:
     return load_spec(data)
 
 
+def _prefect_defaults() -> None:
+    """Embedded mode (no PREFECT_API_URL) starts a temporary server: give it time on a loaded
+    2-core box and keep its telemetry off. Explicit user settings win."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
+    _prefect_defaults()
     from flows.build import build_expert
 
     t0 = time.perf_counter()

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
+
+# from_pretrained initialises on the meta device through process-global context managers, so two
+# threads loading at once (concurrent Prefect tasks) corrupt each other: serialise loading.
+_LOAD_LOCK = threading.Lock()
 
 
 def default_device() -> str:
@@ -31,12 +36,13 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None, device: st
     if device_map is None and device.startswith("cuda") and torch.cuda.device_count() > 1:
         device_map = "auto"
     log.info("loading %s (%s, %s)", path, dtype, device_map or device)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
-    if device_map is None:
-        model.to(device)
-    model.eval()
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    with _LOAD_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+        if device_map is None:
+            model.to(device)
+        model.eval()
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
