@@ -32,7 +32,7 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _pad_right(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     t = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), t), dtype=torch.long)
@@ -96,7 +96,7 @@ def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_toke
     try:
         bar = tqdm(total=n, desc="impact statistics", unit="doc", disable=not progress)
         for idx in batches:
-            ids, mask = _pad_right([seqs[i] for i in idx], pad_id, device)
+            ids, mask = pad_right([seqs[i] for i in idx], pad_id, device)
             recorder.start_batch(mask)
             model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
             ffn, heads = recorder.take_batch()

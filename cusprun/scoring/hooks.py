@@ -3,8 +3,11 @@
 Removing FFN neuron k changes down_proj's output by a_k(t) * W_down[:, k], so its impact (RMS
 over a document's tokens of the change's L2 norm) is ||a_k||_rms * ||W_down[:, k]||. Removing
 query head h changes o_proj's output by W_h o_h(t) with W_h = W_o[:, h*d:(h+1)*d]; its squared
-norm is o_h^T G_h o_h with G_h = W_h^T W_h (d x d, precomputed), so no [B, T, H, hidden] tensor
-is ever built. Padded positions are masked out; every accumulator lives on its layer's device.
+norm is o_h^T G_h o_h with G_h = W_h^T W_h (d x d, precomputed); summed over tokens that is
+<S_h, G_h> with S_h = sum_t o_h o_h^T, so no [B, T, H, hidden] tensor is ever built and the
+diagonal of S_h gives the o_proj channel sums of squares for free. Documents are processed one
+at a time (temporaries stay [T, channels] float32); padded positions are masked out; every
+accumulator lives on its layer's device.
 """
 from __future__ import annotations
 
@@ -12,10 +15,6 @@ import torch
 from torch import nn
 
 from cusprun.adapters import Adapter, Dims
-
-# Hook temporaries are float32 copies of a layer input; process the batch in row chunks so one
-# copy never exceeds this many elements.
-_CHUNK_ELEMS = 1 << 24
 
 
 class _Masked:
@@ -33,13 +32,6 @@ class _Masked:
         if device not in self._by_device:
             self._by_device[device] = self.mask.to(device)
         return self._by_device[device]
-
-
-def _row_chunks(x: torch.Tensor):
-    per_row = max(1, x[0].numel())
-    step = max(1, _CHUNK_ELEMS // per_row)
-    for i in range(0, x.shape[0], step):
-        yield i, min(i + step, x.shape[0])
 
 
 class _LayerAcc:
@@ -102,39 +94,41 @@ class ImpactRecorder:
         self._handles.clear()
 
     # ---- hooks ------------------------------------------------------------------
-    def _masked_sums(self, x: torch.Tensor, acc: _LayerAcc, per_doc) -> None:
-        """Channel sums of x and x^2 over valid tokens, and per-doc squared impacts."""
-        mask = self.masked.on(x.device)
-        ch_s = ch_sq = None
-        docs = []
-        for i, j in _row_chunks(x):
-            xf = x[i:j].float()
-            m = mask[i:j, None, :]                       # [b, 1, T]
-            s = torch.bmm(m, xf).squeeze(1)              # [b, C]
-            sq = torch.bmm(m, xf * xf).squeeze(1)
-            ch_s = s.sum(0) if ch_s is None else ch_s + s.sum(0)
-            ch_sq = sq.sum(0) if ch_sq is None else ch_sq + sq.sum(0)
-            docs.append(per_doc(xf, m, sq))
-        acc.add_channels(ch_s, ch_sq)
-        acc.batch = torch.cat(docs)
-
     def _ffn_hook(self, li: int):
+        acc = self.ffn[li]
+
         def hook(_module, args):
             with torch.no_grad():
-                self._masked_sums(args[0], self.ffn[li], lambda xf, m, sq: sq)
+                x = args[0]
+                mask = self.masked.on(x.device)
+                ch_s = torch.zeros(x.shape[-1], device=x.device)
+                docs = []
+                for i in range(x.shape[0]):           # mv with the 0/1 mask: fast BLAS, no copy
+                    xi = x[i].float()
+                    ch_s += torch.mv(xi.t(), mask[i])
+                    docs.append(torch.mv((xi * xi).t(), mask[i]))
+                acc.batch = torch.stack(docs)                      # [B, I] sum of a_k^2
+                acc.add_channels(ch_s, acc.batch.sum(0))
         return hook
 
     def _head_hook(self, li: int):
-        h, d = self.dims.n_heads, self.dims.head_dim
-
-        def per_doc(xf: torch.Tensor, m: torch.Tensor, _sq) -> torch.Tensor:
-            b, t, _ = xf.shape
-            xh = xf.view(b, t, h, d)
-            g = self._gram[li].to(xf.device)
-            quad = (torch.einsum("bthd,hde->bthe", xh, g) * xh).sum(-1)   # [b, T, H]
-            return torch.bmm(m, quad).squeeze(1)                           # [b, H]
+        acc, (h, d) = self.heads[li], (self.dims.n_heads, self.dims.head_dim)
 
         def hook(_module, args):
             with torch.no_grad():
-                self._masked_sums(args[0], self.heads[li], per_doc)
+                x = args[0]
+                mask = self.masked.on(x.device)
+                g = self._gram[li].to(x.device)
+                ch_s = torch.zeros(x.shape[-1], device=x.device)
+                ch_sq = torch.zeros(x.shape[-1], device=x.device)
+                docs = []
+                for i in range(x.shape[0]):
+                    xi = x[i].float() * mask[i][:, None]               # [T, H*d], padding zeroed
+                    xh = xi.view(-1, h, d).transpose(0, 1)            # [H, T, d]
+                    s_h = torch.bmm(xh.transpose(1, 2), xh)           # [H, d, d] = sum_t o o^T
+                    docs.append((s_h * g).sum((1, 2)))                 # sum_t o^T G o
+                    ch_s += xi.sum(0)
+                    ch_sq += s_h.diagonal(dim1=1, dim2=2).reshape(-1)
+                acc.batch = torch.stack(docs)                          # [B, H]
+                acc.add_channels(ch_s, ch_sq)
         return hook
