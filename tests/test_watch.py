@@ -137,6 +137,10 @@ def watch_setup(work_pools, tmp_path_factory, s3_server):
     names = [f"build-expert/{p.stem}" for p in profiles.glob("*.yaml")]
     prefect_cli(work_pools, "--no-prompt", "deploy", "--prefect-file", str(prefect_yaml),
                 *[a for n in names for a in ("--name", n)])
+    # A profile whose deployment was never deployed.
+    models["orphan"] = _model_dir(base / "registry" / "model-orphan", "r1")
+    (profiles / "watch-orphan.yaml").write_text(PROFILE.format(model=models["orphan"],
+                                                               root=base / "artifacts"))
     return {"base": base, "profiles": str(profiles), "models": models, "s3_model": s3_model,
             "bucket": bucket, "opts": opts, "fs": fs}
 
@@ -269,3 +273,21 @@ def test_new_revision_in_an_s3_registry_rebuilds_its_profile(watch_setup):
     runs = anyio.run(_runs_by_deployment, names, t0)
     assert {n: len(r) for n, r in runs.items()} == {"watch-s3": 1, "watch-c": 0}
     _wait_for(lambda: anyio.run(_events, f"cusprun.base-model.{m}", t0), "the S3 model's event")
+
+
+@pytest.mark.prefect
+def test_a_missing_deployment_fails_the_watch_and_keeps_the_old_revision(watch_setup, tmp_path):
+    from flows.watch import watch_base_models
+
+    setup = watch_setup
+    params = dict(rebuild="direct", profiles=["watch-orphan"], storage_root=str(tmp_path / "state"),
+                  profiles_dir=setup["profiles"])
+    orphan = str(setup["models"]["orphan"])
+    assert _watch(setup, **{k: v for k, v in params.items() if k != "profiles_dir"})[orphan]["status"] == "first-seen"
+    (setup["models"]["orphan"] / "MANIFEST.json").write_text(json.dumps({"revision": "r2"}))
+    for _ in range(2):  # not recorded, so the next watch sees the same update again
+        state = watch_base_models(return_state=True, **params)
+        assert state.is_failed()
+        assert "build-expert/watch-orphan" in str(state.result(raise_on_failure=False))
+        stored = json.loads((tmp_path / "state" / "watch" / "base-models.json").read_text())
+        assert stored["models"][orphan]["revision"] == "r1"
