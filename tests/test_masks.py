@@ -206,6 +206,8 @@ def test_overlap_report_for_exact_ratio_compares_equal_size_sets():
     assert ov["jaccard"]["language|task"] == 1.0
     assert 0 < ov["jaccard"]["domain|language"] < 1
     assert set(ov["jaccard"]) == {"domain|language", "domain|task", "language|task"}
+    pooled = plan.report["overlap"]          # both unit types pooled, flat keys for plots
+    assert pooled["language|task"] == 1.0 and 0 < pooled["domain|language"] < 1
 
 
 # ---- input checks ---------------------------------------------------------------------------------

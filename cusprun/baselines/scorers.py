@@ -40,7 +40,8 @@ def magnitude_scores(model, adapter, dims, general, seed) -> Scores:
         down = adapter.down_proj(layer).weight.float()
         sq = down.pow(2).sum(0)
         for part in adapter.ffn_in_parts(layer, dims):
-            sq = sq + part.linear.weight[part.start:part.start + part.width].float().pow(2).sum(1).to(sq.device)
+            rows = part.linear.weight[part.start:part.start + part.width]
+            sq = sq + rows.float().pow(2).sum(1).to(sq.device)
         ffn.append(sq.sqrt())
         q = adapter.qkv_parts(layer, dims.n_heads, dims.n_kv_heads, dims.head_dim)["q"]
         qw = q.linear.weight[q.start:q.start + q.width].float().pow(2).sum(1)

@@ -135,7 +135,8 @@ def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dic
                            target_ratio=config.target_ratio)
         threshold = None
     report = {
-        "rule": config.rule, "layout": config.layout, "sigma": config.sigma if config.rule == "paper" else None,
+        "rule": config.rule, "layout": config.layout,
+        "sigma": config.sigma if config.rule == "paper" else None,
         "score": "max over all documents of all dimensions of the per-document rank percentile",
         "docs_per_dimension": {dim: int(v["ffn_docs"]) for dim, v in per_dim.items()},
         "protected": {"ffn": int(prot["ffn"].sum()) if prot else 0,

@@ -129,7 +129,7 @@ def _unreachable(ctx: _Ctx, target: int, best: int) -> SpecError:
 
 
 def _finish(ctx: _Ctx, picks: list[int], ffn_removed: list[np.ndarray], target: int | None,
-            layout: str, notes: list[str]) -> Selection:
+            notes: list[str]) -> Selection:
     d, u = ctx.dims, ctx.unit
     layers, removed = [], 0
     structs = []
@@ -185,7 +185,7 @@ def _per_layer(ctx: _Ctx, target: int) -> Selection:
     ffn_removed = [chosen[chosen[:, 0] == li, 1] for li in range(d.n_layers)]
     notes = ["per_layer: heads snapped per layer to valid grouped-query structures; FFN neurons "
              "fill the rest, so the result is within half a neuron's parameters of the target"]
-    return _finish(ctx, picks, ffn_removed, target, "per_layer", notes)
+    return _finish(ctx, picks, ffn_removed, target, notes)
 
 
 def _uniform(ctx: _Ctx, target: int) -> Selection:
@@ -207,7 +207,7 @@ def _uniform(ctx: _Ctx, target: int) -> Selection:
     notes = [f"uniform: every layer keeps {d.ffn - c} FFN neurons and {st.heads} query heads in "
              f"{st.groups} key/value groups (a stock config); granularity is one FFN neuron per layer "
              f"({L * u['ffn_neuron']} parameters)"]
-    return _finish(ctx, picks, ffn_removed, target, "uniform", notes)
+    return _finish(ctx, picks, ffn_removed, target, notes)
 
 
 def select_units(scores: UnitScores, adapter: Adapter, config: Any, *, layout: str,
@@ -221,7 +221,8 @@ def select_units(scores: UnitScores, adapter: Adapter, config: Any, *, layout: s
             raise SpecError(f"target_ratio={target_ratio!r} must be in (0, 0.9].")
         target_params = int(round(target_ratio * ctx.prunable))
     sel = (_uniform if layout == "uniform" else _per_layer)(ctx, int(target_params))
-    sel.report["granularity_params"] = (ctx.unit["ffn_neuron"] * (ctx.dims.n_layers if layout == "uniform" else 1))
+    per_step = ctx.dims.n_layers if layout == "uniform" else 1
+    sel.report["granularity_params"] = ctx.unit["ffn_neuron"] * per_step
     return sel
 
 
@@ -240,7 +241,7 @@ def select_sets(scores: UnitScores, adapter: Adapter, config: Any, *, ffn_remove
         ffn_removed.append(np.array([k for k in np.flatnonzero(ffn_remove[li]) if k in allowed], int))
     notes = ["paper rule, per_layer: FFN neurons irrelevant to every dimension are pruned; heads are "
              "snapped per layer to the nearest valid grouped-query structure"]
-    return _finish(ctx, picks, ffn_removed, None, "per_layer", notes)
+    return _finish(ctx, picks, ffn_removed, None, notes)
 
 
 def to_plan(sel: Selection, *, adapter: Adapter, method: str, layout: str, base_fingerprint: str,
