@@ -274,3 +274,5 @@ def test_plan_from_real_statistics_of_a_tiny_model(tmp_path):
         assert abs(plan.achieved_ratio - 0.3) < 0.01
         assert plan.report["docs_per_dimension"] == {"language": 8, "domain": 8}
         assert plan.architecture == "Qwen3ForCausalLM" and plan.method == "cusprun"
+        assert plan.dimensions == {"language": {"value": "x", "corpus_hashes": ["language"]},
+                                   "domain": {"value": "x", "corpus_hashes": ["domain"]}}

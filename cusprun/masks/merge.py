@@ -148,6 +148,10 @@ def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dic
     sel.report["notes"] = sel.report.get("notes", []) + notes
     log.info("cusprun plan (%s, %s): removed %.4f of prunable parameters (target %s)",
              config.rule, config.layout, sel.achieved_ratio, target_ratio)
-    return to_plan(sel, adapter=adapter, method="cusprun", layout=config.layout,
+    plan = to_plan(sel, adapter=adapter, method="cusprun", layout=config.layout,
                    base_fingerprint=base_fingerprint, target_ratio=target_ratio, rule=config.rule,
                    report=report)
+    plan.dimensions = {dim: {"value": (items[0].summary.get("extra") or {}).get("value"),
+                             "corpus_hashes": [s.corpus_hash for s in items]}
+                       for dim, items in stats.items()}
+    return plan
