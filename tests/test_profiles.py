@@ -70,3 +70,13 @@ def test_reserved_names_and_unavailable_bundled_corpora(tmp_path):
     (tmp_path / "cooking.yaml").write_text("language: {value: en}\ndomain: {value: cooking}\ntask: null\n")
     with pytest.raises(SpecError, match="cooking.*available: .*health"):
         validate_profiles(tmp_path)
+
+
+def test_customer_profiles_rebuild_nightly():
+    """The orchestration issue asks for a nightly cron per customer deployment."""
+    from cusprun.pipeline.profiles import load_profiles
+
+    for p in load_profiles():
+        minute, hour, dom, month, dow = p.schedule.cron.split()
+        assert (dom, month, dow) == ("*", "*", "*"), (p.name, p.schedule.cron)
+        assert minute.isdigit() and hour.isdigit() and p.schedule.timezone

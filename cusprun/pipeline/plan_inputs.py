@@ -7,14 +7,13 @@ from cusprun.pipeline.spec import DimensionSpec, ExpertSpec
 
 
 def default_source(dimension: str, value: str, spec: ExpertSpec) -> str:
-    """The bundled demo corpus for a dimension value (tasks follow the expert's language/domain)."""
-    if dimension in ("language", "general"):
-        return f"bundled://{dimension}/{value}"
-    lang = spec.language.value if spec.language else "en"
-    if dimension == "domain":
-        return f"bundled://domain/{value}?lang={lang}"
-    dom = f"&domain={spec.domain.value}" if spec.domain else ""
-    return f"bundled://task/{value}?lang={lang}{dom}"
+    """The bundled demo corpus for a dimension value, in the expert's language and domain where
+    the bundled data has that combination."""
+    from cusprun.corpora.bundled import default_bundled_source
+
+    return default_bundled_source(
+        dimension, value, language=spec.language.value if spec.language else None,
+        domain=spec.domain.value if spec.domain and dimension == "task" else None)
 
 
 def corpus_specs(dimension: str, dim: DimensionSpec, spec: ExpertSpec) -> list[dict]:
