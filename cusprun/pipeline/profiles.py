@@ -174,8 +174,11 @@ def check_bundled_corpora(profile: Profile) -> list[str]:
     from cusprun.errors import CorpusError
     from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora
 
-    used = [(g, c["source"]) for g, cs in calibration_corpora(profile.spec).items() for c in cs]
-    used += [(g, c["source"]) for g, c in evaluation_corpora(profile.spec).items()]
+    try:  # choosing the default bundled sources already checks the registry
+        used = [(g, c["source"]) for g, cs in calibration_corpora(profile.spec).items() for c in cs]
+        used += [(g, c["source"]) for g, c in evaluation_corpora(profile.spec).items()]
+    except CorpusError as e:
+        return [str(e)]
     problems = []
     for group, source in used:
         if source.startswith("bundled://"):
