@@ -169,7 +169,7 @@ def test_bad_input_fails_before_heavy_work(prefect_server, tiny_model, tmp_path,
     state = build_expert(spec=tiny_spec(tiny_model, "s3://no-such-bucket/x"),
                          storage_block="cusprun-test-s3-missing", return_state=True)
     assert state.is_failed()
-    assert time.perf_counter() - t0 < 30
+    assert time.perf_counter() - t0 < 60  # seconds, incl. Prefect overhead on a loaded 2-core box
     assert "no-such-bucket" in str(state.result(raise_on_failure=False))
     # Nothing heavy started.
     assert not [n for n, _ in task_states(state) if n in HEAVY]
