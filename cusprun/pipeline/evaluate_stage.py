@@ -18,28 +18,24 @@ def _has(table, *cols: str) -> bool:
 
 def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, own_language: str | None,
                       max_docs: int, mc_items: int, seed: int) -> tuple[dict, dict]:
-    """Held-out loss sets per corpus, and the multiple-choice tasks the held-out data allows:
-    topic classification and definition QA from Wikipedia-style tables (title + topic label),
-    translation selection between the expert's language and another aligned language."""
-    from cusprun.evaluation import (build_definition_items, build_topic_items,
-                                    build_translation_items, loss_examples_from_table)
+    """Held-out loss sets per corpus, and the multiple-choice tasks the held-out data allows
+    (cusprun.evaluation.mc_tasks_from_tables), completed from what an expert's corpora hold:
+    definition QA from domain/general articles when there is no QA task corpus, and translation
+    selection between the expert's language and another verse-aligned language."""
+    from cusprun.evaluation import (build_definition_items, build_translation_items,
+                                    loss_sets_from_tables, mc_tasks_from_tables)
 
     tables = {name: _corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
-    loss_sets = {name: loss_examples_from_table(t.slice(0, max_docs)) for name, t in tables.items()}
-    mc: dict[str, list] = {}
-    order = sorted(tables, key=lambda n: ("domain=", "general=", "task=").index(n.split("=")[0] + "=")
-                   if n.split("=")[0] in ("domain", "general", "task") else 9)
-    articles = [n for n in order if not n.startswith("task=") and _has(tables[n], "label", "title")]
-    for n in sorted(articles, key=lambda n: -len(set(tables[n].column("label").to_pylist()))):
-        if len(set(tables[n].column("label").to_pylist())) >= 4:
-            mc["topic classification"] = build_topic_items(tables[n], n_items=mc_items, seed=seed)
-            break
-    if articles:
+    loss_sets = loss_sets_from_tables(tables, max_docs=max_docs)
+    mc = mc_tasks_from_tables(tables, n_items=mc_items, seed=seed)
+    articles = [n for n in sorted(tables) if n.split("=")[0] in ("domain", "general")
+                and _has(tables[n], "label", "title")]
+    if "definition QA" not in mc and articles:
         mc["definition QA"] = build_definition_items(tables[articles[0]], n_items=mc_items, seed=seed)
     own = f"language={own_language}"
     others = [n for n in sorted(tables) if n.startswith("language=") and n != own
               and _has(tables[n], "group_id")]
-    if own in tables and others and _has(tables[own], "group_id"):
+    if "translation selection" not in mc and own in tables and others and _has(tables[own], "group_id"):
         src = others[0]
         mc["translation selection"] = build_translation_items(
             tables[src], tables[own], n_items=mc_items, seed=seed,
