@@ -173,3 +173,67 @@ def test_bad_input_fails_before_heavy_work(prefect_server, tiny_model, tmp_path,
     assert "no-such-bucket" in str(state.result(raise_on_failure=False))
     # Nothing heavy started.
     assert not [n for n, _ in task_states(state) if n in HEAVY]
+
+
+_KILL_FLOW = """
+import json, sys, time
+from cusprun.storage import ArtifactStore
+from cusprun.pipeline.spec import load_spec
+from flows.build import build_expert
+
+spec, ready = load_spec(json.loads(sys.argv[1])), sys.argv[2]
+real_put = ArtifactStore.put_file
+
+def pausing_put(self, local, key):  # publishing: stop after the expert's 2nd file, until killed
+    out = real_put(self, local, key)
+    if key.startswith("experts/"):
+        pausing_put.n = getattr(pausing_put, "n", 0) + 1
+        if pausing_put.n == 2:
+            open(ready, "w").write(key)
+            time.sleep(300)
+    return out
+
+ArtifactStore.put_file = pausing_put
+build_expert(spec=spec, storage_block="cusprun-test-kill")
+"""
+
+
+@pytest.mark.s3
+def test_killing_the_flow_mid_publish_on_s3_leaves_no_visible_version(prefect_server, tiny_model,
+                                                                      s3_bucket, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL
+
+    from cusprun.storage import ArtifactStore, latest_version, list_versions
+
+    uri, opts = s3_bucket
+    Secret(value=opts).save("cusprun-test-kill", overwrite=True)
+    spec = tiny_spec(tiny_model, uri, baselines=[], evaluation={"enabled": False})
+    ready = tmp_path / "ready"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_FLOW, spec.model_dump_json(), str(ready)],
+                            cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store = ArtifactStore(uri, opts)
+    try:
+        deadline = time.monotonic() + 600
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the flow never reached publishing"
+            time.sleep(0.2)
+        assert [k for k in store.list("experts/tiny-expert") if k.endswith("/config.json")
+                or k.endswith(".json")], "publishing had really started"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert store.list("experts/tiny-expert"), "partial upload is there..."
+    assert list_versions(store, "tiny-expert") == [] and latest_version(store, "tiny-expert") is None
