@@ -19,7 +19,8 @@ DEMO_SPEC = {
     "general": {"value": "en", "max_docs": 40},
     "target_ratios": [0.25],
     "max_tokens": 256,
-    "evaluation": {"max_docs": 12, "mc_items": 16, "max_tokens": 128, "other_languages": ["de", "fr"]},
+    "evaluation": {"max_docs": 10, "mc_items": 16, "max_tokens": 128, "other_languages": ["de"],
+                   "speed_iters": 2},
 }
 
 

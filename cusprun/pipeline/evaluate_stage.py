@@ -74,7 +74,8 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
             entries[name] = ModelEntry(path=local_copy(store, c["key"]), method=c["method"],
                                        ratio=c["ratio"])
         config = EvalConfig(max_tokens=options["max_tokens"], n_mc_items=options["mc_items"],
-                            seed=options.get("seed", 0),
+                            seed=options.get("seed", 0), speed_iters=options.get("speed_iters", 3),
+                            speed_warmup=1, speed_decode_tokens=16,
                             **({} if options.get("measure_speed", True) else
                                {"metrics": [m for m in METRIC_FAMILIES if m != "speed"]}))
         out = scratch("evaluate", key)

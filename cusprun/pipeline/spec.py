@@ -38,6 +38,7 @@ class EvaluationOptions(BaseModel):
     mc_items: int = Field(24, ge=1, le=10_000, description="Multiple-choice items per task")
     max_tokens: int = Field(256, ge=16, le=4096)
     measure_speed: bool = True
+    speed_iters: int = Field(3, ge=1, le=100, description="Timed prefill/decode repetitions per model")
 
 
 class ExpertSpec(BaseModel):
