@@ -8,16 +8,16 @@ import time
 import pytest
 
 pytestmark = pytest.mark.prefect
+pytest_plugins = ["prefect_server"]  # one real `prefect server start` per test session
 
 HEAVY = {"prepare-corpus", "collect-stats", "merge-masks", "baseline-plan", "slice-weights", "evaluate"}
 
 
 @pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+def prefect_server(prefect_api):
+    """The session's temporary Prefect server (shared with the deployment tests: a second server
+    in the same process would leave Prefect's event worker talking to the wrong one)."""
+    return prefect_api
 
 
 @pytest.fixture(scope="module")
