@@ -85,7 +85,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     from cusprun.storage import list_versions
 
     root = str(tmp_path / "artifacts")
-    spec = tiny_spec(tiny_model, root)
+    spec = tiny_spec(tiny_model, root, max_tokens=128)  # enough real work to compare against
     first, t_first = run(spec)
     heavy_first = [(n, s) for n, s in task_states(first) if n in HEAVY]
     assert {n for n, _ in heavy_first} == HEAVY
@@ -101,11 +101,15 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     heavy_second = [(n, s) for n, s in task_states(second) if n in HEAVY]
     assert len(heavy_second) == len(heavy_first)
     assert all(s == "Cached" for _, s in heavy_second), heavy_second
+    print(f"first run {t_first:.1f}s, identical rerun {t_second:.1f}s")
     assert t_second < t_first / 10, (t_first, t_second)
+    again = second.result()["expert"]
+    assert again["unchanged"] and again["version"] == result["expert"]["version"]
+    assert list_versions(store, "tiny-expert") == [result["expert"]["version"]]  # no duplicate
 
     # Change only the domain corpus: its corpus + statistics and everything downstream of the
     # Cus-Prun plan recompute; other corpora, statistics and the baselines stay cached.
-    changed = tiny_spec(tiny_model, root, domain={"value": "health", "max_docs": 20})
+    changed = tiny_spec(tiny_model, root, max_tokens=128, domain={"value": "health", "max_docs": 20})
     third, _ = run(changed)
     states = task_states(third)
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")

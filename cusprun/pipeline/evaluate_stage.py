@@ -89,7 +89,18 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
 
 
 def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | None) -> dict:
-    """Publish the Cus-Prun expert: upload, verify it loads and matches its plan, then manifest."""
+    """Publish the Cus-Prun expert: upload, verify it loads and matches its plan, then manifest.
+    A rebuild whose checkpoint and report are unchanged keeps the latest version (no duplicate)."""
+    from cusprun.storage import ExpertNotFoundError, read_expert
+
+    build = {"sliced": sliced["key"], "report": report["key"] if report else None}
+    try:
+        latest = read_expert(store, name)
+        if latest.manifest.verification.get("build") == build:
+            log.info("expert %s unchanged since version %s: not republished", name, latest.version)
+            return {"name": name, "version": latest.version, "uri": latest.uri, "unchanged": True}
+    except ExpertNotFoundError:
+        pass
     src = local_copy(store, sliced["key"])
 
     def verify(copy: Path) -> dict:
@@ -101,7 +112,7 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
         expected = meta.get("params", {}).get("pruned", {}).get("total")
         if expected is not None and expected != n:
             raise ValueError(f"checkpoint has {n} parameters, cusprun.json says {expected}")
-        return {"params_total": n, "plan_method": meta.get("method"), "loads": True}
+        return {"params_total": n, "plan_method": meta.get("method"), "loads": True, "build": build}
 
     with timed(f"publish expert {name}"):
         staged = scratch("publish", sliced["key"].replace("/", "-"))
@@ -111,4 +122,4 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
         if report:
             (staged / "evaluation.md").write_text(report["markdown"])
         pub = publish_expert(store, name, staged, verify=verify, progress=False)
-        return {"name": name, "version": pub.version, "uri": pub.uri}
+        return {"name": name, "version": pub.version, "uri": pub.uri, "unchanged": False}
