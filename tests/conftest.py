@@ -109,3 +109,14 @@ def local_store(tmp_path):
     from cusprun.storage import ArtifactStore
 
     return ArtifactStore(tmp_path / "artifacts")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,13 +18,7 @@ from cusprun.evaluation import (EvalConfig, EvaluationError, LossExample, MCItem
 from cusprun.testing import make_tiny_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DOCS = ["The cat sat on the mat and looked at the birds outside.", "Short one.",

@@ -9,16 +9,9 @@ from cusprun.evaluation import (EvalConfig, ModelEntry, compare, loss_sets_from_
 from cusprun.testing import make_tiny_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 SOURCES = {"general=en": "bundled://general/en", "language=de": "bundled://language/de",
            "task=qa": "bundled://task/qa?lang=en&domain=health",

@@ -15,13 +15,7 @@ from cusprun.evaluation.report import SCHEMA
 from cusprun.testing import make_tiny_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = EvalConfig(speed_prompt_tokens=8, speed_decode_tokens=4, speed_warmup=1, speed_iters=1,

@@ -16,7 +16,7 @@ def test_concurrent_loads_of_tied_models_give_real_weights(tmp_path):
     def load(i: int) -> str:
         try:
             model = load_model(dirs[i % 2], device="cpu")[0]
-        except Exception as e:  # noqa: BLE001 - the bug surfaced as NotImplementedError (meta copy)
+        except Exception as e:  # noqa: BLE001 - the bug surfaced as a meta-tensor copy error
             return f"{type(e).__name__}: {e}"
         if any(p.is_meta for p in model.parameters()):
             return "meta parameters"
