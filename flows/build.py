@@ -30,9 +30,9 @@ def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
     return {"root": spec.storage_root, "block": storage_block}
 
 
-def submit(task, stage: str, key: str, storage: dict, refresh: list[str], **kwargs):
+def submit(task, stage: str, key: str, store, storage: dict, refresh: list[str], **kwargs):
     """Submit a heavy task; force it when asked or when the store lost its artifact."""
-    force = stage in refresh or not is_done(open_store_ref(storage), f"{PREFIX[stage]}/{key}")
+    force = stage in refresh or not is_done(store, f"{PREFIX[stage]}/{key}")
     return task.with_options(refresh_cache=force).submit(stage=stage, key=key, storage=storage, **kwargs)
 
 
@@ -54,7 +54,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
 
     def corpus(c: dict):
         key = content_key("corpus", c, source_identity(c["source"], opts))
-        return submit(t.prepare_corpus, "corpus", key, storage, refresh, corpus=c)
+        return submit(t.prepare_corpus, "corpus", key, store, storage, refresh, corpus=c)
 
     calib_futs = {g: [corpus(c) for c in specs] for g, specs in calibration_corpora(spec).items()}
     eval_futs = {name: corpus(c) for name, c in evaluation_corpora(spec).items()}
@@ -69,7 +69,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     if spec.execution == "distributed":
         done = collect_stats_remote(jobs, storage, model, spec, refresh)
     else:
-        futs = {j: submit(t.collect_stats, "stats", key, storage, refresh, model=model, corpus=c,
+        futs = {j: submit(t.collect_stats, "stats", key, store, storage, refresh, model=model, corpus=c,
                           max_tokens=spec.max_tokens, batch_size=spec.batch_size)
                 for j, (key, c) in jobs.items()}
         done = {j: f.result() for j, f in futs.items()}
@@ -82,19 +82,19 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         prune = prune_config(spec, ratio)
         key = content_key("plan", model["fingerprint"], [[s["key"] for s in stats[g]] for g in sorted(stats)],
                           [s["key"] for s in general], prune)
-        plan_futs[("cusprun", ratio)] = submit(t.merge_masks, "plan", key, storage, refresh,
+        plan_futs[("cusprun", ratio)] = submit(t.merge_masks, "plan", key, store, storage, refresh,
                                                model=model, stats=stats, general=general, prune=prune)
         for method in spec.baselines:
             key = content_key("baseline", model["fingerprint"], method, ratio, spec.layout,
                               [s["key"] for s in general], spec.seed)
-            plan_futs[(method, ratio)] = submit(t.baseline_plan, "baseline", key, storage, refresh,
+            plan_futs[(method, ratio)] = submit(t.baseline_plan, "baseline", key, store, storage, refresh,
                                                 model=model, method=method, ratio=ratio,
                                                 layout=spec.layout, general=general, seed=spec.seed)
     plans = {k: f.result() for k, f in plan_futs.items()}
 
     # Slice every plan into a real, smaller checkpoint.
     card = {"expert": spec.name, "base_model": spec.base_model}
-    slice_futs = {k: submit(t.slice_weights, "slice", content_key("slice", p["key"]), storage, refresh,
+    slice_futs = {k: submit(t.slice_weights, "slice", content_key("slice", p["key"]), store, storage, refresh,
                             model=model, plan=p, card=card) for k, p in plans.items()}
     sliced = {k: f.result() for k, f in slice_futs.items()}
 
@@ -107,7 +107,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                    "own_language": spec.language.value if spec.language else None}
         key = content_key("evaluate", model["fingerprint"], sorted(s["key"] for s in sliced.values()),
                           {n: c["hash"] for n, c in eval_corpora.items()}, options)
-        report = submit(t.evaluate, "evaluate", key, storage, refresh, model=model,
+        report = submit(t.evaluate, "evaluate", key, store, storage, refresh, model=model,
                         candidates=candidates, eval_corpora=eval_corpora, options=options,
                         overlap_plan=plans[("cusprun", spec.target_ratios[0])]).result()
         create_markdown_artifact(report["markdown"], key=f"{spec.name}-evaluation",
