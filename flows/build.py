@@ -86,10 +86,11 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                                                model=model, stats=stats, general=general, prune=prune)
         for method in spec.baselines:
             key = content_key("baseline", model["fingerprint"], method, ratio, spec.layout,
-                              [s["key"] for s in general], spec.seed)
+                              [s["key"] for s in general], spec.seed, spec.ffn_multiple)
             plan_futs[(method, ratio)] = submit(t.baseline_plan, "baseline", key, store, storage, refresh,
                                                 model=model, method=method, ratio=ratio,
-                                                layout=spec.layout, general=general, seed=spec.seed)
+                                                layout=spec.layout, general=general, seed=spec.seed,
+                                                ffn_multiple=spec.ffn_multiple)
     plans = {k: f.result() for k, f in plan_futs.items()}
 
     # Slice every plan into a real, smaller checkpoint.

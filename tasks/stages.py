@@ -43,9 +43,9 @@ def merge_masks(stage: str, key: str, storage: dict, model: dict, stats: dict, g
 
 @heavy_task("baseline-plan")
 def baseline_plan(stage: str, key: str, storage: dict, model: dict, method: str, ratio: float,
-                  layout: str, general: list, seed: int) -> dict:
+                  layout: str, general: list, seed: int, ffn_multiple: int = 1) -> dict:
     return stages.baseline_plan_stage(open_store_ref(storage), key, model, method, ratio, layout,
-                                      general, seed)
+                                      general, seed, ffn_multiple)
 
 
 @heavy_task("slice-weights")

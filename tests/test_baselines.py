@@ -57,6 +57,17 @@ def test_every_baseline_gives_a_valid_plan_at_the_target(models, arch, layout):
         assert plan.base_fingerprint == "fp" and plan.architecture == arch
 
 
+@pytest.mark.parametrize("layout", ["uniform", "per_layer"])
+def test_baselines_align_ffn_widths_like_cusprun(models, layout):
+    model, general = models["Qwen2ForCausalLM"]
+    d = Adapter.for_model(model).dims(model.config)
+    for method in BASELINES:
+        plan = baseline_plan(method, model, 0.4, layout, base_fingerprint="fp", general=general,
+                             ffn_multiple=16)
+        assert all(len(l.ffn) % 16 == 0 or len(l.ffn) == d.ffn for l in plan.layers)
+        assert plan.report["ffn_multiple"] == 16
+
+
 def test_random_is_seeded(models):
     model, _ = models["LlamaForCausalLM"]
     a = baseline_plan("random", model, 0.3, "per_layer", base_fingerprint="fp", seed=1)

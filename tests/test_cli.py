@@ -29,3 +29,15 @@ def test_user_error_is_one_line_and_exit_2(capsys):
     assert main(["model", "resolve", "not-an-alias"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Unknown model alias 'not-an-alias'")
+
+
+def test_build_flags_override_the_spec():
+    from cusprun.cli.pipeline import _spec_from_args
+
+    args = build_parser().parse_args(["build", "--ratio", "0.3", "--layout", "per_layer",
+                                      "--ffn-multiple", "64", "--domain", "none", "--baselines", "random"])
+    spec = _spec_from_args(args)
+    assert (spec.target_ratios, spec.layout, spec.ffn_multiple) == ([0.3], "per_layer", 64)
+    assert spec.domain is None and spec.baselines == ["random"]
+    with pytest.raises(Exception, match="ffn_multiple"):
+        _spec_from_args(build_parser().parse_args(["build", "--ffn-multiple", "0"]))

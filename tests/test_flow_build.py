@@ -119,6 +119,26 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert cached.count("slice-weights") == 4
 
 
+def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,
+                                                                                 tmp_path):
+    from cusprun.pipeline.context import open_store
+    from cusprun.storage import get_expert
+
+    root = str(tmp_path / "artifacts")
+    over = {"baselines": ["magnitude"], "evaluation": {"enabled": False}}
+    run(tiny_spec(tiny_model, root, **over))
+    aligned, _ = run(tiny_spec(tiny_model, root, ffn_multiple=16, **over))
+    states = task_states(aligned)
+    recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
+    assert recomputed == ["baseline-plan", "merge-masks", "slice-weights", "slice-weights"]
+    assert not [n for n, s in states if n in ("prepare-corpus", "collect-stats") and s != "Cached"]
+    expert = get_expert(open_store(root), "tiny-expert", aligned.result()["expert"]["version"],
+                        tmp_path / "cache", progress=False)
+    meta = json.loads((expert / "cusprun.json").read_text())
+    assert meta["report"]["ffn_multiple"] == 16
+    assert {w["intermediate_size"] % 16 for w in meta["layer_widths"]} == {0}
+
+
 def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp_path):
     import shutil
 

@@ -129,6 +129,60 @@ def test_exact_ratio_hits_target_per_layer_and_uniform(arch, ratio):
         assert per.report["removed_units"]["query_heads"] > 0
 
 
+@pytest.mark.parametrize("arch", TINY_FAMILIES)
+@pytest.mark.parametrize("layout", ["uniform", "per_layer"])
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5])
+def test_ffn_multiple_aligns_widths_and_stays_near_target(arch, layout, ratio):
+    cfg = tiny_config(arch)
+    ad = Adapter.for_config(cfg)
+    d, u, prunable = ad.dims(cfg), ad.unit_params(cfg), ad.prunable_params(cfg)
+    stats = {"language": [realistic(cfg, 10, 1)], "domain": [realistic(cfg, 9, 2)]}
+    m = 16
+    exact = build_plan(stats, PruneConfig(target_ratio=ratio, layout=layout), cfg, base_fingerprint="fp")
+    plan = build_plan(stats, PruneConfig(target_ratio=ratio, layout=layout, ffn_multiple=m), cfg,
+                      base_fingerprint="fp")
+    check_structure(plan, cfg)
+    assert plan.removed_params == removed_params(plan, cfg)
+    widths = [len(l.ffn) for l in plan.layers]
+    assert all(w % m == 0 or w == d.ffn for w in widths), widths
+    # Uniform: the nearest aligned width per layer; per_layer: within half a block plus one neuron.
+    slack = (d.n_layers * m / 2 if layout == "uniform" else m / 2 + 1) * u["ffn_neuron"]
+    assert abs(plan.removed_params - round(ratio * prunable)) <= slack
+    assert plan.report["ffn_multiple"] == m and plan.report["granularity_params"] % m == 0
+    assert any("ffn_multiple=16" in n for n in plan.report["notes"])
+    # Aligning keeps the heads the exact plan chose and prunes FFN neurons in the same rank order.
+    for a, b in zip(plan.layers, exact.layers):
+        assert (a.heads, a.kv_heads) == (b.heads, b.kv_heads)
+        small, big = sorted((set(a.ffn), set(b.ffn)), key=len)
+        assert small <= big
+
+
+def test_ffn_multiple_one_is_the_exact_plan_and_bad_values_are_refused():
+    stats = {"language": [realistic(CFG, 10, 1)]}
+    a = build_plan(stats, PruneConfig(target_ratio=0.3), CFG, base_fingerprint="fp")
+    b = build_plan(stats, PruneConfig(target_ratio=0.3, ffn_multiple=1), CFG, base_fingerprint="fp")
+    assert a.layers == b.layers
+    with pytest.raises(SpecError, match=r"ffn_multiple=0.*integer >= 1"):
+        PruneConfig(ffn_multiple=0)
+    with pytest.raises(SpecError, match=r"ffn_multiple=128 .*FFN width 96"):
+        build_plan(stats, PruneConfig(ffn_multiple=128), CFG, base_fingerprint="fp")
+
+
+def test_ffn_multiple_paper_rule_per_layer_rounds_each_layer_by_rank():
+    f_a, h_a = const(8)
+    f_a[:, 0, :40] = 0.1            # layer 0: 40 irrelevant -> keep 56 -> 64 with m=16 (nearest)
+    f_a[:, 1, :10] = 0.1            # layer 1: 10 irrelevant -> keep 86 -> 80
+    f_a[:, 1, 10:16] = 0.6          # the next-least important neurons of layer 1 go first
+    plan = build_plan({"task": [make_stats(f_a, h_a)]},
+                      PruneConfig(rule="paper", layout="per_layer", ffn_multiple=16), CFG,
+                      base_fingerprint="fp")
+    pruned, _ = plan.pruned(I, H)
+    assert [len(l.ffn) for l in plan.layers] == [64, 80, 96]
+    assert set(pruned[0]) <= set(range(40)) and len(pruned[0]) == 32
+    assert set(pruned[1]) == set(range(16))
+    assert pruned[2] == []
+
+
 def test_exact_ratio_is_a_threshold_on_max_percentile():
     stats = {"language": [realistic(CFG, 10, 1)], "task": [realistic(CFG, 10, 4)]}
     plan = build_plan(stats, PruneConfig(target_ratio=0.2, layout="per_layer"), CFG, base_fingerprint="fp")

@@ -49,16 +49,19 @@ def validate_baseline(method: str, target_ratio: float, layout: str, *, base_fin
 
 
 def baseline_plan(method: str, model: nn.Module, target_ratio: float, layout: str = "uniform", *,
-                  base_fingerprint: str, general: DimensionStats | None = None, seed: int = 0) -> PruningPlan:
+                  base_fingerprint: str, general: DimensionStats | None = None, seed: int = 0,
+                  ffn_multiple: int = 1) -> PruningPlan:
     """Prune the lowest-scored units of `method` to `target_ratio` of prunable parameters.
-    Scores are standardised per unit type over all layers before the shared global selection."""
+    Scores are standardised per unit type over all layers before the shared global selection;
+    ffn_multiple rounds kept FFN widths exactly as for Cus-Prun, so comparisons stay one to one."""
     validate_baseline(method, target_ratio, layout, base_fingerprint=base_fingerprint,
                       general=general, model=model)
     adapter = Adapter.for_model(model)
     dims = adapter.dims(model.config)
     ffn, heads = BASELINES[method](model, adapter, dims, general, seed)
     scores = UnitScores(ffn=standardise(ffn), heads=standardise(heads))
-    sel = select_units(scores, adapter, model.config, layout=layout, target_ratio=target_ratio)
+    sel = select_units(scores, adapter, model.config, layout=layout, target_ratio=target_ratio,
+                       ffn_multiple=ffn_multiple)
     log.info("baseline %s (%s): removed %.4f of prunable parameters (target %.4f)",
              method, layout, sel.achieved_ratio, target_ratio)
     report = {"method": method, "score": _DESCRIBE[method],

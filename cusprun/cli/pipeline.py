@@ -44,6 +44,8 @@ def _spec_from_args(args) -> ExpertSpec:
             data[field] = getattr(args, field)
     if args.ratio:
         data["target_ratios"] = args.ratio
+    if getattr(args, "ffn_multiple", None) is not None:
+        data["ffn_multiple"] = args.ffn_multiple
     if args.baselines is not None:
         data["baselines"] = [b for b in args.baselines.split(",") if b]
     return load_spec(data)
@@ -116,6 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
     b.add_argument("--rule", choices=["exact-ratio", "paper"])
     b.add_argument("--layout", choices=["uniform", "per_layer"])
+    b.add_argument("--ffn-multiple", type=int, help="round kept FFN widths to a multiple of this "
+                   "(1: exact target; 64/128: faster matmuls)")
     b.add_argument("--baselines", help="comma-separated: random,magnitude,wanda-sp,flap ('' for none)")
     b.add_argument("--storage-root", help="artifact store: local dir or s3://bucket/prefix")
     b.add_argument("--execution", choices=["local", "distributed"])

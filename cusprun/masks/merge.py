@@ -121,21 +121,23 @@ def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dic
         ffn_rm, heads_rm = (scores.ffn < config.sigma) & free_f, (scores.heads < config.sigma) & free_h
         target_ratio = None
         if config.layout == "per_layer":
-            sel = select_sets(scores, adapter, model_config, ffn_remove=ffn_rm, heads_remove=heads_rm)
+            sel = select_sets(scores, adapter, model_config, ffn_remove=ffn_rm, heads_remove=heads_rm,
+                              ffn_multiple=config.ffn_multiple)
         else:
             paper = _paper_target(adapter, model_config, ffn_rm, heads_rm)
             notes.append(f"paper rule, uniform: the paper's irrelevant sets remove {paper} parameters; "
                          f"that total is spread evenly over layers by the same score")
-            sel = select_units(scores, adapter, model_config, layout="uniform", target_params=paper) \
-                if paper > 0 else select_sets(scores, adapter, model_config,
-                                              ffn_remove=ffn_rm, heads_remove=heads_rm)
+            sel = select_units(scores, adapter, model_config, layout="uniform", target_params=paper,
+                               ffn_multiple=config.ffn_multiple) \
+                if paper > 0 else select_sets(scores, adapter, model_config, ffn_remove=ffn_rm,
+                                              heads_remove=heads_rm, ffn_multiple=config.ffn_multiple)
         threshold = {"ffn": config.sigma, "heads": config.sigma}
     else:
         sel = select_units(scores, adapter, model_config, layout=config.layout,
-                           target_ratio=config.target_ratio)
+                           target_ratio=config.target_ratio, ffn_multiple=config.ffn_multiple)
         threshold = None
     report = {
-        "rule": config.rule, "layout": config.layout,
+        "rule": config.rule, "layout": config.layout, "ffn_multiple": config.ffn_multiple,
         "sigma": config.sigma if config.rule == "paper" else None,
         "score": "max over all documents of all dimensions of the per-document rank percentile",
         "docs_per_dimension": {dim: int(v["ffn_docs"]) for dim, v in per_dim.items()},

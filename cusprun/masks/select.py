@@ -4,7 +4,11 @@ All units (FFN neurons and query heads of every layer) get one total order by
 (score, tie-break, unit type, layer, index), so equal scores never make results depend on
 anything but the inputs. Removing the lowest-ranked units until the target is met fixes how many
 heads each layer "wants" to lose; heads are then snapped to a valid grouped-query structure and
-FFN neurons absorb the remaining budget (they are the fine-grained unit)."""
+FFN neurons absorb the remaining budget (they are the fine-grained unit).
+
+With ffn_multiple=m > 1 every layer's kept FFN width is a multiple of m (or the dense width):
+unaligned widths such as 1195 make CPU and GPU matmuls run slower than the FLOPs say, so the
+target is then met to within about one block of m neurons per layer instead of one neuron."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -154,7 +158,47 @@ def _finish(ctx: _Ctx, picks: list[int], ffn_removed: list[np.ndarray], target: 
     return Selection(layers, ctx.prunable, removed, target, report)
 
 
-def _per_layer(ctx: _Ctx, target: int) -> Selection:
+def _aligned_widths(ctx: _Ctx, want: list[int], m: int) -> list[int]:
+    """Kept FFN width per layer, each a multiple of m (or the dense width) within what the layer
+    may lose, with the total as close to sum(want) as blocks allow: every layer is rounded down,
+    then the layers that wanted the most of a block back get it (largest remainder)."""
+    d = ctx.dims
+    lo = [d.ffn - len(r) for r in ctx.removable]                  # fewest neurons a layer may keep
+    grid = [sorted({w for w in range(m, d.ffn + 1, m) if w >= lo[li]} | {d.ffn})
+            for li in range(d.n_layers)]
+    down = [max([w for w in g if w <= want[li]], default=g[0]) for li, g in enumerate(grid)]
+    up = [min([w for w in g if w > down[li]], default=down[li]) for li, g in enumerate(grid)]
+    deficit = sum(want) - sum(down)
+    for li in sorted(range(d.n_layers), key=lambda li: (-(want[li] - down[li]), li)):
+        step = up[li] - down[li]
+        if step and deficit > step / 2:
+            down[li], deficit = up[li], deficit - step
+    return down
+
+
+def _align(ctx: _Ctx, ffn_removed: list[np.ndarray], m: int) -> list[np.ndarray]:
+    """Re-cut each layer's removed FFN set to an aligned width, by the layer's own rank order."""
+    if m <= 1:
+        return ffn_removed
+    d = ctx.dims
+    widths = _aligned_widths(ctx, [d.ffn - len(r) for r in ffn_removed], m)
+    out = []
+    for li, (r, w) in enumerate(zip(ffn_removed, widths)):
+        n = d.ffn - w
+        rest = ctx.removable[li][~np.isin(ctx.removable[li], r)]
+        r = np.asarray(r, dtype=np.int64)
+        ordered = np.concatenate([r[np.argsort(ctx.ffn_rank[li][r], kind="stable")], rest])
+        out.append(ordered[:n])
+    return out
+
+
+def _align_note(ctx: _Ctx, m: int, per: str) -> list[str]:
+    return [] if m <= 1 else [
+        f"ffn_multiple={m}: kept FFN widths are multiples of {m} (or the dense {ctx.dims.ffn}) for "
+        f"faster matmuls; the target is met to within about {m} neurons {per}"]
+
+
+def _per_layer(ctx: _Ctx, target: int, m: int = 1) -> Selection:
     d, u = ctx.dims, ctx.unit
     desired = ctx.desired_head_cost(target)
     picks = [_nearest(ctx.options[li], desired[li]) for li in range(d.n_layers)]
@@ -182,13 +226,14 @@ def _per_layer(ctx: _Ctx, target: int) -> Selection:
                            if len(r)] or [np.zeros((0, 2), int)])
     order = np.argsort(ctx.ffn_rank[pool[:, 0], pool[:, 1]], kind="stable") if len(pool) else []
     chosen = pool[order[:n]] if len(pool) else pool
-    ffn_removed = [chosen[chosen[:, 0] == li, 1] for li in range(d.n_layers)]
+    ffn_removed = _align(ctx, [chosen[chosen[:, 0] == li, 1] for li in range(d.n_layers)], m)
     notes = ["per_layer: heads snapped per layer to valid grouped-query structures; FFN neurons "
              "fill the rest, so the result is within half a neuron's parameters of the target"]
+    notes += _align_note(ctx, m, "in all")
     return _finish(ctx, picks, ffn_removed, target, notes)
 
 
-def _uniform(ctx: _Ctx, target: int) -> Selection:
+def _uniform(ctx: _Ctx, target: int, m: int = 1) -> Selection:
     d, u = ctx.dims, ctx.unit
     L = d.n_layers
     common = [o for o in ctx.options[0]
@@ -203,34 +248,54 @@ def _uniform(ctx: _Ctx, target: int) -> Selection:
     st = min(fits, key=lambda o: (abs(o[1] - desired), -o[0].heads))[0]
     picks = [next(i for i, o in enumerate(ctx.options[li]) if o[0] == st) for li in range(L)]
     c = min(cap, max(0, int(round((target - L * structure_cost(st, d, u)) / (L * u["ffn_neuron"])))))
+    if m > 1:   # the aligned width (down or up) whose total lands nearest the target
+        fixed = L * structure_cost(st, d, u)
+        lo, exact = d.ffn - cap, d.ffn - c
+        options = {w for w in (exact // m * m, -(-exact // m) * m) if lo <= w <= d.ffn and w >= m}
+        options = sorted(options or {min([w for w in range(m, d.ffn + 1, m) if w >= lo], default=d.ffn)})
+        w = min(options, key=lambda w: (abs(fixed + L * (d.ffn - w) * u["ffn_neuron"] - target), -w))
+        c = d.ffn - w
     ffn_removed = [r[:c] for r in ctx.removable]
+    granularity = m * L * u["ffn_neuron"]
     notes = [f"uniform: every layer keeps {d.ffn - c} FFN neurons and {st.heads} query heads in "
-             f"{st.groups} key/value groups (a stock config); granularity is one FFN neuron per layer "
-             f"({L * u['ffn_neuron']} parameters)"]
+             f"{st.groups} key/value groups (a stock config); granularity is {m} FFN neuron(s) per layer "
+             f"({granularity} parameters)"] + _align_note(ctx, m, "per layer")
     return _finish(ctx, picks, ffn_removed, target, notes)
 
 
+def _check_multiple(ctx: _Ctx, m: int) -> int:
+    if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= ctx.dims.ffn:
+        raise SpecError(f"ffn_multiple={m!r} must be an integer from 1 (exact widths) to the model's "
+                        f"FFN width {ctx.dims.ffn}; 64 or 128 suit CPU and GPU matmuls.")
+    return m
+
+
 def select_units(scores: UnitScores, adapter: Adapter, config: Any, *, layout: str,
-                 target_ratio: float | None = None, target_params: int | None = None) -> Selection:
-    """Remove the lowest-ranked units until target_params (or target_ratio of prunable) is met."""
+                 target_ratio: float | None = None, target_params: int | None = None,
+                 ffn_multiple: int = 1) -> Selection:
+    """Remove the lowest-ranked units until target_params (or target_ratio of prunable) is met.
+    ffn_multiple > 1 rounds every layer's kept FFN width to a multiple of it."""
     if layout not in ("uniform", "per_layer"):
         raise SpecError(f"Unknown layout {layout!r}; allowed: 'uniform', 'per_layer'.")
     ctx = _Ctx(scores, adapter, config)
+    m = _check_multiple(ctx, ffn_multiple)
     if target_params is None:
         if target_ratio is None or not 0 < target_ratio <= 0.9:
             raise SpecError(f"target_ratio={target_ratio!r} must be in (0, 0.9].")
         target_params = int(round(target_ratio * ctx.prunable))
-    sel = (_uniform if layout == "uniform" else _per_layer)(ctx, int(target_params))
+    sel = (_uniform if layout == "uniform" else _per_layer)(ctx, int(target_params), m)
     per_step = ctx.dims.n_layers if layout == "uniform" else 1
-    sel.report["granularity_params"] = ctx.unit["ffn_neuron"] * per_step
+    sel.report["granularity_params"] = ctx.unit["ffn_neuron"] * per_step * m
+    sel.report["ffn_multiple"] = m
     return sel
 
 
 def select_sets(scores: UnitScores, adapter: Adapter, config: Any, *, ffn_remove: np.ndarray,
-                heads_remove: np.ndarray) -> Selection:
+                heads_remove: np.ndarray, ffn_multiple: int = 1) -> Selection:
     """Per-layer selection of given removal sets (paper rule): FFN as given (keeping protected
     units and one neuron per layer), heads snapped to the nearest valid structure by cost."""
     ctx = _Ctx(scores, adapter, config)
+    m = _check_multiple(ctx, ffn_multiple)
     d, u = ctx.dims, ctx.unit
     picks, ffn_removed = [], []
     for li in range(d.n_layers):
@@ -240,8 +305,10 @@ def select_sets(scores: UnitScores, adapter: Adapter, config: Any, *, ffn_remove
         allowed = set(int(k) for k in ctx.removable[li])
         ffn_removed.append(np.array([k for k in np.flatnonzero(ffn_remove[li]) if k in allowed], int))
     notes = ["paper rule, per_layer: FFN neurons irrelevant to every dimension are pruned; heads are "
-             "snapped per layer to the nearest valid grouped-query structure"]
-    return _finish(ctx, picks, ffn_removed, None, notes)
+             "snapped per layer to the nearest valid grouped-query structure"] + _align_note(ctx, m, "per layer")
+    sel = _finish(ctx, picks, _align(ctx, ffn_removed, m), None, notes)
+    sel.report["ffn_multiple"] = m
+    return sel
 
 
 def to_plan(sel: Selection, *, adapter: Adapter, method: str, layout: str, base_fingerprint: str,

@@ -69,4 +69,4 @@ def stats_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
 
 def prune_config(spec: ExpertSpec, ratio: float) -> dict:
     return {"rule": spec.rule, "target_ratio": ratio, "sigma": spec.sigma, "layout": spec.layout,
-            "min_docs": spec.min_docs}
+            "min_docs": spec.min_docs, "ffn_multiple": spec.ffn_multiple}

@@ -58,6 +58,9 @@ class ExpertSpec(BaseModel):
                                        description="Fractions of prunable parameters to remove; the first is published")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
     layout: Literal["uniform", "per_layer"] = "uniform"
+    ffn_multiple: int = Field(1, ge=1, le=65536, description=(
+        "Round kept FFN widths to a multiple of this (1: exact target; 64 or 128: faster matmuls, "
+        "target met to within about that many neurons per layer)"))
     baselines: list[BaselineName] = Field(default_factory=lambda: ["random", "magnitude", "wanda-sp", "flap"])
     max_tokens: int = Field(256, ge=16, le=8192, description="Tokens per calibration document")
     batch_size: int = Field(8, ge=1, le=512)

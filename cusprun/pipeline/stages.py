@@ -110,7 +110,7 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[
 
 
 def baseline_plan_stage(store: ArtifactStore, key: str, model: dict, method: str, ratio: float,
-                        layout: str, general: list[dict], seed: int) -> dict:
+                        layout: str, general: list[dict], seed: int, ffn_multiple: int = 1) -> dict:
     from cusprun.baselines import baseline_plan
     from cusprun.models import load_model
 
@@ -118,7 +118,7 @@ def baseline_plan_stage(store: ArtifactStore, key: str, model: dict, method: str
         m, _ = load_model(local_model(model["ref"], model["fingerprint"], store.storage_options or None), device="cpu")
         gen = _load_stats(store, general[0]) if general else None
         plan = baseline_plan(method, m, ratio, layout, base_fingerprint=model["fingerprint"],
-                             general=gen, seed=seed)
+                             general=gen, seed=seed, ffn_multiple=ffn_multiple)
         return _write_plan(store, key, plan)
 
 

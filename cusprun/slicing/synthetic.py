@@ -43,9 +43,11 @@ def random_plan(config: Any, *, fingerprint: str, ffn: int | list[int], groups: 
     return plan_from_keeps(config, layers, fingerprint=fingerprint, layout=layout)
 
 
-def uniform_plan_for_ratio(config: Any, ratio: float, *, fingerprint: str, seed: int = 0) -> PruningPlan:
+def uniform_plan_for_ratio(config: Any, ratio: float, *, fingerprint: str, seed: int = 0,
+                           ffn_multiple: int = 1) -> PruningPlan:
     """A random uniform plan removing about `ratio` of the prunable params: about `ratio` of the
-    KV groups (whole groups, with a head count the family accepts), FFN neurons for the rest."""
+    KV groups (whole groups, with a head count the family accepts), FFN neurons for the rest
+    (their count rounded to the nearest multiple of `ffn_multiple`)."""
     ad = Adapter.for_config(config)
     d, u = ad.dims(config), ad.unit_params(config)
     target = ratio * ad.prunable_params(config) / d.n_layers
@@ -53,6 +55,7 @@ def uniform_plan_for_ratio(config: Any, ratio: float, *, fingerprint: str, seed:
     for g in sorted(valid, key=lambda g: abs(g - d.n_kv_heads * (1 - ratio))):
         attn = (d.n_kv_heads - g) * (d.group_size * u["query_head"] + u["kv_group"])
         f = d.ffn - max(0, round((target - attn) / u["ffn_neuron"]))
+        f = min(d.ffn, max(ffn_multiple, round(f / ffn_multiple) * ffn_multiple))
         if 1 <= f <= d.ffn:
             return random_plan(config, fingerprint=fingerprint, ffn=f, groups=g,
                                heads_per_group=d.group_size, layout="uniform", seed=seed)
