@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
+from transformers import AutoConfig
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from cusprun.pipeline.context import is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
-from cusprun.pipeline.plan_inputs import (calibration_corpora, evaluation_corpora, prune_config,
-                                          stats_key)
+from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model, evaluation_corpora,
+                                          prune_config, stats_key)
 from cusprun.pipeline.spec import ExpertSpec, Stage
 from flows.distributed import collect_stats_remote
 from tasks import stages as t
@@ -48,6 +49,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     model = t.resolve_base_model(spec.base_model, storage)
     log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],
              model["fingerprint"])
+    check_fits_model(spec, AutoConfig.from_pretrained(model["path"]))
 
     # Corpora: calibration corpora per dimension (+ general text), held-out evaluation corpora.
     opts = store.storage_options or None  # for source identities (ETags)

@@ -199,6 +199,15 @@ def test_bad_input_fails_before_heavy_work(prefect_server, tiny_model, tmp_path,
     assert not [n for n, _ in task_states(state) if n in HEAVY]
 
 
+def test_spec_that_does_not_fit_the_model_fails_before_heavy_work(prefect_server, tiny_model, tmp_path):
+    from flows.build import build_expert
+
+    state = build_expert(spec=tiny_spec(tiny_model, str(tmp_path), ffn_multiple=128), return_state=True)
+    assert state.is_failed()
+    assert "ffn_multiple=128 exceeds the base model's FFN width 96" in str(state.result(raise_on_failure=False))
+    assert not [n for n, _ in task_states(state) if n in HEAVY]
+
+
 _KILL_FLOW = """
 import json, sys, time
 from cusprun.storage import ArtifactStore

@@ -70,3 +70,14 @@ def stats_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
 def prune_config(spec: ExpertSpec, ratio: float) -> dict:
     return {"rule": spec.rule, "target_ratio": ratio, "sigma": spec.sigma, "layout": spec.layout,
             "min_docs": spec.min_docs, "ffn_multiple": spec.ffn_multiple}
+
+
+def check_fits_model(spec: ExpertSpec, model_config) -> None:
+    """Spec values that only make sense for a given model, refused before any heavy work."""
+    from cusprun.adapters import Adapter
+    from cusprun.errors import SpecError
+
+    ffn = Adapter.for_config(model_config).dims(model_config).ffn
+    if spec.ffn_multiple > ffn:
+        raise SpecError(f"ffn_multiple={spec.ffn_multiple} exceeds the base model's FFN width {ffn}; "
+                        f"use 1 (exact widths) up to {ffn}, typically 64 or 128.")
