@@ -8,13 +8,38 @@ norm is o_h^T G_h o_h with G_h = W_h^T W_h (d x d, precomputed); summed over tok
 diagonal of S_h gives the o_proj channel sums of squares for free. Documents are processed one
 at a time (temporaries stay [T, channels] float32); padded positions are masked out; every
 accumulator lives on its layer's device.
+
+Models dispatched by accelerate (device_map="auto", or "cpu"/"disk" offload) work too: an offloaded
+module's weight is a meta tensor outside forward, so the precomputation onloads it briefly (see
+`_from_weight`).
 """
 from __future__ import annotations
 
 import torch
+from accelerate.utils import align_module_device
 from torch import nn
 
 from cusprun.adapters import Adapter, Dims
+from cusprun.errors import CusprunError
+
+
+def _from_weight(module: nn.Module, fn) -> torch.Tensor:
+    """fn(float32 weight) computed on the device where the module's inputs will arrive.
+
+    accelerate's offload (device_map entries "cpu"/"disk" when a GPU executes, or any "disk") keeps
+    the weight on the meta device and onloads it only inside forward via the module's
+    AlignDevicesHook; align_module_device runs that onload for us (a no-op for plain modules), and
+    fn runs inside it because the onloaded tensor may be a view of the offload storage. The hook's
+    execution_device is where forward (and so our pre-hooks' activations) runs; without a hook
+    that is simply the weight's own device."""
+    dev = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    with align_module_device(module):
+        w = module.weight
+        if w.is_meta:
+            raise CusprunError(
+                f"{type(module).__name__} weight is on the meta device and no accelerate hook "
+                "onloads it; load the model with real weights (or a device_map) before scoring.")
+        return fn(w.detach().to(torch.device(dev) if dev is not None else w.device, torch.float32))
 
 
 class _Masked:
@@ -64,12 +89,16 @@ class ImpactRecorder:
         self._col_norm: list[torch.Tensor] = []
         self._gram: list[torch.Tensor] = []
         h, d = dims.n_heads, dims.head_dim
+
+        def gram(w: torch.Tensor) -> torch.Tensor:            # [H, d, d] = W_h^T W_h
+            w = w.view(w.shape[0], h, d)
+            return torch.einsum("ihd,ihe->hde", w, w)
+
         with torch.no_grad():
             for li, layer in enumerate(adapter.layers(model)):
                 down, o = adapter.down_proj(layer), adapter.o_proj(layer)
-                self._col_norm.append(down.weight.float().norm(dim=0))
-                w = o.weight.float().view(o.weight.shape[0], h, d)
-                self._gram.append(torch.einsum("ihd,ihe->hde", w, w))
+                self._col_norm.append(_from_weight(down, lambda w: w.norm(dim=0)))
+                self._gram.append(_from_weight(o, gram))
                 self._handles.append(down.register_forward_pre_hook(self._ffn_hook(li)))
                 self._handles.append(o.register_forward_pre_hook(self._head_hook(li)))
 
