@@ -117,6 +117,23 @@ def _pick(rng: random.Random, n_rows: int, n_items: int) -> list[int]:
     return sorted(rng.sample(range(n_rows), min(n_items, n_rows)))
 
 
+def _mc_items(rows: Sequence, *, pool: list[str], correct, question, n_items: int,
+              n_options: int, seed: int, option_prefix: str = " ") -> list[MCItem]:
+    """Up to n_items MC items from a seeded pick of rows: for row r, question(r) with correct(r)
+    among n_options-1 distractors from pool (each option prefixed by option_prefix). A row whose
+    answer has too few distinct distractors in pool is skipped."""
+    rng = random.Random(seed)
+    items = []
+    for r in (rows[j] for j in _pick(rng, len(rows), n_items)):
+        got = _with_distractors(rng, correct(r), pool, n_options)
+        if got is None:
+            continue
+        options, ans = got
+        items.append(MCItem(question=question(r), options=[option_prefix + o for o in options],
+                            answer_index=ans))
+    return items
+
+
 def _clip(text: str, max_chars: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " ..."
@@ -132,13 +149,9 @@ def build_topic_items(table, *, text_col: str = "text", label_col: str = "label"
     if len(distinct) < n_options:
         raise EvaluationError(f"Topic task needs >= {n_options} distinct labels in {label_col!r}; "
                               f"found {len(distinct)}: {distinct[:10]}.")
-    rng = random.Random(seed)
-    items = []
-    for r in (rows[j] for j in _pick(rng, len(rows), n_items)):
-        options, ans = _with_distractors(rng, labels[r], distinct, n_options)
-        items.append(MCItem(question=f"Article: {_clip(texts[r], max_context_chars)}\nTopic:",
-                            options=[f" {o}" for o in options], answer_index=ans))
-    return items
+    return _mc_items(rows, pool=distinct, correct=lambda r: labels[r],
+                     question=lambda r: f"Article: {_clip(texts[r], max_context_chars)}\nTopic:",
+                     n_items=n_items, n_options=n_options, seed=seed)
 
 
 def build_translation_items(source, target, *, key_col: str = "group_id", text_col: str = "text",
@@ -154,16 +167,10 @@ def build_translation_items(source, target, *, key_col: str = "group_id", text_c
         raise EvaluationError(f"Translation task needs >= {n_options} aligned {key_col!r} values "
                               f"present in both tables; found {len(keys)}.")
     pool = [_clip(tgt[k], max_context_chars) for k in keys]
-    rng = random.Random(seed)
-    items = []
-    for j in _pick(rng, len(keys), n_items):
-        got = _with_distractors(rng, pool[j], pool, n_options)
-        if got is None:
-            continue
-        options, ans = got
-        q = f"{source_name}: {_clip(src[keys[j]], max_context_chars)}\n{target_name}:"
-        items.append(MCItem(question=q, options=[f" {o}" for o in options], answer_index=ans))
-    return items
+    return _mc_items(range(len(keys)), pool=pool, correct=lambda j: pool[j],
+                     question=lambda j: (f"{source_name}: {_clip(src[keys[j]], max_context_chars)}"
+                                         f"\n{target_name}:"),
+                     n_items=n_items, n_options=n_options, seed=seed)
 
 
 def first_sentence(text: str) -> str:
@@ -214,13 +221,9 @@ def build_definition_items(table, *, title_col: str = "title", text_col: str = "
     if len(pool) < n_options:
         raise EvaluationError(f"Definition task needs >= {n_options} distinct articles; "
                               f"found {len(pool)}.")
-    rng = random.Random(seed)
-    items = []
-    for r in (rows[j] for j in _pick(rng, len(rows), n_items)):
-        options, ans = _with_distractors(rng, sentences[r], pool, n_options)
-        items.append(MCItem(question=question.format(title=titles[r]),
-                            options=[f" {o}" for o in options], answer_index=ans))
-    return items
+    return _mc_items(rows, pool=pool, correct=lambda r: sentences[r],
+                     question=lambda r: question.format(title=titles[r]),
+                     n_items=n_items, n_options=n_options, seed=seed)
 
 
 def loss_examples_from_table(table, *, text_col: str = "text", prompt_col: str = "prompt",

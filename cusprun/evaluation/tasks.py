@@ -2,11 +2,10 @@
 text, value, plus nullable prompt, answer, label, title), without importing the corpora module."""
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 
 from cusprun.evaluation.config import EvaluationError
-from cusprun.evaluation.items import (LossExample, MCItem, _column, _mask, _pick, _with_distractors,
+from cusprun.evaluation.items import (LossExample, MCItem, _column, _mask, _mc_items,
                                       build_topic_items, loss_examples_from_table)
 
 
@@ -29,12 +28,8 @@ def build_answer_items(table, *, prompt_col: str = "prompt", answer_col: str = "
     if len(pool) < n_options:
         raise EvaluationError(f"Answer selection needs >= {n_options} distinct non-empty "
                               f"{answer_col!r} values; found {len(pool)}.")
-    rng = random.Random(seed)
-    items = []
-    for r in (rows[j] for j in _pick(rng, len(rows), n_items)):
-        options, ans = _with_distractors(rng, shown[r], pool, n_options)
-        items.append(MCItem(question=prompts[r], options=options, answer_index=ans))
-    return items
+    return _mc_items(rows, pool=pool, correct=lambda r: shown[r], question=lambda r: prompts[r],
+                     n_items=n_items, n_options=n_options, seed=seed, option_prefix="")
 
 
 def loss_sets_from_tables(tables: Mapping[str, object], *, max_docs: int | None = None
