@@ -53,6 +53,20 @@ def _mtime(info: dict) -> float | None:
     return None
 
 
+def _write_via_temp(dest: Path, write: Callable[[str], None]) -> None:
+    """write(tmp) fills a temporary file next to `dest` (whose folder must exist), which is then
+    renamed onto `dest`: readers see the old file or the new one, never a partial one. The
+    temporary file is removed if anything fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _s3_fs(storage_options: dict[str, Any]) -> AbstractFileSystem:
     opts = dict(storage_options)
     opts["config_kwargs"] = {**_S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
@@ -201,16 +215,8 @@ class ArtifactStore:
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
 
-        def fetch() -> None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{local.name}.", suffix=".part", dir=local.parent)
-            os.close(fd)
-            try:
-                self.fs.get_file(self._path(key), tmp)
-                os.replace(tmp, local)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        self._call("download", key, fetch)
+        self._call("download", key,
+                   lambda: _write_via_temp(local, lambda tmp: self.fs.get_file(self._path(key), tmp)))
         return local
 
     def get_dir(self, key: str, local_dir: str | os.PathLike, *, progress: bool = True) -> Path:
@@ -234,14 +240,7 @@ class ArtifactStore:
     def _atomic_local_write(self, key: str, write: Callable[[str], None]) -> None:
         dest = Path(self._path(key))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_via_temp(dest, write)
 
     def write_bytes(self, key: str, data: bytes) -> str:
         """Atomic: readers see the old object or the new one, never a partial one."""
