@@ -16,6 +16,8 @@ Fixtures:
              Extra conveniences: .bucket, .prefix, .endpoint_url.
   s3_store   (function) -> cusprun.storage.ArtifactStore on s3_bucket.
   local_store(function) -> cusprun.storage.ArtifactStore on tmp_path / "artifacts".
+  store      (function, params "local" / "s3") -> local_store, then s3_store (that run marked
+             s3): each test that takes it runs on both backends.
 
 Tests using the S3 fixtures should carry `@pytest.mark.s3`.
 """
@@ -109,6 +111,12 @@ def local_store(tmp_path):
     from cusprun.storage import ArtifactStore
 
     return ArtifactStore(tmp_path / "artifacts")
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def store(request):
+    """local_store, then s3_store: the test runs once on each backend."""
+    return request.getfixturevalue(f"{request.param}_store")
 
 
 @pytest.fixture(scope="module")

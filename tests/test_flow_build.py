@@ -235,7 +235,6 @@ build_expert(spec=spec, storage_block="cusprun-test-kill")
 def test_killing_the_flow_mid_publish_on_s3_leaves_no_visible_version(prefect_server, tiny_model,
                                                                       s3_bucket, tmp_path):
     import os
-    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -244,6 +243,7 @@ def test_killing_the_flow_mid_publish_on_s3_leaves_no_visible_version(prefect_se
     from prefect.settings import PREFECT_API_URL
 
     from cusprun.storage import ArtifactStore, latest_version, list_versions
+    from sigkill import killed_at_marker
 
     uri, opts = s3_bucket
     Secret(value=opts).save("cusprun-test-kill", overwrite=True)
@@ -251,22 +251,11 @@ def test_killing_the_flow_mid_publish_on_s3_leaves_no_visible_version(prefect_se
     ready = tmp_path / "ready"
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(repo)}
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_FLOW, spec.model_dump_json(), str(ready)],
-                            cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     store = ArtifactStore(uri, opts)
-    try:
-        deadline = time.monotonic() + 600
-        while not ready.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the flow never reached publishing"
-            time.sleep(0.2)
+    with killed_at_marker([sys.executable, "-c", _KILL_FLOW, spec.model_dump_json(), str(ready)],
+                          ready, timeout=600, what="the flow (publishing)", cwd=repo, env=env,
+                          stdout=subprocess.DEVNULL):
         assert [k for k in store.list("experts/tiny-expert") if k.endswith("/config.json")
                 or k.endswith(".json")], "publishing had really started"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert store.list("experts/tiny-expert"), "partial upload is there..."
     assert list_versions(store, "tiny-expert") == [] and latest_version(store, "tiny-expert") is None

@@ -8,13 +8,6 @@ from cusprun.storage import (ArtifactNotFoundError, ArtifactStore, StorageError,
                              expert_key, plan_key, report_key, stats_key)
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def store(request, tmp_path) -> ArtifactStore:
-    if request.param == "local":
-        return ArtifactStore(tmp_path / "artifacts")
-    return request.getfixturevalue("s3_store")
-
-
 def _tree(root, files: dict[str, bytes]):
     for rel, data in files.items():
         p = root / rel

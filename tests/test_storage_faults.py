@@ -46,11 +46,10 @@ def _client_error(code: str, status: int) -> ClientError:
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def base(request, tmp_path) -> ArtifactStore:
-    if request.param == "local":
-        return ArtifactStore(tmp_path / "artifacts")
-    return request.getfixturevalue("s3_store")
+@pytest.fixture
+def base(store) -> ArtifactStore:
+    """The real store (local, then s3; see conftest) that _wrap puts a flaky filesystem in front of."""
+    return store
 
 
 def _wrap(base: ArtifactStore, **kw) -> tuple[ArtifactStore, FlakyFS]:

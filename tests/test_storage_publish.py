@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from cusprun.errors import SpecError
-from cusprun.storage import (ArtifactStore, ExpertNotFoundError, PublishError, StorageError,
+from cusprun.storage import (ExpertNotFoundError, PublishError, StorageError,
                              expert_key, gc_incomplete, get_expert, latest_key, latest_version,
                              list_versions, manifest_key, publish_expert, read_expert, sha256_file)
+from sigkill import killed_at_marker
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def store(request, tmp_path) -> ArtifactStore:
-    if request.param == "local":
-        return ArtifactStore(tmp_path / "artifacts")
-    return request.getfixturevalue("s3_store")
 
 
 def _checkpoint(d: Path, tag: str, n_extra: int = 0) -> Path:
@@ -185,23 +177,12 @@ def test_killed_publish_leaves_no_visible_expert(store, tmp_path):
     src = _checkpoint(tmp_path / "e2", "two", n_extra=4)
     ready = tmp_path / "ready.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_SCRIPT, store.root, json.dumps(store.storage_options),
-         str(src), str(ready)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-            assert time.monotonic() < deadline, "publisher never reached the pause"
-            time.sleep(0.05)
+    with killed_at_marker(
+            [sys.executable, "-c", _KILL_SCRIPT, store.root, json.dumps(store.storage_options),
+             str(src), str(ready)], ready, timeout=60, poll=0.05, tail=2000,
+            what="the publisher (pause)", cwd=REPO, env=env, stdout=subprocess.PIPE):
         uploaded = json.loads(ready.read_text())
         assert sorted(store.list(expert_key("med", "v2"))) == sorted(uploaded)  # really partial
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert list_versions(store, "med") == ["v1"]
     assert latest_version(store, "med") == "v1"
     assert store.read_json(latest_key("med"))["version"] == "v1"

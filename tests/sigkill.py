@@ -1,0 +1,34 @@
+"""Test helper (import as `from sigkill import killed_at_marker`; pytest puts tests/ on sys.path):
+run a subprocess up to a point it marks with a file, then SIGKILL it there."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def killed_at_marker(cmd: Sequence[str], marker: Path, *, timeout: float, what: str,
+                     poll: float = 0.2, tail: int = 3000, **popen_kw) -> Iterator[subprocess.Popen]:
+    """Start `cmd` (stderr piped; other Popen arguments as given) and wait until it creates
+    `marker`; then yield the process, and after the block SIGKILL it and check that it died of
+    that. Fails with the last `tail` characters of its stderr if it exits before the marker, and
+    with "<what> never reached the marker" after `timeout` seconds. The process is always reaped."""
+    proc = subprocess.Popen(list(cmd), stderr=subprocess.PIPE, **popen_kw)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()[1].decode()[-tail:]
+            assert time.monotonic() < deadline, f"{what} never reached the marker"
+            time.sleep(poll)
+        yield proc
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
