@@ -137,6 +137,12 @@ def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_exper
     meta = json.loads((expert / "cusprun.json").read_text())
     assert meta["report"]["ffn_multiple"] == 16
     assert {w["intermediate_size"] % 16 for w in meta["layer_widths"]} == {0}
+    # The plan records, per dimension, its value, corpus hashes and the statistics it came from.
+    assert {d: v["value"] for d, v in meta["dimensions"].items()} == {
+        "language": "en", "domain": "health", "task": "qa"}
+    for v in meta["dimensions"].values():
+        assert len(v["stats"]) == len(v["corpus_hashes"]) == 1
+        assert v["stats"][0].startswith(root) and "/stats/" in v["stats"][0]
 
 
 def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp_path):

@@ -103,9 +103,8 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[
         model_config = AutoConfig.from_pretrained(local_model(model["ref"], model["fingerprint"], store.storage_options or None))
         plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
                           general=gen)
-        plan.dimensions = {dim: {"value": items[0]["value"],
-                                 "corpus_hashes": [s["corpus_hash"] for s in items],
-                                 "stats": [s["uri"] for s in items]} for dim, items in stats.items()}
+        for dim, items in stats.items():              # build_plan filled value and corpus hashes
+            plan.dimensions[dim]["stats"] = [s["uri"] for s in items]
         return _write_plan(store, key, plan)
 
 
