@@ -130,3 +130,19 @@ def test_bf16_ranks_units_like_fp32(saved, plain):
     # Only 4 heads per layer: allow at most one swap of neighbours (Spearman 0.8).
     assert _spearman(b16.head_impact_mean, f32.head_impact_mean).min() > 0.79
     assert _spearman(b16.head_pct.float(), f32.head_pct.float()).min() > 0.79
+
+
+def test_plain_cuda_spreads_over_every_gpu_and_explicit_choices_stand():
+    from cusprun.models.loading import default_device_map
+
+    assert default_device_map("cuda") == "auto"            # one GPU or many, offload if needed
+    assert default_device_map("cuda:1") is None            # the user named one GPU
+    assert default_device_map("cpu") is None
+    assert default_device_map("cuda", OFFLOAD) is OFFLOAD
+    assert default_device_map("cpu", "auto") == "auto"
+
+
+def test_cpu_load_is_not_dispatched(saved, plain):
+    model = plain[0]
+    assert getattr(model, "hf_device_map", None) is None
+    assert {p.device.type for p in model.parameters()} == {"cpu"}

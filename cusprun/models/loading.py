@@ -23,18 +23,27 @@ def default_dtype(device: str | None = None) -> torch.dtype:
     return torch.bfloat16 if (device or default_device()).startswith("cuda") else torch.float32
 
 
+def default_device_map(device: str, device_map: str | dict | None = None) -> str | dict | None:
+    """The device_map from_pretrained gets. Plain "cuda" (no index) means "every visible GPU":
+    accelerate's "auto" then spreads a model larger than one GPU over all of them (and over CPU
+    memory when even that is not enough; the scoring hooks onload offloaded weights). A given
+    device_map, "cpu" or an explicit "cuda:N" is used as it is."""
+    if device_map is None and device == "cuda":
+        return "auto"
+    return device_map
+
+
 def load_model(path: str | Path, *, dtype: torch.dtype | None = None, device: str | None = None,
-               device_map: str | None = None, trust_remote_code: bool = False):
-    """Return (model, tokenizer) in eval mode. `device_map="auto"` spreads a model that is larger
-    than one GPU across all visible GPUs (accelerate); hooks work the same."""
+               device_map: str | dict | None = None, trust_remote_code: bool = False):
+    """Return (model, tokenizer) in eval mode, placed by `default_device_map`: on CUDA a model
+    larger than one GPU is spread over the worker's GPUs (accelerate); hooks work the same."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import cusprun.slicing  # noqa: F401 - registers the per-layer expert model type
 
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    if device_map is None and device.startswith("cuda") and torch.cuda.device_count() > 1:
-        device_map = "auto"
+    device_map = default_device_map(device, device_map)
     log.info("loading %s (%s, %s)", path, dtype, device_map or device)
     with _LOAD_LOCK:
         model = AutoModelForCausalLM.from_pretrained(
