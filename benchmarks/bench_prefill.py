@@ -4,13 +4,15 @@ Default: a randomly initialised Llama with SmolLM2-135M's shapes (hidden 576, 30
 3 KV heads, head_dim 64, FFN 1536, vocab 49152, tied embeddings), pruned by the product's own
 selection (the `random` baseline, uniform layout) to 25% of the prunable parameters, and by a
 plan that drops whole KV groups (as Cus-Prun does when a group's heads all score low) with exact
-FFN widths (1195 neurons) and with widths aligned to 64 (1216), as `ffn_multiple=64` would. fp32 on CPU, batch 4 x 128 tokens. Give a model reference (local directory,
-alias such as smollm2-135m, .gguf) to use real weights instead.
+FFN widths (1195 neurons) and with widths aligned to 64 (1216), as `ffn_multiple=64` would.
+On CPU: fp32, batch 4 x 128 tokens. On CUDA (`--device cuda`, the default when a GPU is visible):
+bf16, batch 32 x 512, so the GPU is busy with matmuls rather than waiting on kernel launches.
+Give a model reference (local directory, alias such as smollm2-135m, .gguf) to use real weights.
 
 Prefill runs with logits_to_keep=1: the 49k-vocab LM head is the same size in both models, so
 computing logits for every position would mostly time that; we measure the transformer body.
 
-    .venv/bin/python benchmarks/bench_prefill.py [MODEL] [--ratio 0.25] [--batch 4] [--seq 128] [--multiples 1,64]
+    .venv/bin/python benchmarks/bench_prefill.py [MODEL] [--ratio 0.25] [--device cuda] [--batch 4] [--seq 128]
 """
 from __future__ import annotations
 
@@ -25,14 +27,20 @@ import torch
 
 from cusprun.adapters import Adapter, count_params
 from cusprun.baselines import baseline_plan
+from cusprun.models.loading import default_device, default_dtype
 from cusprun.slicing import load_expert, slice_checkpoint
 from cusprun.slicing.synthetic import smollm2_135m_shaped_config, uniform_plan_for_ratio, write_random_model
 
 
 @torch.no_grad()
 def _prefill_seconds(model, ids: torch.Tensor) -> float:
+    cuda = ids.is_cuda
+    if cuda:
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     model(input_ids=ids, use_cache=False, logits_to_keep=1)
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -40,13 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", help="model reference (default: random SmolLM2-135M-shaped Llama)")
     ap.add_argument("--ratio", type=float, default=0.25, help="share of prunable params to remove")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when visible)")
+    ap.add_argument("--batch", type=int, default=None, help="sequences per prefill (CPU 4, CUDA 32)")
+    ap.add_argument("--seq", type=int, default=None, help="tokens per sequence (CPU 128, CUDA 512)")
     ap.add_argument("--reps", type=int, default=7, help="timed prefills per model (after one warm-up)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args, _ = ap.parse_known_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = args.device or default_device()
+    cuda = device.startswith("cuda")
+    dtype = default_dtype(device)
+    args.batch = args.batch or (32 if cuda else 4)
+    args.seq = args.seq or (512 if cuda else 128)
 
     with tempfile.TemporaryDirectory(prefix="cusprun-bench-prefill-") as tmp:
         if args.model:
@@ -57,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             src, fp = write_random_model(smollm2_135m_shaped_config(), Path(tmp) / "dense"), "random"
             label = "random SmolLM2-135M-shaped Llama"
-        dense, _ = load_expert(src, dtype=torch.float32, device="cpu")
+        dense, _ = load_expert(src, dtype=dtype, device=device)
         models, plans = {"dense": dense}, {}
         plans["random baseline"] = baseline_plan("random", dense, args.ratio, "uniform", base_fingerprint=fp)
         for m in (1, 64):
@@ -65,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 dense.config, args.ratio, fingerprint=fp, ffn_multiple=m)
         for i, (name, plan) in enumerate(plans.items()):
             out = slice_checkpoint(src, plan, Path(tmp) / f"pruned-{i}", model_fingerprint=fp, progress=False)
-            models[name], _ = load_expert(out, dtype=torch.float32, device="cpu")
+            models[name], _ = load_expert(out, dtype=dtype, device=device)
 
         ids = torch.randint(0, dense.config.vocab_size, (args.batch, args.seq),
-                            generator=torch.Generator().manual_seed(0))
+                            generator=torch.Generator().manual_seed(0)).to(device)
         times: dict[str, list[float]] = {k: [] for k in models}
         for model in models.values():  # warm-up
             _prefill_seconds(model, ids)
@@ -80,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     tps = {k: n_tok / min(v) for k, v in times.items()}  # fastest run: least disturbed by other load
     pc = {k: count_params(m)["non_embedding"] for k, m in models.items()}
     print(f"model: {label}; uniform plans at target {args.ratio} of prunable parameters")
-    print(f"prefill: batch {args.batch} x {args.seq} tokens, fp32, CPU, {torch.get_num_threads()} threads, "
+    where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"prefill: batch {args.batch} x {args.seq} tokens, {str(dtype).removeprefix('torch.')}, {where}, "
           f"best of {args.reps} interleaved runs; logits_to_keep=1 (LM head of the last position only: this times "
           "the transformer body)")
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
