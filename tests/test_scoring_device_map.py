@@ -132,8 +132,11 @@ def test_bf16_ranks_units_like_fp32(saved, plain):
     assert _spearman(b16.head_pct.float(), f32.head_pct.float()).min() > 0.79
 
 
-def test_plain_cuda_spreads_over_every_gpu_and_explicit_choices_stand():
-    from cusprun.models.loading import default_device_map
+def test_cuda_defaults_bf16_and_plain_cuda_spreads_over_every_gpu():
+    from cusprun.models.loading import default_device_map, default_dtype
+
+    assert default_dtype("cuda") == default_dtype("cuda:1") == torch.bfloat16
+    assert default_dtype("cpu") == torch.float32
 
     assert default_device_map("cuda") == "auto"            # one GPU or many, offload if needed
     assert default_device_map("cuda:1") is None            # the user named one GPU
