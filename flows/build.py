@@ -14,14 +14,15 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from cusprun.pipeline.context import is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
-from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model, evaluation_corpora,
-                                          prune_config, stats_key)
+from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model, compensation_config,
+                                          evaluation_corpora, grams_key, needs_grams, probe_tokens,
+                                          prune_config, stats_key, uses_holdback)
 from cusprun.pipeline.spec import ExpertSpec, Stage
 from flows.distributed import collect_stats_remote
 from tasks import stages as t
 from tasks.common import open_store_ref
 
-PREFIX = {"corpus": "corpora", "stats": "stats", "plan": "plans", "baseline": "plans",
+PREFIX = {"corpus": "corpora", "stats": "stats", "grams": "grams", "plan": "plans", "baseline": "plans",
           "slice": "sliced", "evaluate": "reports"}
 
 
@@ -68,6 +69,13 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     # Statistics per calibration corpus, concurrently (or as runs on the gpu work pool).
     jobs = {(g, i): (stats_key(model["fingerprint"], c["hash"], spec), c)
             for g, cs in corpora.items() for i, c in enumerate(cs)}
+    # Compensation Grams of the expert's own calibration corpora, alongside the statistics.
+    gram_futs = {}
+    if needs_grams(spec):
+        gram_futs = {(g, i): submit(t.collect_grams, "grams", grams_key(model["fingerprint"], c["hash"], spec),
+                                    store, storage, refresh, model=model, corpus=c,
+                                    max_tokens=spec.max_tokens, batch_size=spec.batch_size)
+                     for g, cs in corpora.items() if g != "general" for i, c in enumerate(cs)}
     if spec.execution == "distributed":
         done = collect_stats_remote(jobs, storage, model, spec, refresh)
     else:
@@ -77,15 +85,26 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         done = {j: f.result() for j, f in futs.items()}
     stats = {g: [done[(g, i)] for i in range(len(cs))] for g, cs in corpora.items()}
     general = stats.pop("general", [])
+    grams = [f.result() for _, f in sorted(gram_futs.items())]
+    gram_keys = [g["key"] for g in grams]
+    comp = compensation_config(spec)
 
-    # Plans: Cus-Prun and every baseline at every target ratio.
+    # Plans: Cus-Prun and every baseline at every target ratio and every sweep ratio.
+    ratios = list(spec.target_ratios) + [r for r in (spec.evaluation.sweep_ratios if spec.evaluation.enabled
+                                                     else []) if r not in spec.target_ratios]
+    measured = uses_holdback(spec)
+    heldback = {g: cs for g, cs in corpora.items() if g != "general"} if measured else {}
     plan_futs = {}
-    for ratio in spec.target_ratios:
+    for ratio in ratios:
         prune = prune_config(spec, ratio)
+        search = ({"grams": gram_keys, "heldback": {g: [c["hash"] for c in cs] for g, cs in heldback.items()},
+                   "compensation": comp, "max_tokens": probe_tokens(spec)} if measured else None)
         key = content_key("plan", model["fingerprint"], [[s["key"] for s in stats[g]] for g in sorted(stats)],
-                          [s["key"] for s in general], prune)
+                          [s["key"] for s in general], prune, search)
         plan_futs[("cusprun", ratio)] = submit(t.merge_masks, "plan", key, store, storage, refresh,
-                                               model=model, stats=stats, general=general, prune=prune)
+                                               model=model, stats=stats, general=general, prune=prune,
+                                               grams=grams, heldback=heldback, compensation=comp,
+                                               probe_max_tokens=probe_tokens(spec))
         for method in spec.baselines:
             key = content_key("baseline", model["fingerprint"], method, ratio, spec.layout,
                               [s["key"] for s in general], spec.seed, spec.ffn_multiple)
@@ -95,10 +114,13 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                                                 ffn_multiple=spec.ffn_multiple)
     plans = {k: f.result() for k, f in plan_futs.items()}
 
-    # Slice every plan into a real, smaller checkpoint.
+    # Slice every plan at a target ratio into a real, smaller (compensated) checkpoint.
     card = {"expert": spec.name, "base_model": spec.base_model}
-    slice_futs = {k: submit(t.slice_weights, "slice", content_key("slice", p["key"]), store, storage, refresh,
-                            model=model, plan=p, card=card) for k, p in plans.items()}
+    comp_key = {"compensation": comp, "grams": gram_keys if comp["mode"] != "none" else []}
+    slice_futs = {(m, r): submit(t.slice_weights, "slice", content_key("slice", p["key"], comp_key), store,
+                                 storage, refresh, model=model, plan=p, card=card, grams=grams,
+                                 compensation=comp)
+                  for (m, r), p in plans.items() if r in spec.target_ratios}
     sliced = {k: f.result() for k, f in slice_futs.items()}
 
     # Evaluate dense vs Cus-Prun vs baselines on held-out data, then publish the expert.
@@ -107,12 +129,17 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         candidates = {f"{m}@{r:g}": {"key": s["key"], "method": m, "ratio": r}
                       for (m, r), s in sliced.items()}
         options = {**spec.evaluation.model_dump(), "seed": spec.seed,
-                   "own_language": spec.language.value if spec.language else None}
+                   "own_language": spec.language.value if spec.language else None,
+                   "compensation": comp}
+        sweep = {f"{m}@{r:g}": {"plan": p, "method": m, "ratio": r} for (m, r), p in plans.items()
+                 if r in spec.evaluation.sweep_ratios}
         key = content_key("evaluate", model["fingerprint"], sorted(s["key"] for s in sliced.values()),
-                          {n: c["hash"] for n, c in eval_corpora.items()}, options)
+                          {n: c["hash"] for n, c in eval_corpora.items()}, options,
+                          sorted(v["plan"]["key"] for v in sweep.values()), gram_keys)
         report = submit(t.evaluate, "evaluate", key, store, storage, refresh, model=model,
                         candidates=candidates, eval_corpora=eval_corpora, options=options,
-                        overlap_plan=plans[("cusprun", spec.target_ratios[0])]).result()
+                        overlap_plan=plans[("cusprun", spec.target_ratios[0])], sweep=sweep,
+                        grams=grams).result()
         create_markdown_artifact(report["markdown"], key=f"{spec.name}-evaluation",
                                  description=f"Evaluation of expert {spec.name}")
         log.info("evaluation:\n%s", report["markdown"])

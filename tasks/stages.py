@@ -35,10 +35,21 @@ def collect_stats(stage: str, key: str, storage: dict, model: dict, corpus: dict
                                       on_progress=progress)
 
 
+@heavy_task("collect-grams")
+def collect_grams(stage: str, key: str, storage: dict, model: dict, corpus: dict,
+                  max_tokens: int, batch_size: int) -> dict:
+    """Compensation Grams of one calibration corpus (layer by layer)."""
+    return stages.grams_stage(open_store_ref(storage), key, model, corpus, max_tokens=max_tokens,
+                              batch_size=batch_size)
+
+
 @heavy_task("merge-masks")
 def merge_masks(stage: str, key: str, storage: dict, model: dict, stats: dict, general: list,
-                prune: dict) -> dict:
-    return stages.cusprun_plan_stage(open_store_ref(storage), key, model, stats, general, prune)
+                prune: dict, grams: list | None = None, heldback: dict | None = None,
+                compensation: dict | None = None, probe_max_tokens: int = 256) -> dict:
+    return stages.cusprun_plan_stage(open_store_ref(storage), key, model, stats, general, prune,
+                                     grams=grams, heldback=heldback, compensation=compensation,
+                                     probe_max_tokens=probe_max_tokens)
 
 
 @heavy_task("baseline-plan")
@@ -49,15 +60,18 @@ def baseline_plan(stage: str, key: str, storage: dict, model: dict, method: str,
 
 
 @heavy_task("slice-weights")
-def slice_weights(stage: str, key: str, storage: dict, model: dict, plan: dict, card: dict) -> dict:
-    return stages.slice_stage(open_store_ref(storage), key, model, plan, card)
+def slice_weights(stage: str, key: str, storage: dict, model: dict, plan: dict, card: dict,
+                  grams: list | None = None, compensation: dict | None = None) -> dict:
+    return stages.slice_stage(open_store_ref(storage), key, model, plan, card, grams=grams,
+                              compensation=compensation)
 
 
 @heavy_task("evaluate")
 def evaluate(stage: str, key: str, storage: dict, model: dict, candidates: dict,
-             eval_corpora: dict, options: dict, overlap_plan: dict | None = None) -> dict:
+             eval_corpora: dict, options: dict, overlap_plan: dict | None = None,
+             sweep: dict | None = None, grams: list | None = None) -> dict:
     return ev.evaluate_stage(open_store_ref(storage), key, model, candidates, eval_corpora, options,
-                             overlap_plan)
+                             overlap_plan, sweep=sweep, grams=grams)
 
 
 @task(name="publish-expert", retries=2, retry_delay_seconds=5)

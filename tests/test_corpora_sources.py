@@ -211,7 +211,7 @@ def test_duplicate_ids_and_bad_split_argument(tmp_path):
         prepare_corpus(CorpusSpec(source=str(path), id_field="id"), tmp_path / "o")
     good = prepare_corpus(CorpusSpec(source=str(_jsonl(tmp_path / "g.jsonl", _docs())),
                                      text_field="body"), tmp_path / "o")
-    with pytest.raises(CorpusError, match="split='test'; accepted: 'calib', 'eval'"):
+    with pytest.raises(CorpusError, match="split='test'; accepted: 'calib', 'holdback', 'eval'"):
         read_corpus(good.path, "test")  # type: ignore[arg-type]
     plain = tmp_path / "plain.parquet"
     pq.write_table(pa.table({"text": ["x"]}), plain)

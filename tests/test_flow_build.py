@@ -10,7 +10,8 @@ import pytest
 pytestmark = pytest.mark.prefect
 pytest_plugins = ["prefect_server"]  # one real `prefect server start` per test session
 
-HEAVY = {"prepare-corpus", "collect-stats", "merge-masks", "baseline-plan", "slice-weights", "evaluate"}
+HEAVY = {"prepare-corpus", "collect-stats", "collect-grams", "merge-masks", "baseline-plan",
+         "slice-weights", "evaluate"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def tiny_spec(model: str, root: str, **over):
         "language": {"value": "en", **dim}, "domain": {"value": "health", **dim},
         "task": {"value": "qa", **dim}, "general": {"value": "en", **dim},
         "target_ratios": [0.25], "max_tokens": 64, "min_docs": 4,
-        "evaluation": {"max_docs": 8, "mc_items": 8, "max_tokens": 64, "other_languages": ["de"]},
+        "evaluation": {"max_docs": 8, "mc_items": 8, "max_tokens": 64, "other_languages": ["de"],
+                       "sweep_ratios": [0.25]},
         "storage_root": root,
     }
     for k, v in over.items():
@@ -76,7 +78,7 @@ def _stage_files(root: str) -> dict[str, int]:
     from pathlib import Path
 
     files = {str(p.relative_to(root)): p.stat().st_mtime_ns
-             for stage in ("corpora", "stats", "plans", "sliced", "reports")
+             for stage in ("corpora", "stats", "grams", "plans", "sliced", "reports")
              for p in (Path(root) / stage).rglob("*") if p.is_file()}
     assert files, f"no stage artifacts under {root}"
     return files
@@ -107,6 +109,16 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert set(result["plans"]) == {"cusprun@0.25", "random@0.25", "magnitude@0.25",
                                     "wanda-sp@0.25", "flap@0.25"}
     assert all(abs(r - 0.25) < 0.02 for r in result["plans"].values())
+    # The Cus-Prun plan was chosen by measured damage and every checkpoint is compensated.
+    report_dir = store.key_of(result["report"])
+    md = store.read_bytes(report_dir + "/report.md").decode()
+    assert "## Retention vs pruning ratio" in md and "| cusprun | 0.25 | ls |" in md
+    sweep = json.loads(store.read_bytes(report_dir + "/sweep.json"))
+    assert {(r["method"], r["compensation"]) for r in sweep} >= {("cusprun", "ls"), ("cusprun", "none"),
+                                                                 ("flap", "ls"), ("flap", "none")}
+    expert = store.read_json(f"experts/tiny-expert/{result['expert']['version']}/cusprun.json")
+    assert expert["compensation"]["mode"] == "ls" and expert["compensation"]["calibration_tokens"] > 0
+    assert expert["report"]["allocation_search"]["candidates"]
 
     before = _stage_files(root)
     second, t_second = run(spec)
@@ -125,10 +137,12 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     third, _ = run(changed)
     states = task_states(third)
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
-    assert recomputed == ["collect-stats", "evaluate", "merge-masks", "prepare-corpus", "slice-weights"]
+    # Compensation of every checkpoint reads the domain's Grams: all five slices redo their solve.
+    assert recomputed == ["collect-grams", "collect-stats", "evaluate", "merge-masks", "prepare-corpus",
+                          *["slice-weights"] * 5]
     cached = [n for n, s in states if s == "Cached"]
     assert cached.count("collect-stats") == 3 and cached.count("baseline-plan") == 4
-    assert cached.count("slice-weights") == 4
+    assert cached.count("collect-grams") == 2
 
 
 def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,

@@ -16,6 +16,12 @@ CFG = tiny_config("LlamaForCausalLM")       # 3 layers, 96 neurons, 4 heads in 2
 L, I, H, D = 3, 96, 4, 16
 
 
+def PC(**kw) -> PruneConfig:  # noqa: N802 - these tests pin the percentile score and rank order
+    """The rank-order selection on percentile scores (no model needed); the measured allocation
+    and the impact score are tested in test_allocation.py."""
+    return PruneConfig(**{"score": "percentile", "allocation": "rank", **kw})
+
+
 def make_stats(ffn_pct, head_pct, fp: str = "fp", label: str = "c") -> DimensionStats:
     """DimensionStats from per-document percentile arrays [docs, L, units]."""
     ffn_pct, head_pct = torch.as_tensor(ffn_pct).half(), torch.as_tensor(head_pct).half()
@@ -76,7 +82,7 @@ def test_paper_rule_prunes_units_irrelevant_to_every_doc_of_every_dimension():
     h_b[:, 0, 0:2] = 0.3
     h_a[:, 1, 0] = 0.0              # layer 1: only A finds head 0 irrelevant
     stats = {"language": [make_stats(f_a, h_a)], "domain": [make_stats(f_b, h_b)]}
-    plan = build_plan(stats, PruneConfig(rule="paper", sigma=0.5, layout="per_layer"), CFG,
+    plan = build_plan(stats, PC(rule="paper", sigma=0.5, layout="per_layer"), CFG,
                       base_fingerprint="fp")
     pruned_ffn, pruned_heads = plan.pruned(I, H)
     assert pruned_ffn == {i: list(range(20, 30)) for i in range(L)}
@@ -95,7 +101,7 @@ def test_paper_rule_uniform_keeps_paper_total_and_equal_counts():
     f_a, h_a = const(8)
     f_a[:, 0, :40] = 0.1            # 40 irrelevant neurons in layer 0, 10 in layer 1, 0 in layer 2
     f_a[:, 1, :10] = 0.1
-    plan = build_plan({"task": [make_stats(f_a, h_a)]}, PruneConfig(rule="paper", sigma=0.5), CFG,
+    plan = build_plan({"task": [make_stats(f_a, h_a)]}, PC(rule="paper", sigma=0.5), CFG,
                       base_fingerprint="fp")
     assert {len(l.ffn) for l in plan.layers} == {I - 17}          # 50 neurons spread evenly (50/3)
     assert any("spread evenly" in n for n in plan.report["notes"])
@@ -111,8 +117,8 @@ def test_exact_ratio_hits_target_per_layer_and_uniform(arch, ratio):
     ad = Adapter.for_config(cfg)
     u, prunable = ad.unit_params(cfg), ad.prunable_params(cfg)
     stats = {"language": [realistic(cfg, 10, 1)], "domain": [realistic(cfg, 9, 2), realistic(cfg, 8, 3)]}
-    per = build_plan(stats, PruneConfig(target_ratio=ratio, layout="per_layer"), cfg, base_fingerprint="fp")
-    uni = build_plan(stats, PruneConfig(target_ratio=ratio), cfg, base_fingerprint="fp")
+    per = build_plan(stats, PC(target_ratio=ratio, layout="per_layer"), cfg, base_fingerprint="fp")
+    uni = build_plan(stats, PC(target_ratio=ratio), cfg, base_fingerprint="fp")
     target = round(ratio * prunable)
     for plan in (per, uni):
         check_structure(plan, cfg)
@@ -138,8 +144,8 @@ def test_ffn_multiple_aligns_widths_and_stays_near_target(arch, layout, ratio):
     d, u, prunable = ad.dims(cfg), ad.unit_params(cfg), ad.prunable_params(cfg)
     stats = {"language": [realistic(cfg, 10, 1)], "domain": [realistic(cfg, 9, 2)]}
     m = 16
-    exact = build_plan(stats, PruneConfig(target_ratio=ratio, layout=layout), cfg, base_fingerprint="fp")
-    plan = build_plan(stats, PruneConfig(target_ratio=ratio, layout=layout, ffn_multiple=m), cfg,
+    exact = build_plan(stats, PC(target_ratio=ratio, layout=layout), cfg, base_fingerprint="fp")
+    plan = build_plan(stats, PC(target_ratio=ratio, layout=layout, ffn_multiple=m), cfg,
                       base_fingerprint="fp")
     check_structure(plan, cfg)
     assert plan.removed_params == removed_params(plan, cfg)
@@ -159,13 +165,13 @@ def test_ffn_multiple_aligns_widths_and_stays_near_target(arch, layout, ratio):
 
 def test_ffn_multiple_one_is_the_exact_plan_and_bad_values_are_refused():
     stats = {"language": [realistic(CFG, 10, 1)]}
-    a = build_plan(stats, PruneConfig(target_ratio=0.3), CFG, base_fingerprint="fp")
-    b = build_plan(stats, PruneConfig(target_ratio=0.3, ffn_multiple=1), CFG, base_fingerprint="fp")
+    a = build_plan(stats, PC(target_ratio=0.3), CFG, base_fingerprint="fp")
+    b = build_plan(stats, PC(target_ratio=0.3, ffn_multiple=1), CFG, base_fingerprint="fp")
     assert a.layers == b.layers
     with pytest.raises(SpecError, match=r"ffn_multiple=0.*integer >= 1"):
-        PruneConfig(ffn_multiple=0)
+        PC(ffn_multiple=0)
     with pytest.raises(SpecError, match=r"ffn_multiple=128 .*FFN width 96"):
-        build_plan(stats, PruneConfig(ffn_multiple=128), CFG, base_fingerprint="fp")
+        build_plan(stats, PC(ffn_multiple=128), CFG, base_fingerprint="fp")
 
 
 def test_ffn_multiple_paper_rule_per_layer_rounds_each_layer_by_rank():
@@ -174,7 +180,7 @@ def test_ffn_multiple_paper_rule_per_layer_rounds_each_layer_by_rank():
     f_a[:, 1, :10] = 0.1            # layer 1: 10 irrelevant -> keep 86 -> 80
     f_a[:, 1, 10:16] = 0.6          # the next-least important neurons of layer 1 go first
     plan = build_plan({"task": [make_stats(f_a, h_a)]},
-                      PruneConfig(rule="paper", layout="per_layer", ffn_multiple=16), CFG,
+                      PC(rule="paper", layout="per_layer", ffn_multiple=16), CFG,
                       base_fingerprint="fp")
     pruned, _ = plan.pruned(I, H)
     assert [len(l.ffn) for l in plan.layers] == [64, 80, 96]
@@ -185,7 +191,7 @@ def test_ffn_multiple_paper_rule_per_layer_rounds_each_layer_by_rank():
 
 def test_exact_ratio_is_a_threshold_on_max_percentile():
     stats = {"language": [realistic(CFG, 10, 1)], "task": [realistic(CFG, 10, 4)]}
-    plan = build_plan(stats, PruneConfig(target_ratio=0.2, layout="per_layer"), CFG, base_fingerprint="fp")
+    plan = build_plan(stats, PC(target_ratio=0.2, layout="per_layer"), CFG, base_fingerprint="fp")
     score = torch.cat([s.ffn_pct for v in stats.values() for s in v]).float().max(0).values
     pruned, _ = plan.pruned(I, H)
     mask = torch.zeros(L, I, dtype=torch.bool)
@@ -200,7 +206,7 @@ def test_ties_are_broken_by_mean_then_layer_then_index_and_are_deterministic():
     f[0, 2, 50] = 0.6          # layer 2 neuron 50 scores higher: never among the first pruned
     f[1:, 1, 7] = 0.0          # layer 1 neuron 7: max 0.5 like the rest, but a lower mean
     s = make_stats(f, h)
-    cfg = PruneConfig(target_ratio=0.02, layout="per_layer")
+    cfg = PC(target_ratio=0.02, layout="per_layer")
     plan = build_plan({"language": [s]}, cfg, CFG, base_fingerprint="fp")
     pruned, _ = plan.pruned(I, H)
     n = sum(len(v) for v in pruned.values())
@@ -214,9 +220,9 @@ def test_ties_are_broken_by_mean_then_layer_then_index_and_are_deterministic():
 def test_unreachable_target_is_a_clear_error():
     stats = {"language": [realistic(CFG, 8, 1)]}
     with pytest.raises(SpecError, match="unreachable.*at most"):
-        build_plan(stats, PruneConfig(target_ratio=0.9, layout="per_layer"), CFG, base_fingerprint="fp")
+        build_plan(stats, PC(target_ratio=0.9, layout="per_layer"), CFG, base_fingerprint="fp")
     with pytest.raises(SpecError, match="unreachable"):
-        build_plan(stats, PruneConfig(target_ratio=0.9), CFG, base_fingerprint="fp")
+        build_plan(stats, PC(target_ratio=0.9), CFG, base_fingerprint="fp")
 
 
 # ---- general protection ------------------------------------------------------------------------
@@ -230,7 +236,7 @@ def test_general_text_protects_the_units_it_needs():
     gh[:, 0, 0] = 1.0
     stats = {"domain": [make_stats(f, h)]}
     general = [make_stats(gf, gh, label="general")]
-    cfg = PruneConfig(target_ratio=0.1, layout="per_layer", protect_fraction=0.05)
+    cfg = PC(target_ratio=0.1, layout="per_layer", protect_fraction=0.05)
     plan = build_plan(stats, cfg, CFG, base_fingerprint="fp", general=general)
     for lk in plan.layers:
         assert set(range(4)) <= set(lk.ffn)
@@ -253,7 +259,7 @@ def test_overlap_report_for_exact_ratio_compares_equal_size_sets():
         return [make_stats(f, h)]
 
     stats = {"language": dim(0), "domain": dim(10), "task": dim(0)}
-    plan = build_plan(stats, PruneConfig(target_ratio=0.05, layout="per_layer"), CFG, base_fingerprint="fp")
+    plan = build_plan(stats, PC(target_ratio=0.05, layout="per_layer"), CFG, base_fingerprint="fp")
     ov = plan.report["overlap"]["ffn"]
     n = plan.report["removed_units"]["ffn_neurons"]
     assert set(ov["candidates"].values()) == {n}
@@ -280,7 +286,7 @@ GOOD = {"language": [make_stats(*const(8))]}
 ])
 def test_bad_inputs_raise_spec_errors(stats, kwargs, match):
     with pytest.raises(SpecError, match=match):
-        build_plan(stats, PruneConfig(), CFG, base_fingerprint="fp", **kwargs)
+        build_plan(stats, PC(), CFG, base_fingerprint="fp", **kwargs)
 
 
 @pytest.mark.parametrize("data, match", [
@@ -301,7 +307,7 @@ def test_prune_config_errors_name_value_and_allowed(data, match):
 
 
 def test_prune_config_defaults():
-    c = PruneConfig()
+    c = PC()
     assert (c.rule, c.target_ratio, c.layout, c.min_docs) == ("exact-ratio", 0.25, "uniform", 8)
 
 
@@ -321,9 +327,14 @@ def test_plan_from_real_statistics_of_a_tiny_model(tmp_path):
         loaded[name] = load_stats(tmp_path / name)
     general = [loaded.pop("general")]
     stats = {k: [v] for k, v in loaded.items()}
-    for layout in ("uniform", "per_layer"):
+    from cusprun.allocation import DamageProbe
+
+    probe = DamageProbe(model, tok, {"language": ["Another English sentence about rain."],
+                                     "domain": ["The patient took 10 mg of the drug at night."]})
+    for layout in ("uniform", "per_layer"):      # the defaults: impact score, measured allocation
         plan = build_plan(stats, {"target_ratio": 0.3, "layout": layout}, model.config,
-                          base_fingerprint="fp", general=general)
+                          base_fingerprint="fp", general=general, probe=probe)
+        assert plan.report["allocation_search"]["candidates"]
         check_structure(plan, model.config)
         assert abs(plan.achieved_ratio - 0.3) < 0.01
         assert plan.report["docs_per_dimension"] == {"language": 8, "domain": 8}

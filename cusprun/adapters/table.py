@@ -34,11 +34,14 @@ class ArchSpec:
     act_key: str = "hidden_act"      # config key naming the MLP activation
     qkv_bias: bool | None = None     # q/k/v carry biases; None: read config.attention_bias
     sliding_window: bool = False     # family interleaves sliding-window layers
+    down_bias_key: str | None = None # config key that gives down_proj a bias (bias compensation)
+    o_bias_key: str | None = None    # config key that gives o_proj a bias
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "LlamaForCausalLM": ArchSpec(
-        family="Llama (2, 3)", config_class="LlamaConfig", model_types=("llama",)),
+        family="Llama (2, 3)", config_class="LlamaConfig", model_types=("llama",),
+        down_bias_key="mlp_bias", o_bias_key="attention_bias"),
     "MistralForCausalLM": ArchSpec(
         family="Mistral", config_class="MistralConfig", model_types=("mistral",)),
     "Qwen2ForCausalLM": ArchSpec(
@@ -46,10 +49,11 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         qkv_bias=True),
     "Qwen3ForCausalLM": ArchSpec(
         family="Qwen3", config_class="Qwen3Config", model_types=("qwen3",),
-        q_norm="q_norm", k_norm="k_norm"),
+        q_norm="q_norm", k_norm="k_norm", o_bias_key="attention_bias"),
     "Gemma3ForCausalLM": ArchSpec(
         family="Gemma3", config_class="Gemma3TextConfig", model_types=("gemma3_text",),
-        q_norm="q_norm", k_norm="k_norm", act_key="hidden_activation", sliding_window=True),
+        q_norm="q_norm", k_norm="k_norm", act_key="hidden_activation", sliding_window=True,
+        o_bias_key="attention_bias"),
     "Phi3ForCausalLM": ArchSpec(
         family="Phi-3", config_class="Phi3Config", model_types=("phi3",),
         q=None, k=None, v=None, qkv="qkv_proj", gate=None, up=None, gate_up="gate_up_proj"),

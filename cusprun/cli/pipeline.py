@@ -39,7 +39,8 @@ def _spec_from_args(args) -> ExpertSpec:
             data[dim] = None
         elif value:
             data[dim] = DimensionSpec(value=value, sources=getattr(args, f"{dim}_source") or []).model_dump()
-    for field in ("name", "base_model", "rule", "layout", "storage_root", "execution"):
+    for field in ("name", "base_model", "rule", "layout", "storage_root", "execution", "score",
+                  "allocation", "compensation"):
         if getattr(args, field, None):
             data[field] = getattr(args, field)
     if args.ratio:
@@ -118,13 +119,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
     b.add_argument("--rule", choices=["exact-ratio", "paper"])
     b.add_argument("--layout", choices=["uniform", "per_layer"])
+    b.add_argument("--score", choices=["impact", "percentile"],
+                   help="unit score of the exact-ratio rule (default impact)")
+    b.add_argument("--allocation", choices=["measured", "rank"],
+                   help="head/FFN and per-layer budget: measured on held-back docs (default) or by rank")
+    b.add_argument("--compensation", choices=["none", "bias", "ls", "ls+bias"],
+                   help="closed-form correction of kept weights (default ls), for every method")
     b.add_argument("--ffn-multiple", type=int, help="round kept FFN widths to a multiple of this "
                    "(1: exact target; 64/128: faster matmuls)")
     b.add_argument("--baselines", help="comma-separated: random,magnitude,wanda-sp,flap ('' for none)")
     b.add_argument("--storage-root", help="artifact store: local dir or s3://bucket/prefix")
     b.add_argument("--execution", choices=["local", "distributed"])
     b.add_argument("--refresh", action="append", default=[],
-                   choices=["corpus", "stats", "plan", "baseline", "slice", "evaluate"],
+                   choices=["corpus", "stats", "grams", "plan", "baseline", "slice", "evaluate"],
                    help="force a stage to recompute (repeatable)")
     b.set_defaults(func=_build)
 
@@ -133,5 +140,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "prints the comparison table and where the expert is.")
     d.add_argument("--storage-root", help="artifact store (default ./artifacts)")
     d.add_argument("--refresh", action="append", default=[],
-                   choices=["corpus", "stats", "plan", "baseline", "slice", "evaluate"])
+                   choices=["corpus", "stats", "grams", "plan", "baseline", "slice", "evaluate"])
     d.set_defaults(func=_demo)

@@ -83,16 +83,22 @@ def _candidates(rows: list[dict], spec: CorpusSpec) -> list[dict]:
     return out
 
 
-def _sample(cands: list[dict], spec: CorpusSpec) -> tuple[list[dict], list[dict]]:
+def _sample(cands: list[dict], spec: CorpusSpec) -> tuple[list[dict], list[dict], list[dict]]:
+    """(calib, holdback, eval). Holdback docs come after the max_docs calibration docs in the
+    seeded order, so asking for some leaves the calibration docs as they were; a small corpus
+    gives them up only down to min_docs calibration docs."""
     sides: dict[str, list[dict]] = {"calib": [], "eval": []}
     for r in cands:
         sides[split_of(r["split_key"], spec.eval_percent)].append(r)
-    picked = {}
-    for side, cap in (("calib", spec.max_docs), ("eval", spec.eval_cap)):
-        ranked = sorted(sides[side], key=lambda r: order_key(
-            spec.seed, r.get("group_id") or r["split_key"], r["doc_id"]))
-        picked[side] = [{**r, "split": side} for r in ranked[:cap]]
-    return picked["calib"], picked["eval"]
+    ranked = {side: sorted(rows, key=lambda r: order_key(
+        spec.seed, r.get("group_id") or r["split_key"], r["doc_id"])) for side, rows in sides.items()}
+    n = len(ranked["calib"])
+    hold = min(spec.holdback_docs, max(0, n - spec.min_docs))
+    n_calib = min(spec.max_docs, n - hold)
+    calib = [{**r, "split": "calib"} for r in ranked["calib"][:n_calib]]
+    held_back = [{**r, "split": "holdback"} for r in ranked["calib"][n_calib:n_calib + hold]]
+    held_out = [{**r, "split": "eval"} for r in ranked["eval"][:spec.eval_cap]]
+    return calib, held_back, held_out
 
 
 def _slug(dimension: str | None, value: str | None) -> str:
@@ -121,7 +127,7 @@ def prepare_corpus(spec: CorpusSpec | Mapping[str, Any] | str, out_dir: str | Pa
         raise CorpusError(f"Corpus {spec.source!r} has no documents: {len(rows)} row(s) read, none "
                           f"left after filter={spec.filter!r}, min_chars={spec.min_chars} and "
                           "dedup. Check the source, text_field and filter.")
-    calib, held = _sample(cands, spec)
+    calib, held_back, held = _sample(cands, spec)
     if len(calib) < spec.min_docs or len(held) < spec.min_eval_docs:
         raise CorpusError(
             f"Corpus {spec.source!r} has too few documents: {len(cands)} usable, split into "
@@ -129,21 +135,22 @@ def prepare_corpus(spec: CorpusSpec | Mapping[str, Any] | str, out_dir: str | Pa
             f"need >= min_docs={spec.min_docs} calibration and >= min_eval_docs="
             f"{spec.min_eval_docs} held-out. Add data, relax the filter, or lower the minimums.")
     out = []
-    for r in calib + held:
+    for r in calib + held_back + held:
         row = {c: r.get(c) for c in OPTIONAL_COLUMNS}
         row.update(doc_id=r["doc_id"], text=r["text"], source=source, dimension=dimension,
                    value=value, n_chars=len(r["text"]), split=r["split"], split_key=r["split_key"])
         out.append({c: row[c] for c in COLUMN_NAMES})
     digest = content_hash(out)
     meta = {"schema_version": SCHEMA_VERSION, "hash": digest, "n_calib": len(calib),
-            "n_eval": len(held), "n_candidates": len(cands), "source": source,
+            "n_eval": len(held), "n_holdback": len(held_back), "n_candidates": len(cands),
+            "source": source,
             "dimension": dimension, "value": value,
             "spec": json.loads(spec.model_dump_json(exclude={"storage_options"}))}
     path = Path(out_dir) / f"{_slug(dimension, value)}-{digest[:16]}.parquet"
     if not _reusable(path, digest):
         write_shard(to_table(out, meta), path)
-    log.info("corpus %s: %d calib + %d eval of %d candidates -> %s (hash %s)", spec.source,
-             len(calib), len(held), len(cands), path, digest[:16])
+    log.info("corpus %s: %d calib + %d holdback + %d eval of %d candidates -> %s (hash %s)",
+             spec.source, len(calib), len(held_back), len(held), len(cands), path, digest[:16])
     info = _info(path, _read_raw(path, None))
     return info.model_copy(update={"spec": spec})
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "1"
 METADATA_KEY = b"cusprun.corpus"
-SPLITS = ("calib", "eval")
+SPLITS = ("calib", "holdback", "eval")
 
 # name, type, nullable, meaning (the meaning is printed by docs/tests, keep it short)
 COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
@@ -27,7 +27,8 @@ COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("dimension", pa.string(), True, "language | domain | task | general (None: unlabelled)"),
     ("value", pa.string(), True, "dimension value, e.g. 'de', 'health', 'qa'"),
     ("n_chars", pa.int32(), False, "len(text)"),
-    ("split", pa.string(), False, "'calib' or 'eval' (held out)"),
+    ("split", pa.string(), False, "'calib', 'holdback' (calibration side, kept from the "
+                                    "statistics to measure plans) or 'eval' (held out)"),
     ("split_key", pa.string(), False, "what the split hashes: doc_id, or the shared unit "
                                       "(article, chapter, file) rows derived from it share"),
     ("lang", pa.string(), True, "language code of text/answer"),

@@ -33,6 +33,9 @@ class CorpusSpec(BaseModel):
         None, description="keep rows where column == value: {'lang': 'de'} (a list value means "
                           "any of) or \"lang == de and topic == 'History'\"")
     max_docs: int = Field(512, ge=1, le=1_000_000, description="at most this many calibration docs")
+    holdback_docs: int = Field(0, ge=0, le=100_000, description=(
+        "calibration-side docs set aside as split 'holdback' (never used for statistics) to "
+        "measure candidate plans; taken after the max_docs calibration docs"))
     max_eval_docs: int | None = Field(None, ge=1, le=1_000_000,
                                       description="at most this many held-out docs")
     min_docs: int = Field(1, ge=1, description="fail unless at least this many calibration docs")
@@ -104,18 +107,19 @@ class PreparedCorpus(BaseModel):
     n_docs: int
     n_calib: int
     n_eval: int
+    n_holdback: int = 0
     source: str
     dimension: str | None
     value: str | None
     n_candidates: int = Field(description="documents available before sampling")
     spec: CorpusSpec
 
-    def read(self, split: Literal["calib", "eval"] | None = None, columns: list[str] | None = None):
+    def read(self, split: Literal["calib", "holdback", "eval"] | None = None, columns: list[str] | None = None):
         from cusprun.corpora.store import read_corpus
 
         return read_corpus(self.path, split, columns=columns)
 
-    def texts(self, split: Literal["calib", "eval"] | None = None) -> list[str]:
+    def texts(self, split: Literal["calib", "holdback", "eval"] | None = None) -> list[str]:
         from cusprun.corpora.store import read_texts
 
         return read_texts(self.path, split)

@@ -18,7 +18,7 @@ from cusprun.corpora.schema import COLUMN_NAMES, METADATA_KEY, SPLITS, content_h
 from cusprun.corpora.spec import CorpusSpec, PreparedCorpus
 from cusprun.errors import CorpusError
 
-Split = Literal["calib", "eval"]
+Split = Literal["calib", "holdback", "eval"]
 
 
 def write_shard(table: pa.Table, path: Path) -> None:
@@ -56,9 +56,10 @@ def _read_raw(path: str | Path, storage_options: dict[str, Any] | None) -> pa.Ta
 
 def read_corpus(path: str | Path, split: Split | None = None, columns: list[str] | None = None,
                 storage_options: dict[str, Any] | None = None) -> pa.Table:
-    """The prepared corpus as a pyarrow Table: every row, or only the 'calib' or 'eval' split."""
+    """The prepared corpus as a pyarrow Table: every row, or only the 'calib', 'holdback' or
+    'eval' split."""
     if split not in (None, *SPLITS):
-        raise CorpusError(f"split={split!r}; accepted: 'calib', 'eval' or None (both).")
+        raise CorpusError(f"split={split!r}; accepted: 'calib', 'holdback', 'eval' or None (all).")
     table = _read_raw(path, storage_options)
     if split is not None:
         table = table.filter(pc.equal(table["split"], split))
@@ -79,7 +80,8 @@ def read_texts(path: str | Path, split: Split | None = None,
 def _info(path: str | Path, table: pa.Table) -> PreparedCorpus:
     meta = json.loads(table.schema.metadata[METADATA_KEY])
     return PreparedCorpus(path=str(path), hash=meta["hash"], n_docs=table.num_rows,
-                          n_calib=meta["n_calib"], n_eval=meta["n_eval"], source=meta["source"],
+                          n_calib=meta["n_calib"], n_eval=meta["n_eval"],
+                          n_holdback=meta.get("n_holdback", 0), source=meta["source"],
                           dimension=meta["dimension"], value=meta["value"],
                           n_candidates=meta["n_candidates"], spec=CorpusSpec(**meta["spec"]))
 

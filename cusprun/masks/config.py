@@ -8,16 +8,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cusprun.errors import SpecError
 
 Rule = Literal["exact-ratio", "paper"]
+Score = Literal["impact", "percentile"]
+AllocationName = Literal["measured", "rank"]
 LayoutName = Literal["uniform", "per_layer"]
 
 _ALLOWED = {
     "rule": "'exact-ratio' or 'paper'",
+    "score": "'impact' or 'percentile'",
+    "allocation": "'measured' or 'rank'",
     "target_ratio": "a fraction of prunable parameters in (0, 0.9]",
     "sigma": "a per-document irrelevant fraction in (0, 1)",
     "layout": "'uniform' or 'per_layer'",
     "min_docs": "an integer >= 1",
     "protect_fraction": "a fraction in [0, 1) (0 disables general-text protection)",
     "ffn_multiple": "an integer >= 1 (1 = exact widths; 64 or 128 for faster matmuls)",
+    "mode": "'none', 'bias', 'ls' or 'ls+bias'",
+    "ridge": "a relative ridge term in [0, 10]",
 }
 
 
@@ -39,6 +45,16 @@ class PruneConfig(BaseModel):
     rule: Rule = Field("exact-ratio", description=(
         "'exact-ratio': prune the lowest max-percentile units until target_ratio is met; "
         "'paper': prune units in the lowest sigma fraction of every document of every dimension"))
+    score: Score = Field("impact", description=(
+        "exact-ratio's unit score. 'impact': per dimension, the unit's mean impact over the "
+        "dimension's documents relative to its layer's mean; the expert keeps a unit that any "
+        "dimension needs (max over dimensions). 'percentile': the max over all documents of all "
+        "dimensions of the unit's per-document rank percentile (the quantity the paper rule "
+        "thresholds)"))
+    allocation: AllocationName = Field("measured", description=(
+        "exact-ratio's budget split between heads and FFN neurons and over layers. 'measured': "
+        "candidate allocations are scored by the held-back loss of the masked (and compensated) "
+        "model; 'rank': one global order of unit scores decides"))
     target_ratio: float = Field(0.25, gt=0, le=0.9,
                                 description="Fraction of prunable parameters to remove (exact-ratio)")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (paper rule)")

@@ -1,10 +1,14 @@
 """build_plan: merge the impact statistics of an expert's dimensions into one PruningPlan.
 
-A unit's score is the max, over every document of every chosen dimension, of its per-document
-rank percentile. The paper rule (unit irrelevant to a document when it lies in the lowest sigma
-of its layer; pruned when irrelevant to every document of every dimension) is exactly
-"score < sigma"; the default exact-ratio rule removes the lowest scores until a parameter target
-is met. Ties are broken by the mean percentile, then layer, then index."""
+Cus-Prun keeps a unit when any of the expert's dimensions needs it. With the default
+score='impact', a dimension's need for a unit is the unit's mean impact over that dimension's
+documents relative to its layer's mean impact, and the expert's score is the max over dimensions.
+With score='percentile' the score is the max, over every document of every dimension, of the
+unit's per-document rank percentile: the paper rule (unit irrelevant to a document when it lies
+in the lowest sigma of its layer; pruned when irrelevant to every document of every dimension) is
+exactly "score < sigma". The exact-ratio rule removes the lowest scores until a parameter target
+is met; ties are broken by the mean percentile, then layer, then index. An `allocation` (from the
+measured search in cusprun.allocation) fixes head structures and per-layer FFN widths."""
 from __future__ import annotations
 
 import logging
@@ -63,13 +67,17 @@ def _pct(items: list[DimensionStats], name: str) -> torch.Tensor:
 
 
 def dimension_scores(items: list[DimensionStats]) -> dict[str, np.ndarray]:
-    """Max and mean per-document percentile of every unit over a dimension's documents."""
+    """Per unit over a dimension's documents: max and mean per-document percentile, and the mean
+    impact relative to its layer's mean impact (a dimension's corpora weighted by documents)."""
     out = {}
-    for kind, name in (("ffn", "ffn_pct"), ("heads", "head_pct")):
+    for kind, name, imp in (("ffn", "ffn_pct", "ffn_impact_mean"), ("heads", "head_pct", "head_impact_mean")):
         p = _pct(items, name)
         out[kind] = p.max(0).values.float().numpy()
         out[f"{kind}_mean"] = p.float().mean(0).numpy()
         out[f"{kind}_docs"] = p.shape[0]
+        mean = sum(getattr(s, imp).double() * s.n_docs for s in items) / sum(s.n_docs for s in items)
+        layer = mean.mean(1, keepdim=True)
+        out[f"{kind}_impact"] = (mean / torch.where(layer > 0, layer, 1.0)).numpy()
     return out
 
 
@@ -82,10 +90,12 @@ def protected_units(general: list[DimensionStats] | None, fraction: float) -> di
 
 
 def _merged(per_dim: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Max over dimensions of the max; mean over all documents of all dimensions."""
+    """Max over dimensions of the max percentile and of the relative impact; mean percentile
+    over all documents of all dimensions."""
     out = {}
     for kind in ("ffn", "heads"):
         out[kind] = np.max([v[kind] for v in per_dim.values()], axis=0)
+        out[f"{kind}_impact"] = np.max([v[f"{kind}_impact"] for v in per_dim.values()], axis=0)
         n = sum(v[f"{kind}_docs"] for v in per_dim.values())
         out[f"{kind}_mean"] = sum(v[f"{kind}_mean"] * v[f"{kind}_docs"] for v in per_dim.values()) / n
     return out
@@ -99,18 +109,27 @@ def _paper_target(adapter: Adapter, model_config: Any, ffn_rm: np.ndarray, heads
 
 
 def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dict, model_config: Any, *,
-               base_fingerprint: str, general: list[DimensionStats] | None = None) -> PruningPlan:
+               base_fingerprint: str, general: list[DimensionStats] | None = None,
+               probe: Any = None) -> PruningPlan:
     """The Cus-Prun plan for an expert whose dimensions are described by `stats`
     (dimension name -> statistics of its corpora). `general` statistics, if given, protect the
-    units general text needs most (config.protect_fraction)."""
+    units general text needs most (config.protect_fraction). With allocation='measured' (exact-
+    ratio rule), `probe` (cusprun.allocation.DamageProbe) measures candidate allocations."""
     if not isinstance(config, PruneConfig):
         config = PruneConfig.model_validate(config)
     adapter = validate_inputs(stats, config, model_config, base_fingerprint, general)
+    measured = config.rule == "exact-ratio" and config.allocation == "measured"
+    if measured and probe is None:
+        raise SpecError("allocation='measured' needs a damage probe (the model and held-back "
+                        "documents, cusprun.allocation.DamageProbe); pass probe= or use "
+                        "allocation='rank'.")
     per_dim = {dim: dimension_scores(items) for dim, items in stats.items()}
     merged = _merged(per_dim)
     prot = protected_units(general, config.protect_fraction)
-    scores = UnitScores(ffn=merged["ffn"], heads=merged["heads"], ffn_tie=merged["ffn_mean"],
-                        heads_tie=merged["heads_mean"],
+    by_impact = config.rule == "exact-ratio" and config.score == "impact"
+    scores = UnitScores(ffn=merged["ffn_impact" if by_impact else "ffn"],
+                        heads=merged["heads_impact" if by_impact else "heads"],
+                        ffn_tie=merged["ffn_mean"], heads_tie=merged["heads_mean"],
                         ffn_protected=None if prot is None else prot["ffn"],
                         heads_protected=None if prot is None else prot["heads"])
     notes: list[str] = []
@@ -132,14 +151,24 @@ def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dic
                 if paper > 0 else select_sets(scores, adapter, model_config, ffn_remove=ffn_rm,
                                               heads_remove=heads_rm, ffn_multiple=config.ffn_multiple)
         threshold = {"ffn": config.sigma, "heads": config.sigma}
+    elif measured:
+        from cusprun.allocation import search_allocation
+
+        found = search_allocation(scores, adapter, model_config, probe, layout=config.layout,
+                                  target_ratio=config.target_ratio, ffn_multiple=config.ffn_multiple)
+        sel, threshold = found.selection, None
+        sel.report["allocation_search"] = found.report(probe)
     else:
         sel = select_units(scores, adapter, model_config, layout=config.layout,
                            target_ratio=config.target_ratio, ffn_multiple=config.ffn_multiple)
         threshold = None
     report = {
         "rule": config.rule, "layout": config.layout, "ffn_multiple": config.ffn_multiple,
+        "score_kind": config.score, "allocation": config.allocation if config.rule == "exact-ratio" else None,
         "sigma": config.sigma if config.rule == "paper" else None,
-        "score": "max over all documents of all dimensions of the per-document rank percentile",
+        "score": ("max over dimensions of the unit's mean impact relative to its layer's mean"
+                  if by_impact else
+                  "max over all documents of all dimensions of the per-document rank percentile"),
         "docs_per_dimension": {dim: int(v["ffn_docs"]) for dim, v in per_dim.items()},
         "protected": {"ffn": int(prot["ffn"].sum()) if prot else 0,
                       "heads": int(prot["heads"].sum()) if prot else 0,

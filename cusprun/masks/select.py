@@ -4,11 +4,9 @@ All units (FFN neurons and query heads of every layer) get one total order by
 (score, tie-break, unit type, layer, index), so equal scores never make results depend on
 anything but the inputs. Removing the lowest-ranked units until the target is met fixes how many
 heads each layer "wants" to lose; heads are then snapped to a valid grouped-query structure and
-FFN neurons absorb the remaining budget (they are the fine-grained unit).
-
-With ffn_multiple=m > 1 every layer's kept FFN width is a multiple of m (or the dense width):
-unaligned widths such as 1195 make CPU and GPU matmuls run slower than the FLOPs say, so the
-target is then met to within about one block of m neurons per layer instead of one neuron."""
+FFN neurons absorb the remaining budget (they are the fine-grained unit). An `Allocation` (from
+the measured search in cusprun.allocation) fixes the head structures and per-layer FFN shares
+instead. FFN width alignment (ffn_multiple) lives in cusprun.masks.align."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ import numpy as np
 from cusprun.adapters import Adapter
 from cusprun.errors import SpecError
 from cusprun.masks.heads import HeadStructure, choose_heads, structure_cost, valid_structures
+from cusprun.masks.align import _align, _align_note, distribute
 from cusprun.masks.plan import LayerKeep, PruningPlan
 
 
@@ -158,46 +157,6 @@ def _finish(ctx: _Ctx, picks: list[int], ffn_removed: list[np.ndarray], target: 
     return Selection(layers, ctx.prunable, removed, target, report)
 
 
-def _aligned_widths(ctx: _Ctx, want: list[int], m: int) -> list[int]:
-    """Kept FFN width per layer, each a multiple of m (or the dense width) within what the layer
-    may lose, with the total as close to sum(want) as blocks allow: every layer is rounded down,
-    then the layers that wanted the most of a block back get it (largest remainder)."""
-    d = ctx.dims
-    lo = [d.ffn - len(r) for r in ctx.removable]                  # fewest neurons a layer may keep
-    grid = [sorted({w for w in range(m, d.ffn + 1, m) if w >= lo[li]} | {d.ffn})
-            for li in range(d.n_layers)]
-    down = [max([w for w in g if w <= want[li]], default=g[0]) for li, g in enumerate(grid)]
-    up = [min([w for w in g if w > down[li]], default=down[li]) for li, g in enumerate(grid)]
-    deficit = sum(want) - sum(down)
-    for li in sorted(range(d.n_layers), key=lambda li: (-(want[li] - down[li]), li)):
-        step = up[li] - down[li]
-        if step and deficit > step / 2:
-            down[li], deficit = up[li], deficit - step
-    return down
-
-
-def _align(ctx: _Ctx, ffn_removed: list[np.ndarray], m: int) -> list[np.ndarray]:
-    """Re-cut each layer's removed FFN set to an aligned width, by the layer's own rank order."""
-    if m <= 1:
-        return ffn_removed
-    d = ctx.dims
-    widths = _aligned_widths(ctx, [d.ffn - len(r) for r in ffn_removed], m)
-    out = []
-    for li, (r, w) in enumerate(zip(ffn_removed, widths)):
-        n = d.ffn - w
-        rest = ctx.removable[li][~np.isin(ctx.removable[li], r)]
-        r = np.asarray(r, dtype=np.int64)
-        ordered = np.concatenate([r[np.argsort(ctx.ffn_rank[li][r], kind="stable")], rest])
-        out.append(ordered[:n])
-    return out
-
-
-def _align_note(ctx: _Ctx, m: int, per: str) -> list[str]:
-    return [] if m <= 1 else [
-        f"ffn_multiple={m}: kept FFN widths are multiples of {m} (or the dense {ctx.dims.ffn}) for "
-        f"faster matmuls; the target is met to within about {m} neurons {per}"]
-
-
 def _per_layer(ctx: _Ctx, target: int, m: int = 1) -> Selection:
     d, u = ctx.dims, ctx.unit
     desired = ctx.desired_head_cost(target)
@@ -233,19 +192,70 @@ def _per_layer(ctx: _Ctx, target: int, m: int = 1) -> Selection:
     return _finish(ctx, picks, ffn_removed, target, notes)
 
 
-def _uniform(ctx: _Ctx, target: int, m: int = 1) -> Selection:
+def uniform_structures(scores: UnitScores, adapter: Adapter, config: Any, *, target_ratio: float,
+                       ffn_multiple: int = 1) -> list[HeadStructure]:
+    """Head structures a uniform plan can use at this target (every layer can take it and the FFN
+    can absorb the rest), most kept heads first: the candidates of an allocation search."""
+    ctx = _Ctx(scores, adapter, config)
+    return [o[0] for o in _uniform_fits(ctx, int(round(target_ratio * ctx.prunable)))]
+
+
+def _per_layer_given(ctx: _Ctx, target: int, m: int, structures: list[HeadStructure],
+                     ffn_share: list[float]) -> Selection:
+    """Per-layer plan with the given head structure per layer and the FFN removal split over
+    layers by `ffn_share`; within a layer the lowest-ranked neurons go first."""
+    d, u = ctx.dims, ctx.unit
+    if len(structures) != d.n_layers or len(ffn_share) != d.n_layers:
+        raise SpecError(f"An allocation needs one head structure and one FFN share per layer "
+                        f"({d.n_layers}); got {len(structures)} and {len(ffn_share)}.")
+    picks = []
+    for li, st in enumerate(structures):
+        idx = next((i for i, o in enumerate(ctx.options[li]) if o[0] == st), None)
+        if idx is None:
+            raise SpecError(f"Layer {li} cannot take head structure {st.groups}x{st.per_group} "
+                            "(protected heads); choose another allocation.")
+        picks.append(idx)
+    head_cost = sum(ctx.options[li][p][1] for li, p in enumerate(picks))
+    caps = [len(r) for r in ctx.removable]
+    n = int(round((target - head_cost) / u["ffn_neuron"]))
+    if n < 0 or n > sum(caps):
+        raise _unreachable(ctx, target, head_cost + sum(caps) * u["ffn_neuron"]) if n > 0 else SpecError(
+            f"The allocation's heads alone remove {head_cost} parameters, more than the target {target}.")
+    counts = distribute(n, ffn_share, caps)
+    ffn_removed = _align(ctx, [ctx.removable[li][:c] for li, c in enumerate(counts)], m)
+    notes = ["per_layer allocation: head structure and FFN width per layer set by the allocation "
+             "search; within a layer the lowest-scored neurons are removed"] + _align_note(ctx, m, "in all")
+    return _finish(ctx, picks, ffn_removed, target, notes)
+
+
+def _uniform_fits(ctx: _Ctx, target: int) -> list:
     d, u = ctx.dims, ctx.unit
     L = d.n_layers
     common = [o for o in ctx.options[0]
               if all(any(p[0] == o[0] for p in ctx.options[li]) for li in range(L))]
     cap = min(len(r) for r in ctx.removable)
-    desired = float(ctx.desired_head_cost(target).mean())
     fits = [o for o in common if L * o[1] <= target
             and target - L * o[1] <= (cap + 0.5) * L * u["ffn_neuron"]]
     if not fits:
         best = max(L * o[1] for o in common) + cap * L * u["ffn_neuron"]
         raise _unreachable(ctx, target, best)
-    st = min(fits, key=lambda o: (abs(o[1] - desired), -o[0].heads))[0]
+    return sorted(fits, key=lambda o: (-o[0].heads, -o[0].groups))
+
+
+def _uniform(ctx: _Ctx, target: int, m: int = 1, structure: HeadStructure | None = None) -> Selection:
+    d, u = ctx.dims, ctx.unit
+    L = d.n_layers
+    cap = min(len(r) for r in ctx.removable)
+    fits = _uniform_fits(ctx, target)
+    if structure is not None:
+        if not any(o[0] == structure for o in fits):
+            raise SpecError(f"Head structure {structure.groups}x{structure.per_group} cannot meet a "
+                            f"target of {target} parameters with a uniform layout; feasible: "
+                            f"{', '.join(f'{o[0].groups}x{o[0].per_group}' for o in fits)}.")
+        st = structure
+    else:
+        desired = float(ctx.desired_head_cost(target).mean())
+        st = min(fits, key=lambda o: (abs(o[1] - desired), -o[0].heads))[0]
     picks = [next(i for i, o in enumerate(ctx.options[li]) if o[0] == st) for li in range(L)]
     c = min(cap, max(0, int(round((target - L * structure_cost(st, d, u)) / (L * u["ffn_neuron"])))))
     if m > 1:   # the aligned width (down or up) whose total lands nearest the target
@@ -270,11 +280,22 @@ def _check_multiple(ctx: _Ctx, m: int) -> int:
     return m
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """How a plan spends its budget: the head structure of every layer and, for per_layer, each
+    layer's share of the FFN removal (None: the lowest global ranks decide)."""
+
+    heads: tuple[HeadStructure, ...]
+    ffn_share: tuple[float, ...] | None = None
+    label: str = ""
+
+
 def select_units(scores: UnitScores, adapter: Adapter, config: Any, *, layout: str,
                  target_ratio: float | None = None, target_params: int | None = None,
-                 ffn_multiple: int = 1) -> Selection:
+                 ffn_multiple: int = 1, allocation: Allocation | None = None) -> Selection:
     """Remove the lowest-ranked units until target_params (or target_ratio of prunable) is met.
-    ffn_multiple > 1 rounds every layer's kept FFN width to a multiple of it."""
+    ffn_multiple > 1 rounds every layer's kept FFN width to a multiple of it. An `allocation`
+    fixes the head structures (and per_layer FFN shares) instead of the global rank order."""
     if layout not in ("uniform", "per_layer"):
         raise SpecError(f"Unknown layout {layout!r}; allowed: 'uniform', 'per_layer'.")
     ctx = _Ctx(scores, adapter, config)
@@ -283,7 +304,20 @@ def select_units(scores: UnitScores, adapter: Adapter, config: Any, *, layout: s
         if target_ratio is None or not 0 < target_ratio <= 0.9:
             raise SpecError(f"target_ratio={target_ratio!r} must be in (0, 0.9].")
         target_params = int(round(target_ratio * ctx.prunable))
-    sel = (_uniform if layout == "uniform" else _per_layer)(ctx, int(target_params), m)
+    t = int(target_params)
+    if allocation is None:
+        sel = (_uniform if layout == "uniform" else _per_layer)(ctx, t, m)
+    elif layout == "uniform":
+        if len(set(allocation.heads)) != 1:
+            raise SpecError("A uniform layout needs the same head structure in every layer.")
+        sel = _uniform(ctx, t, m, structure=allocation.heads[0])
+    elif allocation.ffn_share is None:
+        sel = _per_layer_given(ctx, t, m, list(allocation.heads),
+                               [float(len(r)) for r in ctx.removable])
+    else:
+        sel = _per_layer_given(ctx, t, m, list(allocation.heads), list(allocation.ffn_share))
+    if allocation is not None:
+        sel.report["allocation"] = allocation.label
     per_step = ctx.dims.n_layers if layout == "uniform" else 1
     sel.report["granularity_params"] = ctx.unit["ffn_neuron"] * per_step * m
     sel.report["ffn_multiple"] = m

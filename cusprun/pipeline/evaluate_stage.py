@@ -55,10 +55,51 @@ def _overlap_pairs(overlap) -> dict | None:
     return pairs or None
 
 
+def _known(report, loss_sets: dict, mode: str) -> dict:
+    """Loss per set of the dense model and of the sliced (compensated) checkpoints, as measured by
+    the main comparison: the sweep does not measure those points again."""
+    out: dict = {}
+    for r in report.rows:
+        if r.metric == "loss" and r.eval_set in loss_sets:
+            key = ("dense", "none") if r.method == "dense" else (r.model, mode)
+            out.setdefault(key, {})[r.eval_set] = (r.value, r.n or 0)
+    return {k: v for k, v in out.items() if set(v) == set(loss_sets)}
+
+
+def _ratio_sweep(store: ArtifactStore, model: dict, sweep: dict[str, dict], loss_sets: dict,
+                 options: dict, grams: list[dict] | None, out: Path, report=None) -> str:
+    """Masked (and compensated) sweep points on the loss sets: sweep.json, the retention-vs-
+    ratio plot and the markdown section appended to report.md."""
+    from cusprun.evaluation.sweep import plot_sweep, run_sweep, sweep_markdown
+    from cusprun.models import load_model
+    from cusprun.pipeline.stages import gram_set, read_plan
+
+    comp = options.get("compensation") or {"mode": "none", "ridge": 0.0}
+    modes = [comp["mode"]] + (["none"] if comp["mode"] != "none" and options.get("sweep_compensation", True)
+                              else [])
+    plans = {name: (v["method"], v["ratio"], read_plan(store, v["plan"])) for name, v in sweep.items()}
+    own = [n for n in loss_sets if n.split("=")[0] in ("domain", "task")
+           or n == f"language={options.get('own_language')}"]
+    # The expert's own sets and general text: what a ratio is chosen by (other languages are in
+    # the main tables at the published ratio).
+    loss_sets = {n: ex for n, ex in loss_sets.items() if n in own or n.startswith("general=")}
+    with timed(f"ratio sweep: {len(plans)} plans x {len(modes)} compensation settings"):
+        m, tok = load_model(local_model(model["ref"], model["fingerprint"], store.storage_options or None))
+        gs = gram_set(store, grams or []) if comp["mode"] != "none" else None
+        rows = run_sweep(m, tok, plans, loss_sets, grams=gs, modes=modes, ridge=comp.get("ridge", 0.0),
+                         max_tokens=options["max_tokens"],
+                         known=_known(report, loss_sets, comp["mode"]) if report is not None else None)
+    (out / "sweep.json").write_text(json.dumps(rows, indent=1))
+    plot_sweep(rows, out / "retention_vs_ratio.png", own)
+    return sweep_markdown(rows, own)
+
+
 def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict[str, dict],
-                   eval_corpora: dict[str, dict], options: dict, overlap_plan: dict | None = None) -> dict:
+                   eval_corpora: dict[str, dict], options: dict, overlap_plan: dict | None = None,
+                   sweep: dict[str, dict] | None = None, grams: list[dict] | None = None) -> dict:
     """`candidates`: name -> {key (sliced artifact), method, ratio}; the dense model is added.
-    `overlap_plan`: the Cus-Prun plan whose report holds the overlap between dimensions."""
+    `overlap_plan`: the Cus-Prun plan whose report holds the overlap between dimensions.
+    `sweep`: name -> {plan, method, ratio}: masked sweep points (with `grams` for compensation)."""
     from cusprun.pipeline.stages import read_plan
 
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
@@ -82,6 +123,10 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
         overlap = read_plan(store, overlap_plan).report.get("overlap") if overlap_plan else None
         report = compare(entries, loss_sets, mc_tasks, out, config=config,
                          overlap=_overlap_pairs(overlap))
+        if sweep:
+            section = _ratio_sweep(store, model, sweep, loss_sets, options, grams, out, report)
+            with open(out / "report.md", "a") as f:
+                f.write("\n" + section)
         md = (out / "report.md").read_text()
         return commit(store, out, f"reports/{key}", {"markdown": md, "models": list(entries),
                                                      "mc_tasks": list(mc_tasks),

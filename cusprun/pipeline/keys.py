@@ -10,10 +10,11 @@ from typing import Any
 STAGE_VERSIONS = {
     "corpus": "1",
     "stats": "1",
-    "plan": "1",
+    "grams": "1",
+    "plan": "2",
     "baseline": "1",
-    "slice": "1",
-    "evaluate": "1",
+    "slice": "2",
+    "evaluate": "2",
 }
 
 

@@ -17,11 +17,37 @@ def default_source(dimension: str, value: str, spec: ExpertSpec) -> str:
 
 
 def corpus_specs(dimension: str, dim: DimensionSpec, spec: ExpertSpec) -> list[dict]:
-    """Calibration corpora of one dimension: every source, calibration side only."""
+    """Calibration corpora of one dimension: every source, calibration side only. The expert's
+    own dimensions also set holdback_docs aside (allocation search), general text does not."""
     sources = dim.sources or [default_source(dimension, dim.value, spec)]
+    hold = spec.holdback_docs if dimension != "general" and uses_holdback(spec) else 0
     return [{"source": s, "text_field": dim.text_field, "max_docs": dim.max_docs, "seed": spec.seed,
              "min_docs": min(spec.min_docs, dim.max_docs), "max_eval_docs": 1, "min_eval_docs": 1,
-             "dimension": dimension, "value": dim.value} for s in sources]
+             "dimension": dimension, "value": dim.value, **({"holdback_docs": hold} if hold else {})}
+            for s in sources]
+
+
+def uses_holdback(spec: ExpertSpec) -> bool:
+    return spec.rule == "exact-ratio" and spec.allocation == "measured"
+
+
+def probe_tokens(spec: ExpertSpec) -> int:
+    """Tokens per held-back document when candidates are measured: the first 128 rank candidates
+    as well as whole documents do, at a fraction of the cost on long documents."""
+    return min(spec.max_tokens, 128)
+
+
+def compensation_config(spec: ExpertSpec, mode: str | None = None) -> dict:
+    return {"mode": mode or spec.compensation, "ridge": spec.ridge}
+
+
+def needs_grams(spec: ExpertSpec) -> bool:
+    """Grams feed the compensation, and the per-layer prior of a measured per_layer search."""
+    return spec.compensation != "none" or (uses_holdback(spec) and spec.layout == "per_layer")
+
+
+def grams_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
+    return content_key("grams", model_fp, corpus_hash, {"max_tokens": spec.max_tokens})
 
 
 def calibration_corpora(spec: ExpertSpec) -> dict[str, list[dict]]:
@@ -69,7 +95,8 @@ def stats_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
 
 def prune_config(spec: ExpertSpec, ratio: float) -> dict:
     return {"rule": spec.rule, "target_ratio": ratio, "sigma": spec.sigma, "layout": spec.layout,
-            "min_docs": spec.min_docs, "ffn_multiple": spec.ffn_multiple}
+            "min_docs": spec.min_docs, "ffn_multiple": spec.ffn_multiple, "score": spec.score,
+            "allocation": spec.allocation}
 
 
 def check_fits_model(spec: ExpertSpec, model_config) -> None:
@@ -77,7 +104,12 @@ def check_fits_model(spec: ExpertSpec, model_config) -> None:
     from cusprun.adapters import Adapter
     from cusprun.errors import SpecError
 
-    ffn = Adapter.for_config(model_config).dims(model_config).ffn
+    from cusprun.compensation import CompensationConfig
+    from cusprun.compensation.apply import check_bias_support
+
+    adapter = Adapter.for_config(model_config)
+    check_bias_support(adapter, CompensationConfig.model_validate(compensation_config(spec)))
+    ffn = adapter.dims(model_config).ffn
     if spec.ffn_multiple > ffn:
         raise SpecError(f"ffn_multiple={spec.ffn_multiple} exceeds the base model's FFN width {ffn}; "
                         f"use 1 (exact widths) up to {ffn}, typically 64 or 128.")

@@ -12,7 +12,7 @@ from cusprun.errors import SpecError
 Dimension = Literal["language", "domain", "task"]
 DIMENSIONS: tuple[str, ...] = ("language", "domain", "task")
 BaselineName = Literal["random", "magnitude", "wanda-sp", "flap"]
-Stage = Literal["corpus", "stats", "plan", "baseline", "slice", "evaluate"]
+Stage = Literal["corpus", "stats", "grams", "plan", "baseline", "slice", "evaluate"]
 ExecutionMode = Literal["local", "distributed"]
 
 
@@ -39,6 +39,19 @@ class EvaluationOptions(BaseModel):
     max_tokens: int = Field(256, ge=16, le=4096)
     measure_speed: bool = True
     speed_iters: int = Field(3, ge=1, le=100, description="Timed prefill/decode repetitions per model")
+    sweep_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.4], description=(
+        "Ratios at which Cus-Prun and every baseline are also measured (held-out loss, masked in "
+        "memory) for the retention-vs-ratio table and plot; empty: no sweep"))
+    sweep_compensation: bool = Field(True, description=(
+        "Measure every sweep point with and without compensation (else only with the build's setting)"))
+
+    @field_validator("sweep_ratios")
+    @classmethod
+    def _sweep(cls, v: list[float]) -> list[float]:
+        for r in v:
+            if not 0 < r <= 0.9:
+                raise ValueError(f"sweep ratio {r} is outside (0, 0.9]")
+        return sorted(set(v))
 
 
 class ExpertSpec(BaseModel):
@@ -54,6 +67,20 @@ class ExpertSpec(BaseModel):
         default_factory=lambda: DimensionSpec(value="en"),
         description="General text: protects units it needs; feeds the wanda-sp and flap baselines")
     rule: Literal["exact-ratio", "paper"] = "exact-ratio"
+    score: Literal["impact", "percentile"] = Field("impact", description=(
+        "exact-ratio's unit score: 'impact' (per dimension, mean impact relative to the layer; "
+        "max over dimensions) or 'percentile' (max per-document rank percentile)"))
+    allocation: Literal["measured", "rank"] = Field("measured", description=(
+        "'measured': head structures and FFN widths chosen by the held-back loss of masked "
+        "candidates; 'rank': by one global order of unit scores"))
+    holdback_docs: int = Field(8, ge=0, le=10_000, description=(
+        "Calibration docs per dimension corpus kept out of the statistics to measure candidate "
+        "allocations (allocation='measured')"))
+    compensation: Literal["none", "bias", "ls", "ls+bias"] = Field("ls", description=(
+        "Closed-form correction of kept weights: 'ls' refits kept down_proj/o_proj columns by ridge "
+        "least squares on calibration tokens; 'bias' adds removed units' mean to output biases "
+        "(FLAP; Llama only); 'none'. Applied to Cus-Prun and every baseline alike"))
+    ridge: float = Field(0.1, ge=0, le=10, description="Relative ridge term of the 'ls' refit")
     target_ratios: list[float] = Field(default_factory=lambda: [0.25],
                                        description="Fractions of prunable parameters to remove; the first is published")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
@@ -91,6 +118,9 @@ class ExpertSpec(BaseModel):
     def _some_dimension(self) -> "ExpertSpec":
         if not self.dimensions():
             raise ValueError("an expert needs at least one of language, domain, task")
+        if self.rule == "exact-ratio" and self.allocation == "measured" and self.holdback_docs < 1:
+            raise ValueError("allocation='measured' needs holdback_docs >= 1 (held-back documents "
+                             "to measure candidates); set holdback_docs or allocation='rank'")
         return self
 
     def dimensions(self) -> dict[str, DimensionSpec]:

@@ -70,6 +70,38 @@ def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dic
             "value": corpus["value"]})
 
 
+def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, max_tokens: int,
+                batch_size: int) -> dict:
+    """Input Gram matrices of down_proj / o_proj on one calibration corpus (compensation)."""
+    from cusprun.compensation import collect_grams
+    from cusprun.models import load_model
+
+    texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()
+    path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
+    with timed(f"compensation Grams {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
+        m, tok = load_model(path)
+        out = scratch("grams", key)
+        summary = collect_grams(m, tok, texts, out, max_tokens=max_tokens, batch_size=batch_size,
+                                extra={"model_fingerprint": model["fingerprint"],
+                                       "corpus_hash": corpus["hash"]})
+        return commit(store, out, f"grams/{key}", {
+            "n_tokens": summary["n_tokens"], "corpus_hash": corpus["hash"],
+            "dimension": corpus["dimension"], "value": corpus["value"]})
+
+
+def gram_set(store: ArtifactStore, grams: list[dict], cache_bytes: int = 1 << 30):
+    """The summed Grams of the given grams artifacts, or None when there are none."""
+    from cusprun.compensation import GramSet
+
+    return GramSet([local_copy(store, g["key"]) for g in grams], cache_bytes) if grams else None
+
+
+def heldback_texts(store: ArtifactStore, corpora: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """dimension -> its corpora's held-back documents (split 'holdback')."""
+    return {dim: [t for c in cs for t in _corpus_table(store, c, "holdback").column("text").to_pylist()]
+            for dim, cs in corpora.items()}
+
+
 def _load_stats(store: ArtifactStore, stats: dict):
     from cusprun.scoring import load_stats
 
@@ -91,18 +123,37 @@ def read_plan(store: ArtifactStore, plan: dict):
 
 
 def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[str, list[dict]],
-                       general: list[dict], prune: dict) -> dict:
+                       general: list[dict], prune: dict, grams: list[dict] | None = None,
+                       heldback: dict[str, list[dict]] | None = None,
+                       compensation: dict | None = None, probe_max_tokens: int = 256) -> dict:
+    """Cus-Prun's plan. With allocation='measured' the dense model is loaded and candidate
+    allocations are scored on the held-back documents of `heldback` (dimension -> corpora),
+    masked and compensated with `compensation` from `grams`, as slicing will do it."""
     from transformers import AutoConfig
 
     from cusprun.masks import PruneConfig, build_plan
 
     config = PruneConfig.model_validate(prune)
-    with timed(f"merge masks ({config.rule}, target {config.target_ratio})"):
+    with timed(f"merge masks ({config.rule}, target {config.target_ratio}, {config.allocation})"):
         loaded = {dim: [_load_stats(store, s) for s in items] for dim, items in stats.items()}
         gen = [_load_stats(store, s) for s in general] or None
-        model_config = AutoConfig.from_pretrained(local_model(model["ref"], model["fingerprint"], store.storage_options or None))
+        path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
+        model_config = AutoConfig.from_pretrained(path)
+        probe = None
+        if config.rule == "exact-ratio" and config.allocation == "measured":
+            from cusprun.allocation import DamageProbe
+            from cusprun.compensation import CompensationConfig
+            from cusprun.models import load_model
+
+            m, tok = load_model(path)
+            probe = DamageProbe(m, tok, heldback_texts(store, heldback or {}),
+                                grams=gram_set(store, grams or []),
+                                compensation=CompensationConfig.model_validate(compensation or {}),
+                                max_tokens=probe_max_tokens)
         plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
-                          general=gen)
+                          general=gen, probe=probe)
+        if compensation:
+            plan.report["compensation"] = compensation
         for dim, items in stats.items():              # build_plan filled value and corpus hashes
             plan.dimensions[dim]["stats"] = [s["uri"] for s in items]
         return _write_plan(store, key, plan)
@@ -121,14 +172,19 @@ def baseline_plan_stage(store: ArtifactStore, key: str, model: dict, method: str
         return _write_plan(store, key, plan)
 
 
-def slice_stage(store: ArtifactStore, key: str, model: dict, plan: dict, card: dict) -> dict:
+def slice_stage(store: ArtifactStore, key: str, model: dict, plan: dict, card: dict,
+                grams: list[dict] | None = None, compensation: dict | None = None) -> dict:
+    from cusprun.compensation import CompensationConfig
     from cusprun.slicing import slice_checkpoint
+    from cusprun.slicing.compensated import Compensation
 
     p = read_plan(store, plan)
-    with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f})"):
+    comp = CompensationConfig.model_validate(compensation or {"mode": "none"})
+    with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f}, compensation {comp.mode})"):
         out = scratch("slice", key)
-        slice_checkpoint(local_model(model["ref"], model["fingerprint"], store.storage_options or None), p, out / "model",
-                         model_fingerprint=model["fingerprint"], card=card)
+        slice_checkpoint(local_model(model["ref"], model["fingerprint"], store.storage_options or None),
+                         p, out / "model", model_fingerprint=model["fingerprint"], card=card,
+                         compensation=Compensation(comp, gram_set(store, grams or [], 0) if comp.enabled else None))
         info = json.loads((out / "model" / "cusprun.json").read_text())
         return commit(store, out / "model", f"sliced/{key}", {
             "method": p.method, "ratio": p.achieved_ratio, "target_ratio": p.target_ratio,

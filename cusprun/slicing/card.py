@@ -14,7 +14,32 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def front_matter(plan: PruningPlan, base_model: str, params: dict, card: dict) -> dict:
+_COMPENSATION = {
+    "bias": "the mean contribution of the removed units was added to the output biases of "
+            "down_proj and o_proj (FLAP's bias compensation)",
+    "ls": "the kept columns of down_proj and o_proj were refit by ridge least squares to "
+          "reconstruct the dense layer outputs on calibration tokens",
+    "ls+bias": "the kept columns of down_proj and o_proj and their output biases were refit by "
+               "ridge least squares to reconstruct the dense layer outputs on calibration tokens",
+}
+
+
+def _weights_line(compensation: dict | None) -> str:
+    mode = (compensation or {}).get("mode", "none")
+    if mode == "none":
+        return ("Whole FFN neurons and attention heads were removed and the remaining weights were "
+                "copied unchanged. **No post-training** (no fine-tuning, distillation or weight "
+                "update of any kind) was applied.")
+    tokens = (compensation or {}).get("calibration_tokens")
+    on = f" ({tokens:,} tokens)" if tokens else ""
+    return (f"Whole FFN neurons and attention heads were removed; then {_COMPENSATION[mode]}{on}, "
+            f"a closed-form correction (compensation mode `{mode}`, ridge "
+            f"{(compensation or {}).get('ridge')}). **No post-training** (no gradient step, "
+            "fine-tuning or distillation) was applied; every other weight is copied unchanged.")
+
+
+def front_matter(plan: PruningPlan, base_model: str, params: dict, card: dict,
+                 compensation: dict | None = None) -> dict:
     tags = ["cusprun", "pruned", "structured-pruning", plan.method, *sorted(plan.dimensions)]
     tags += [t for t in card.get("tags", []) if t not in tags]
     meta: dict = {"base_model": base_model, "library_name": "transformers",
@@ -29,6 +54,7 @@ def front_matter(plan: PruningPlan, base_model: str, params: dict, card: dict) -
         "params_non_embedding": params["pruned"]["non_embedding"],
         "base_params_total": params["dense"]["total"],
         "base_params_non_embedding": params["dense"]["non_embedding"],
+        "compensation": (compensation or {}).get("mode", "none"),
     }
     return meta
 
@@ -44,10 +70,10 @@ def _dimension_lines(plan: PruningPlan) -> list[str]:
 
 
 def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list[dict],
-               card: dict | None = None, version: str) -> str:
+               card: dict | None = None, version: str, compensation: dict | None = None) -> str:
     """README.md text: YAML metadata, then how the model was made and how to load it."""
     card = card or {}
-    meta = front_matter(plan, base_model, params, card)
+    meta = front_matter(plan, base_model, params, card, compensation)
     title = card.get("expert") or card.get("name") or f"{base_model} pruned with Cus-Prun"
     d, p = params["dense"], params["pruned"]
     w0 = widths[0]
@@ -58,9 +84,7 @@ def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list
     lines += [
         f"This model was made from [`{base_model}`](https://huggingface.co/{base_model}) by structured "
         f"pruning with cusprun {version} (method `{plan.method}`{rule}; Cus-Prun: "
-        "https://arxiv.org/abs/2506.02561). Whole FFN neurons and attention heads were removed and the "
-        "remaining weights were copied unchanged. **No post-training** (no fine-tuning, distillation "
-        "or weight update of any kind) was applied.",
+        "https://arxiv.org/abs/2506.02561). " + _weights_line(compensation),
         "",
         f"- Pruned {_pct(plan.achieved_ratio)} of the prunable (FFN + attention projection) parameters "
         f"(target {_pct(plan.target_ratio)}).",

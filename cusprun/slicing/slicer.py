@@ -15,7 +15,9 @@ from tqdm import tqdm
 from cusprun.adapters import Adapter
 from cusprun.errors import CusprunError, SpecError
 from cusprun.masks.plan import PruningPlan
+from cusprun.compensation.config import CompensationConfig
 from cusprun.slicing.card import model_card
+from cusprun.slicing.compensated import Compensation, bias_config, compensated_outputs, missing_biases
 from cusprun.slicing.indices import layer_slices
 from cusprun.slicing.per_layer import per_layer_config_dict
 from cusprun.slicing.st_io import DTYPES, OutTensor, TensorInfo, read_header, split_shards, write_shard
@@ -132,6 +134,7 @@ def _publish_dir(tmp: Path, out_dir: Path) -> None:
 
 def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: str | Path, *,
                      model_fingerprint: str, card: dict | None = None,
+                     compensation: Compensation | None = None,
                      max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False,
                      progress: bool = True) -> Path:
     """Write the pruned model `plan` describes as a smaller standard checkpoint in `out_dir`.
@@ -140,6 +143,8 @@ def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: s
     safetensors shards (+ index when more than one), config.json, tokenizer and generation
     files, `cusprun.json` (plan, kept indices, parameter counts) and a model card README.md.
     `card` may give base_model (a Hub id), expert (title), description, tags, license, language.
+    `compensation` corrects the kept down_proj / o_proj columns (and adds output biases) in
+    closed form from calibration Grams, one layer in memory at a time.
     Everything is checked before any weight is read; the directory appears atomically."""
     from transformers import AutoConfig
 
@@ -157,12 +162,21 @@ def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: s
     widths = validate_plan(plan, config, model_fingerprint=model_fingerprint)
     tensors = _input_tensors(model_dir)
     outputs = _plan_outputs(adapter, config, plan, tensors)
+    comp = compensation or Compensation(CompensationConfig(mode="none"))
+    comp.check(adapter, len(widths))
+    dense_cfg = {**dense_cfg, **bias_config(adapter, comp)}
     cfg = _config_dict(dense_cfg, adapter, plan.layout, widths, adapter.dims(config).head_dim)
 
     tied = bool(getattr(config, "tie_word_embeddings", False))
+    sliced = {t.name: t.shape for t in outputs}
+    outputs = compensated_outputs(adapter, config, plan, outputs, tensors, comp)
+    if comp.config.adds_bias:
+        down_dtype = tensors[adapter.module_names(0)["down"] + ".weight"].dtype
+        outputs += missing_biases(cfg, outputs, down_dtype)
     params = {"dense": _param_counts({n: t.shape for n, t in tensors.items()}, adapter, tied),
               "pruned": _param_counts({t.name: t.shape for t in outputs}, adapter, tied)}
-    params["removed"] = params["dense"]["total"] - params["pruned"]["total"]
+    params["removed"] = params["dense"]["total"] - _param_counts(sliced, adapter, tied)["total"]
+    params["added_biases"] = params["pruned"]["total"] - _param_counts(sliced, adapter, tied)["total"]
     if params["removed"] != plan.removed_params:  # the plan and the checkpoint must agree
         raise CusprunError(f"Slicing would remove {params['removed']} parameters, the plan says "
                            f"{plan.removed_params}: checkpoint and config disagree")
@@ -192,12 +206,13 @@ def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: s
         meta = {**plan.model_dump(mode="json"),
                 "base_model": base_model, "base_model_fingerprint": model_fingerprint,
                 "base_architecture": adapter.architecture, "layer_widths": width_dicts,
-                "params": params, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "params": params, "compensation": comp.describe(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "cusprun_version": cusprun.__version__}
         (tmp / "cusprun.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(plan, base_model=base_model, params=params,
                                                   widths=width_dicts, card=card,
-                                                  version=cusprun.__version__))
+                                                  version=cusprun.__version__,
+                                                  compensation=comp.describe()))
         _publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

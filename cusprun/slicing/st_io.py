@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,30 +85,37 @@ def read_tensor(info: TensorInfo) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class OutTensor:
-    """One tensor of an output shard: copied verbatim, or rows/columns `index` along `dim`."""
+    """One tensor of an output shard: copied verbatim, rows/columns `index` along `dim`, or
+    computed by `make()` (compensated weights, new biases) in `dtype` (a safetensors dtype name;
+    default: the source's)."""
 
     name: str
-    src: TensorInfo
+    src: TensorInfo | None
     shape: tuple[int, ...]
     dim: int | None = None
     index: torch.Tensor | None = None
+    make: Callable[[], torch.Tensor] | None = None
+    dtype: str | None = None
+
+    @property
+    def out_dtype(self) -> str:
+        return self.dtype or self.src.dtype  # type: ignore[union-attr]
 
     @property
     def nbytes(self) -> int:
-        n = DTYPES[self.src.dtype].itemsize if self.src.dtype in DTYPES else None
-        if self.dim is None:
-            return self.src.nbytes
+        if self.dim is None and self.make is None:
+            return self.src.nbytes  # type: ignore[union-attr]
         numel = 1
         for s in self.shape:
             numel *= s
-        return numel * n  # type: ignore[operator]
+        return numel * DTYPES[self.out_dtype].itemsize
 
 
 def _header_bytes(tensors: list[OutTensor], metadata: dict[str, str]) -> bytes:
     header: dict = {"__metadata__": metadata}
     off = 0
     for t in tensors:
-        header[t.name] = {"dtype": t.src.dtype, "shape": list(t.shape), "data_offsets": [off, off + t.nbytes]}
+        header[t.name] = {"dtype": t.out_dtype, "shape": list(t.shape), "data_offsets": [off, off + t.nbytes]}
         off += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # keep the data 8-byte aligned, as the reference writer does
@@ -132,12 +140,15 @@ def write_shard(path: Path, tensors: list[OutTensor], metadata: dict[str, str] |
     with open(path, "wb") as out:
         out.write(_header_bytes(tensors, metadata or {"format": "pt"}))
         for t in tensors:
-            if t.dim is None:
+            if t.dim is None and t.make is None:
                 _copy_bytes(t.src, out)
             else:
-                x = read_tensor(t.src).index_select(t.dim, t.index).contiguous()
+                if t.make is not None:
+                    x = t.make().to(DTYPES[t.out_dtype]).contiguous()
+                else:
+                    x = read_tensor(t.src).index_select(t.dim, t.index).contiguous()
                 if tuple(x.shape) != t.shape:
-                    raise AssertionError(f"{t.name}: sliced to {tuple(x.shape)}, planned {t.shape}")
+                    raise AssertionError(f"{t.name}: made {tuple(x.shape)}, planned {t.shape}")
                 out.write(x.reshape(-1).view(torch.uint8).numpy().data if x.numel() else b"")
                 del x
             if progress is not None:

@@ -1,0 +1,86 @@
+"""What each piece of the selection contributes to the demo expert's quality, side by side.
+
+One calibration (the demo's corpora, statistics and Grams), then the Cus-Prun plan at one ratio
+(default 25 % of prunable parameters) with the pieces switched on one at a time: the unit score
+(per-document percentile as before, or relative mean impact), the budget allocation (global rank
+order, or measured on held-back documents), and the compensation (none, FLAP's bias, least-
+squares refit, both), plus the per_layer layout. Each row masks + compensates SmolLM2-135M in
+memory and scores the demo's held-out loss sets: retention = dense loss / model loss.
+
+    python benchmarks/quality_ablation.py [--ratio 0.25]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, markdown, own_sets
+
+from cusprun.allocation import DamageProbe
+from cusprun.compensation import CompensationConfig
+from cusprun.compensation.apply import MaskSession
+from cusprun.masks import PruneConfig, build_plan
+from cusprun.pipeline.plan_inputs import probe_tokens
+from cusprun.pipeline.spec import ExpertSpec
+
+# label, score, allocation, compensation, layout
+VARIANTS = [
+    ("previous default", "percentile", "rank", "none", "uniform"),
+    ("+ impact score", "impact", "rank", "none", "uniform"),
+    ("+ measured allocation", "impact", "measured", "none", "uniform"),
+    ("+ bias compensation (FLAP)", "impact", "measured", "bias", "uniform"),
+    ("+ least-squares refit (default)", "impact", "measured", "ls", "uniform"),
+    ("+ least squares with bias", "impact", "measured", "ls+bias", "uniform"),
+    ("percentile score, measured, ls", "percentile", "measured", "ls", "uniform"),
+    ("default, per_layer layout", "impact", "measured", "ls", "per_layer"),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ratio", type=float, default=0.25)
+    args = ap.parse_args()
+    model, tok, fp = demo_model()
+    spec = ExpertSpec.model_validate(DEMO)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sets = eval_sets(spec, work)
+        dense = losses(model, tok, sets)
+        cal = calibrate(model, tok, fp, spec, work)
+        own = own_sets(sets, spec)
+        session = MaskSession(model)
+        for label, score, allocation, mode, layout in VARIANTS:
+            comp = CompensationConfig(mode=mode, ridge=spec.ridge)
+            t = time.perf_counter()
+            probe = (DamageProbe(model, tok, cal.heldback, grams=cal.grams, compensation=comp,
+                                 max_tokens=probe_tokens(spec)) if allocation == "measured" else None)
+            plan = build_plan(cal.stats, PruneConfig(target_ratio=args.ratio, score=score,
+                                                     allocation=allocation, layout=layout),
+                              model.config, base_fingerprint=fp, general=cal.general, probe=probe)
+            t_plan = time.perf_counter() - t
+            session.apply(plan, grams=cal.grams, config=comp)
+            got = losses(model, tok, sets)
+            session.restore()
+            search = plan.report.get("allocation_search") or {}
+            heads = plan.report["head_structure_per_layer"]
+            ffn = plan.report["kept_per_layer"]["ffn"]
+            rows.append({"variant": label, "score": score, "allocation": allocation,
+                         "compensation": mode, "layout": layout,
+                         "heads (k x g)": heads[0] if len(set(heads)) == 1 else "varies",
+                         "FFN kept": str(ffn[0]) if len(set(ffn)) == 1 else f"{min(ffn)}-{max(ffn)}",
+                         **{n: dense[n] / got[n] for n in sorted(got)},
+                         "mean own": sum(dense[n] / got[n] for n in own) / len(own),
+                         "candidates": len(search.get("candidates", [])), "plan s": t_plan})
+            print(f"done: {label} ({t_plan:.0f}s)", file=sys.stderr, flush=True)
+    print(f"ratio {args.ratio}; calibration: {cal.grams.n_tokens} tokens, statistics "
+          f"{cal.seconds['stats']:.0f}s, Grams {cal.seconds['grams']:.0f}s\n")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

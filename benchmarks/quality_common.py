@@ -1,0 +1,94 @@
+"""Shared set-up of the quality benchmarks: the demo expert's corpora, statistics, Grams and
+held-out loss sets on the embedded SmolLM2-135M, built with the library (no Prefect), exactly as
+the build-expert flow builds them for `cusprun demo`."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cusprun.compensation import GramSet, collect_grams  # noqa: E402
+from cusprun.corpora import prepare_corpus  # noqa: E402
+from cusprun.evaluation.likelihood import heldout_loss  # noqa: E402
+from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402
+from cusprun.models import load_model, resolve_model  # noqa: E402
+from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora  # noqa: E402
+from cusprun.pipeline.spec import ExpertSpec  # noqa: E402
+from cusprun.scoring import collect_stats  # noqa: E402
+
+DEMO = {"name": "en-health-qa", "base_model": "smollm2-135m", "language": {"value": "en", "max_docs": 40},
+        "domain": {"value": "health", "max_docs": 40}, "task": {"value": "qa", "max_docs": 40},
+        "general": {"value": "en", "max_docs": 40}, "max_tokens": 256,
+        "evaluation": {"max_docs": 10, "max_tokens": 128, "other_languages": ["de"]}}
+
+
+@dataclass
+class Calibration:
+    stats: dict = field(default_factory=dict)       # dimension -> [DimensionStats]
+    general: list = field(default_factory=list)
+    heldback: dict = field(default_factory=dict)    # dimension -> [texts]
+    grams: GramSet | None = None
+    seconds: dict = field(default_factory=dict)
+
+
+def demo_model():
+    r = resolve_model("smollm2-135m")
+    model, tok = load_model(r.path, device="cpu")
+    return model, tok, r.fingerprint
+
+
+def eval_sets(spec: ExpertSpec, work: Path) -> dict:
+    tables = {n: prepare_corpus(c, work / "eval").read("eval")
+              for n, c in evaluation_corpora(spec).items()}
+    return loss_sets_from_tables(tables, max_docs=spec.evaluation.max_docs)
+
+
+def losses(model, tok, sets: dict, max_tokens: int = 128) -> dict[str, float]:
+    return {n: heldout_loss(model, tok, ex, max_tokens=max_tokens, progress=False).loss
+            for n, ex in sets.items()}
+
+
+def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
+    """Statistics of every calibration corpus, Grams of the expert's own, held-back docs."""
+    cal = Calibration()
+    t_stats = t_grams = 0.0
+    grams = []
+    for dim, specs in calibration_corpora(spec).items():
+        for i, c in enumerate(specs):
+            p = prepare_corpus(c, work / "corpora")
+            texts = p.texts("calib")
+            t = time.perf_counter()
+            s = collect_stats(model, tok, texts, max_tokens=spec.max_tokens, progress=False)
+            s.summary["model_fingerprint"] = fp
+            t_stats += time.perf_counter() - t
+            if dim == "general":
+                cal.general.append(s)
+                continue
+            cal.stats.setdefault(dim, []).append(s)
+            cal.heldback.setdefault(dim, []).extend(p.texts("holdback"))
+            t = time.perf_counter()
+            g = work / f"grams-{dim}-{i}-{p.hash[:12]}-{spec.max_tokens}"
+            collect_grams(model, tok, texts, g, max_tokens=spec.max_tokens, progress=False)
+            grams.append(g)
+            t_grams += time.perf_counter() - t
+    cal.grams = GramSet(grams)
+    cal.seconds = {"stats": t_stats, "grams": t_grams}
+    return cal
+
+
+def own_sets(sets: dict, spec: ExpertSpec) -> list[str]:
+    return [n for n in sets if n.split("=")[0] in ("domain", "task")
+            or n == f"language={spec.language.value}"]
+
+
+def markdown(rows: list[dict], float_fmt: str = "{:.3f}") -> str:
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(
+            (f"{v:.0f}" if k.endswith(" s") else float_fmt.format(v)) if isinstance(v, float) else str(v)
+            for k, v in r.items()) + " |")
+    return "\n".join(out)

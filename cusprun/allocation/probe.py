@@ -1,0 +1,74 @@
+"""DamageProbe: the real cost of a candidate plan, measured as the held-back loss of the dense
+model with the plan's units masked (and compensated, as slicing will), restored between
+candidates (cusprun.compensation.apply.MaskSession) instead of reloaded."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from torch import nn
+
+from cusprun.compensation import CompensationConfig, GramSet
+from cusprun.compensation.apply import MaskSession
+from cusprun.errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+
+class DamageProbe:
+    """Held-back loss per dimension of `model` under candidate plans.
+
+    `heldback`: dimension -> documents held back from the statistics (never used to score
+    units). Damage of a plan = mean over dimensions of (masked loss / dense loss), so every
+    dimension counts the same whatever its dense loss."""
+
+    def __init__(self, model: nn.Module, tokenizer, heldback: Mapping[str, Sequence[str]], *,
+                 grams: GramSet | None = None, compensation: CompensationConfig | None = None,
+                 max_tokens: int = 128, batch_size: int = 8):
+        from cusprun.evaluation.items import LossExample
+
+        if not heldback or any(not docs for docs in heldback.values()):
+            raise CorpusError("The allocation search needs held-back documents for every dimension "
+                              f"(got {', '.join(f'{k}: {len(v)}' for k, v in heldback.items()) or 'none'}).")
+        self.model, self.tokenizer = model, tokenizer
+        self.compensation = compensation or CompensationConfig(mode="none")
+        self.grams = grams
+        self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.sets = {k: [LossExample(text=t) for t in docs] for k, docs in heldback.items()}
+        self.session = MaskSession(model)
+        self.n_evaluated = 0
+        self.seconds = 0.0
+        self.dense = self._losses()
+
+    def restore(self) -> None:
+        self.session.restore()
+
+    def _losses(self) -> dict[str, float]:
+        from cusprun.evaluation.likelihood import heldout_loss
+
+        t0 = time.perf_counter()
+        out = {k: heldout_loss(self.model, self.tokenizer, ex, max_tokens=self.max_tokens,
+                               batch_size=self.batch_size, name=f"held-back {k}", progress=False).loss
+               for k, ex in self.sets.items()}
+        self.n_evaluated += 1
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def losses(self, plan) -> dict[str, float]:
+        """Held-back loss per dimension with `plan` (anything with .layers) masked."""
+        t0 = time.perf_counter()
+        try:
+            self.session.apply(plan, grams=self.grams, config=self.compensation)
+            self.seconds += time.perf_counter() - t0
+            return self._losses()
+        finally:
+            self.restore()
+
+    def damage(self, losses: Mapping[str, float]) -> float:
+        return sum(losses[k] / self.dense[k] for k in self.dense) / len(self.dense)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(self.tokenizer(e.text, truncation=True, max_length=self.max_tokens)["input_ids"])
+                   for ex in self.sets.values() for e in ex)

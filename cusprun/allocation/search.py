@@ -1,0 +1,158 @@
+"""Allocation by measured damage: how much of the budget goes to heads vs FFN neurons, and to
+which layers, decided by the held-back loss of masked (+ compensated) candidates.
+
+Scores say which units within a layer go first; they cannot say whether a head (here about 43
+FFN neurons' worth of parameters) is worth more than its parameters in neurons, nor which layers
+tolerate more removal. The search measures that instead of assuming it:
+
+- uniform: one head structure (k kept KV groups x g query heads) for every layer, the FFN taking
+  the rest of the budget. Structures are tried from most heads kept to fewest; the search stops
+  after `patience` candidates in a row that do not beat the best so far. Typically 3-5 candidates.
+- per_layer: the best uniform structure, then per-layer FFN widths. Each layer's share of the FFN
+  removal is proportional to (mean e / e_l)^alpha, where e_l is the layer's relative
+  reconstruction error under the uniform removal (compensated output error over the squared norm
+  of the residual stream entering it, in closed form from the Grams): alpha = 0 is the uniform
+  plan itself, so per_layer is never worse than uniform on the held-back documents.
+
+Cost per candidate: one mask + compensation (one small solve per layer) and one forward pass over
+the held-back documents; it grows linearly with model size and held-back tokens."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cusprun.adapters import Adapter
+from cusprun.allocation.probe import DamageProbe
+from cusprun.compensation.apply import head_channels
+from cusprun.compensation.solve import compensate
+from cusprun.masks.heads import HeadStructure
+from cusprun.masks.select import Allocation, Selection, UnitScores, select_units, uniform_structures
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trial:
+    label: str
+    allocation: Allocation
+    damage: float
+    losses: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    best: Allocation
+    selection: Selection
+    trials: list[Trial] = field(default_factory=list)
+    dense: dict[str, float] = field(default_factory=dict)
+
+    def report(self, probe: DamageProbe) -> dict:
+        """JSON-able summary for the plan's report."""
+        return {
+            "method": "held-back loss of masked candidates" + (
+                f" with {probe.compensation.mode} compensation" if probe.compensation.enabled else ""),
+            "chosen": self.best.label,
+            "dense_heldback_loss": {k: round(v, 4) for k, v in self.dense.items()},
+            "heldback_tokens": probe.n_tokens,
+            "candidates": [{"label": t.label, "damage": round(t.damage, 4),
+                            "heldback_loss": {k: round(v, 4) for k, v in t.losses.items()},
+                            "seconds": round(t.seconds, 2)} for t in self.trials],
+            "seconds": round(sum(t.seconds for t in self.trials), 2),
+        }
+
+
+def _label(st: HeadStructure) -> str:
+    return f"heads {st.groups}x{st.per_group}"
+
+
+class _Search:
+    def __init__(self, scores: UnitScores, adapter: Adapter, config: Any, probe: DamageProbe, *,
+                 layout: str, target_ratio: float, ffn_multiple: int):
+        self.scores, self.adapter, self.config, self.probe = scores, adapter, config, probe
+        self.layout, self.ratio, self.m = layout, target_ratio, ffn_multiple
+        self.trials: list[Trial] = []
+        self.sels: dict[str, Selection] = {}
+
+    def select(self, a: Allocation, layout: str) -> Selection:
+        return select_units(self.scores, self.adapter, self.config, layout=layout,
+                            target_ratio=self.ratio, ffn_multiple=self.m, allocation=a)
+
+    def trial(self, a: Allocation, layout: str) -> Trial:
+        t0 = time.perf_counter()
+        sel = self.select(a, layout)
+        losses = self.probe.losses(sel)
+        t = Trial(a.label, a, self.probe.damage(losses), losses, time.perf_counter() - t0)
+        self.trials.append(t)
+        self.sels[a.label] = sel
+        log.info("allocation %s: damage %.4f (%s) in %.1fs", a.label, t.damage,
+                 ", ".join(f"{k} {v:.3f}" for k, v in losses.items()), t.seconds)
+        return t
+
+    def best(self) -> Trial:
+        return min(self.trials, key=lambda t: (t.damage, self.trials.index(t)))
+
+
+def _uniform_search(s: _Search, patience: int) -> Trial:
+    n = s.adapter.dims(s.config).n_layers
+    since = 0
+    for st in uniform_structures(s.scores, s.adapter, s.config, target_ratio=s.ratio,
+                                 ffn_multiple=s.m):
+        before = s.best() if s.trials else None
+        t = s.trial(Allocation((st,) * n, None, _label(st)), "uniform")
+        since = 0 if before is None or t.damage < before.damage else since + 1
+        if since >= patience:
+            break
+    return s.best()
+
+
+@torch.no_grad()
+def layer_errors(sel: Selection, probe: DamageProbe) -> np.ndarray:
+    """Per layer: compensated output error of down_proj + o_proj on the calibration tokens
+    (from the Grams) over the squared norm of the residual stream entering the layer."""
+    ad = Adapter.for_model(probe.model)
+    d = ad.dims(probe.model.config)
+    mode = probe.compensation.mode if probe.compensation.mode in ("ls", "ls+bias") else "ls"
+    out = []
+    for li, (layer, keep) in enumerate(zip(ad.layers(probe.model), sel.layers)):
+        g = probe.grams.layer(li)
+        err = 0.0
+        for role, lin, cols in (("down", ad.down_proj(layer), keep.ffn),
+                                ("o", ad.o_proj(layer), head_channels(keep.heads, d.head_dim))):
+            w = lin.weight.detach().double()
+            kept, _ = compensate(w, None, cols, g.gram[role], g.total[role], g.n_tokens,
+                                 mode="ls" if mode == "ls+bias" else mode,
+                                 ridge=probe.compensation.ridge)
+            delta = w.clone()
+            delta[:, cols] -= kept
+            err += float(torch.einsum("oi,ij,oj->", delta, g.gram[role].to(delta), delta))
+        out.append(err / max(g.resid_sq, 1e-30))
+    return np.asarray(out)
+
+
+def search_allocation(scores: UnitScores, adapter: Adapter, config: Any, probe: DamageProbe, *,
+                      layout: str, target_ratio: float, ffn_multiple: int = 1, patience: int = 2,
+                      alphas: tuple[float, ...] = (0.5, 1.0)) -> SearchResult:
+    """The allocation (head structures, FFN widths) with the lowest measured damage."""
+    s = _Search(scores, adapter, config, probe, layout=layout, target_ratio=target_ratio,
+                ffn_multiple=ffn_multiple)
+    best = _uniform_search(s, patience)
+    if layout == "per_layer":
+        heads = best.allocation.heads
+        base = Allocation(heads, None, f"{best.label}, FFN uniform")
+        sel = s.select(Allocation(heads, tuple([1.0] * len(heads)), base.label), "per_layer")
+        if probe.grams is not None:
+            e = layer_errors(sel, probe)
+            removed = np.array([len(scores.ffn[0]) - len(k.ffn) for k in sel.layers], dtype=float)
+            for alpha in alphas:
+                share = removed * (e.mean() / np.maximum(e, 1e-30)) ** alpha
+                s.trial(Allocation(heads, tuple(float(x) for x in share),
+                                   f"{best.label}, FFN by layer error^-{alpha:g}"), "per_layer")
+        winner = s.best()   # the uniform structure itself when no per-layer split beats it
+        return SearchResult(winner.allocation, s.sels[winner.label], s.trials, probe.dense)
+    return SearchResult(best.allocation, s.sels[best.label], s.trials, probe.dense)

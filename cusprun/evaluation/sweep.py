@@ -1,0 +1,154 @@
+"""Retention vs pruning ratio: every method at several ratios, with and without compensation,
+on the held-out loss sets, so a customer can pick a ratio by looking.
+
+Each point is the dense model with the plan's units masked (and compensated) in memory: one
+dense load for the whole sweep, restored between points (cusprun.compensation.apply). A masked
++ compensated model computes what the sliced checkpoint computes (tests/test_compensation.py), so
+no checkpoint is written for a sweep point. The plans are the same with and without compensation;
+only the closed-form correction differs, which isolates what compensation contributes."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from cusprun.compensation import CompensationConfig, GramSet
+from cusprun.compensation.apply import MaskSession
+from cusprun.evaluation.likelihood import heldout_loss
+
+log = logging.getLogger(__name__)
+
+
+def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
+              loss_sets: Mapping[str, Sequence[Any]], *, grams: GramSet | None, modes: Sequence[str],
+              ridge: float, max_tokens: int = 256, batch_size: int = 8, progress: bool = True,
+              known: Mapping[tuple[str, str], Mapping[str, tuple[float, int]]] | None = None
+              ) -> list[dict]:
+    """Rows {method, ratio, compensation, eval_set, loss, n_tokens, retention} for the dense model
+    and for every plan (name -> (method, ratio, plan)) under every compensation mode. `known`:
+    (name, mode) -> {eval_set: (loss, n_tokens)} already measured on the sliced checkpoint (the
+    published ratio), taken as they are instead of measured again; ('dense', 'none') likewise."""
+    known = known or {}
+    session = MaskSession(model)
+
+    def losses() -> dict[str, tuple[float, int]]:
+        out = {}
+        for name, ex in loss_sets.items():
+            r = heldout_loss(model, tokenizer, ex, max_tokens=max_tokens, batch_size=batch_size,
+                             name=name, progress=False)
+            out[name] = (r.loss, r.n_tokens)
+        return out
+
+    dense = dict(known.get(("dense", "none")) or losses())
+    rows = [{"method": "dense", "ratio": 0.0, "compensation": "none", "eval_set": s, "loss": l,
+             "n_tokens": n, "retention": 1.0} for s, (l, n) in dense.items()]
+    jobs = [(name, mode) for name in plans for mode in modes]
+    for name, mode in tqdm(jobs, desc="ratio sweep", disable=not progress):
+        method, ratio, plan = plans[name]
+        if (name, mode) in known:
+            measured = dict(known[(name, mode)])
+        else:
+            if mode != "none" and grams is None:
+                raise ValueError(f"sweep point {name} with compensation {mode!r} needs Grams")
+            session.apply(plan, grams=grams, config=CompensationConfig(mode=mode, ridge=ridge))
+            measured = losses()
+        for s, (l, n) in measured.items():
+            rows.append({"method": method, "ratio": float(ratio), "compensation": mode,
+                         "eval_set": s, "loss": l, "n_tokens": n,
+                         "retention": dense[s][0] / l if l > 0 else math.nan})
+        log.info("sweep %s (compensation %s) done", name, mode)
+    session.restore()
+    return rows
+
+
+def _table(rows: list[dict]) -> dict[tuple[str, float, str], dict[str, float]]:
+    out: dict[tuple[str, float, str], dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        out[(r["method"], r["ratio"], r["compensation"])][r["eval_set"]] = r["retention"]
+    return out
+
+
+def sweep_markdown(rows: list[dict], own_sets: Sequence[str]) -> str:
+    """Loss retention (dense loss / model loss, 1 = dense) per method, ratio and compensation."""
+    if not rows:
+        return ""
+    sets = sorted({r["eval_set"] for r in rows})
+    own = [s for s in own_sets if s in sets]
+    table = _table(rows)
+    head = ["method", "ratio", "compensation", *sets] + (["mean of expert's sets"] if own else [])
+    lines = ["## Retention vs pruning ratio", "",
+             "Held-out loss retention (dense loss / model loss; 1.000 = dense) of every method at "
+             "every sweep ratio, with and without compensation (same plans; only the closed-form "
+             "correction differs). Bold: best method at that ratio and compensation setting on the "
+             "mean of the expert's own sets.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best: dict[tuple[float, str], float] = {}
+    for (m, ratio, comp), v in table.items():
+        if m != "dense" and own:
+            score = sum(v[s] for s in own) / len(own)
+            best[(ratio, comp)] = max(best.get((ratio, comp), -1.0), score)
+    order = sorted(table, key=lambda k: (k[1], k[2] == "none", k[0] != "cusprun", k[0]))
+    for key in order:
+        m, ratio, comp = key
+        v = table[key]
+        cells = [m, f"{ratio:.2f}", comp, *[f"{v[s]:.3f}" if s in v else "" for s in sets]]
+        if own:
+            mean = sum(v[s] for s in own) / len(own)
+            txt = f"{mean:.3f}"
+            cells.append(f"**{txt}**" if m != "dense" and abs(mean - best[(ratio, comp)]) < 1e-12 else txt)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(rows: list[dict], path: str | Path, own_sets: Sequence[str]) -> Path | None:
+    """One panel per eval set plus the mean of the expert's own sets; a line per method, solid
+    with compensation, dashed without."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    table = _table(rows)
+    sets = sorted({r["eval_set"] for r in rows})
+    own = [s for s in own_sets if s in sets]
+    panels = ([("mean of the expert's sets", own)] if own else []) + [(s, [s]) for s in sets]
+    methods = sorted({k[0] for k in table if k[0] != "dense"}, key=lambda m: (m != "cusprun", m))
+    colors = {m: plt.cm.tab10(i) for i, m in enumerate(methods)}
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, members) in zip(axes.flat, panels):
+        for m in methods:
+            for comp in sorted({k[2] for k in table if k[0] == m}):
+                pts = sorted((k[1], sum(v[s] for s in members) / len(members))
+                             for k, v in table.items() if k[0] == m and k[2] == comp
+                             and all(s in v for s in members))
+                if pts:
+                    pts = [(0.0, 1.0), *pts]
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3,
+                            color=colors[m], ls="-" if comp != "none" else "--",
+                            lw=2.2 if m == "cusprun" else 1.2,
+                            label=f"{m} ({'no comp.' if comp == 'none' else comp})")
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("removed fraction of prunable parameters")
+        ax.set_ylabel("loss retention (1 = dense)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=7)
+    fig.suptitle("Held-out loss retention vs pruning ratio (solid: compensated, dashed: not)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,148 @@
+"""Allocation by measured damage: candidates are real masked models scored on held-back text;
+the chosen plan is GQA-valid, meets the target, and per_layer never measures worse than
+uniform on the held-back documents."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cusprun.adapters import Adapter
+from cusprun.allocation import DamageProbe, search_allocation
+from cusprun.compensation import CompensationConfig, GramSet, collect_grams
+from cusprun.errors import CorpusError, SpecError
+from cusprun.masks import PruneConfig, build_plan
+from cusprun.masks.heads import valid_structures
+from cusprun.masks.select import Allocation, UnitScores, distribute, select_units
+from cusprun.scoring import collect_stats
+from cusprun.slicing.validate import validate_plan
+from cusprun.testing import make_tiny_model, tiny_tokenizer
+
+CALIB = ["The heart pumps blood through the body every second of the day.",
+         "Fever is a common symptom of an infection by bacteria or viruses.",
+         "Insulin is a hormone that lowers the level of sugar in the blood.",
+         "The kidneys filter waste from the blood and make urine.",
+         "Vaccines train the immune system to recognise a pathogen.",
+         "Aspirin reduces pain, fever and inflammation in the body.",
+         "The lungs exchange oxygen and carbon dioxide with the blood.",
+         "Antibiotics kill bacteria but do not work against viruses."]
+HELD = ["Blood pressure is the force of blood against the walls of arteries.",
+        "A fracture is a break in the continuity of a bone."]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    model, _ = make_tiny_model("LlamaForCausalLM", num_hidden_layers=4)
+    tok = tiny_tokenizer()
+    stats = collect_stats(model, tok, CALIB, max_tokens=64, batch_size=4, progress=False)
+    stats.summary["model_fingerprint"] = "fp"
+    grams = tmp_path_factory.mktemp("g") / "grams"
+    collect_grams(model, tok, CALIB, grams, max_tokens=64, batch_size=4, progress=False)
+    return model, tok, stats, GramSet([grams])
+
+
+def _probe(setup, mode="ls"):
+    model, tok, _, gs = setup
+    return DamageProbe(model, tok, {"domain": HELD, "task": HELD[:1]}, grams=gs,
+                       compensation=CompensationConfig(mode=mode), max_tokens=64)
+
+
+def _scores(stats):
+    return UnitScores(ffn=stats.ffn_impact_mean.numpy(), heads=stats.head_impact_mean.numpy())
+
+
+@pytest.mark.parametrize("layout", ["uniform", "per_layer"])
+@pytest.mark.parametrize("ratio", [0.1, 0.3])
+def test_search_is_valid_and_meets_the_target(setup, layout, ratio):
+    model, _, stats, _ = setup
+    probe = _probe(setup)
+    dense_before = [p.clone() for p in model.parameters()]
+    ad = Adapter.for_model(model)
+    res = search_allocation(_scores(stats), ad, model.config, probe, layout=layout, target_ratio=ratio)
+    assert res.trials and res.best.label == min(res.trials, key=lambda t: t.damage).label
+    sel = res.selection
+    prunable = ad.prunable_params(model.config)
+    assert abs(sel.removed_params - ratio * prunable) <= ad.unit_params(model.config)["ffn_neuron"] * (
+        model.config.num_hidden_layers if layout == "uniform" else 1)
+    valid = set(valid_structures(ad, model.config, ad.dims(model.config)))
+    d = ad.dims(model.config)
+    for keep in sel.layers:                         # every layer is a valid GQA structure
+        per = {g: sum(1 for h in keep.heads if h // d.group_size == g) for g in keep.kv_heads}
+        assert len(set(per.values())) == 1
+        assert any(s.groups == len(keep.kv_heads) and s.per_group == next(iter(per.values()))
+                   for s in valid)
+    if layout == "uniform":
+        assert len({(len(k.ffn), len(k.heads)) for k in sel.layers}) == 1
+    # the probe left the model dense
+    assert all(torch.equal(a, b) for a, b in zip(dense_before, model.parameters()))
+    report = res.report(probe)
+    assert report["chosen"] == res.best.label and report["heldback_tokens"] > 0
+    assert all(c["damage"] >= 0.5 for c in report["candidates"])
+
+
+def test_per_layer_is_never_worse_than_uniform_on_heldback(setup):
+    model, _, stats, _ = setup
+    ad = Adapter.for_model(model)
+    uni = search_allocation(_scores(stats), ad, model.config, _probe(setup), layout="uniform",
+                            target_ratio=0.3)
+    per = search_allocation(_scores(stats), ad, model.config, _probe(setup), layout="per_layer",
+                            target_ratio=0.3)
+    best = lambda r: min(t.damage for t in r.trials)  # noqa: E731
+    assert best(per) <= best(uni) + 1e-9
+    assert any("FFN by layer error" in t.label for t in per.trials)
+
+
+def test_damage_reflects_the_real_masked_loss(setup):
+    """Removing more costs more on held-back text; nothing removed costs nothing."""
+    model, _, stats, _ = setup
+    probe = _probe(setup, mode="none")
+    ad = Adapter.for_model(model)
+    lo = select_units(_scores(stats), ad, model.config, layout="uniform", target_ratio=0.05)
+    hi = select_units(_scores(stats), ad, model.config, layout="uniform", target_ratio=0.6)
+    assert probe.damage(probe.losses(hi)) > probe.damage(probe.losses(lo)) > 0.99
+    assert probe.damage(probe.dense) == pytest.approx(1.0)
+
+
+def test_build_plan_with_measured_allocation_records_the_search(setup):
+    model, _, stats, _ = setup
+    cfg = PruneConfig(target_ratio=0.25, min_docs=2, allocation="measured")
+    plan = build_plan({"domain": [stats]}, cfg, model.config, base_fingerprint="fp",
+                      probe=_probe(setup))
+    search = plan.report["allocation_search"]
+    assert search["chosen"] in [c["label"] for c in search["candidates"]]
+    assert plan.report["score_kind"] == "impact"
+    validate_plan(plan, model.config, model_fingerprint="fp")
+    with pytest.raises(SpecError, match="allocation='measured' needs a damage probe"):
+        build_plan({"domain": [stats]}, cfg, model.config, base_fingerprint="fp")
+    rank = build_plan({"domain": [stats]}, cfg.model_copy(update={"allocation": "rank"}),
+                      model.config, base_fingerprint="fp")
+    assert "allocation_search" not in rank.report
+
+
+def test_probe_needs_heldback_documents(setup):
+    model, tok, _, _ = setup
+    with pytest.raises(CorpusError, match="held-back documents for every dimension"):
+        DamageProbe(model, tok, {"domain": []})
+
+
+def test_distribute_hits_the_total_within_caps():
+    out = distribute(10, [1, 1, 8], [5, 5, 3])
+    assert out.sum() == 10 and (out <= [5, 5, 3]).all() and out[2] == 3
+    assert distribute(7, [0, 0, 0], [4, 4, 4]).sum() == 7
+    assert list(distribute(0, [1, 2], [3, 3])) == [0, 0]
+    assert distribute(50, [1, 1], [3, 4]).sum() == 7          # capped
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        caps = rng.integers(0, 20, 6)
+        n = int(rng.integers(0, caps.sum() + 1))
+        got = distribute(n, rng.random(6), caps)
+        assert got.sum() == n and (got <= caps).all() and (got >= 0).all()
+
+
+def test_uniform_allocation_refuses_an_infeasible_structure(setup):
+    model, _, stats, _ = setup
+    ad = Adapter.for_model(model)
+    st = valid_structures(ad, model.config, ad.dims(model.config))[-1]     # fewest heads kept
+    with pytest.raises(SpecError, match="cannot meet a target"):
+        select_units(_scores(stats), ad, model.config, layout="uniform", target_ratio=0.05,
+                     allocation=Allocation((st,) * 4, None, "x"))

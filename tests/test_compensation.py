@@ -1,0 +1,193 @@
+"""Closed-form compensation: Grams collected layer by layer equal a plain hooked forward's, the
+refit lowers the masked-vs-dense output error on calibration tokens (and changes nothing when
+nothing is removed), and sliced + compensated checkpoints compute what the masked + compensated
+dense model computes, for every family."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from cusprun.adapters import Adapter
+from cusprun.compensation import CompensationConfig, GramSet, collect_grams, compensate, mask_model
+from cusprun.errors import SpecError
+from cusprun.slicing import slice_checkpoint
+from cusprun.slicing.compensated import Compensation
+from cusprun.slicing.synthetic import random_plan
+from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+
+FP = "tinyfingerprint0000000000000000"
+TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",
+         "Question: What is insulin?\nAnswer: a hormone that lowers blood sugar.",
+         "In the beginning God created the heaven and the earth.", "short", "x" * 90]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """arch -> (dense dir, Grams dir) built once per module."""
+    root = tmp_path_factory.mktemp("comp")
+    out = {}
+    for arch in TINY_FAMILIES:
+        model, path = make_tiny_model(arch, root / arch)
+        grams = root / f"{arch}-grams"
+        collect_grams(model, tiny_tokenizer(), TEXTS, grams, max_tokens=48, batch_size=4,
+                      progress=False)
+        out[arch] = (path, grams)
+    return out
+
+
+def _direct_grams(model, texts):
+    """Reference: one ordinary forward per document with hooks summing x x^T."""
+    ad, tok = Adapter.for_model(model), tiny_tokenizer()
+    acc: dict = {}
+
+    def hook(key):
+        def fn(_m, args):
+            x = args[0].double().reshape(-1, args[0].shape[-1])
+            acc[key] = acc.get(key, 0) + x.t() @ x
+        return fn
+
+    hs = [h for li, layer in enumerate(ad.layers(model)) for h in (
+        ad.down_proj(layer).register_forward_pre_hook(hook(("down", li))),
+        ad.o_proj(layer).register_forward_pre_hook(hook(("o", li))))]
+    with torch.no_grad():
+        for t in texts:
+            ids = tok(t, truncation=True, max_length=48, return_tensors="pt")["input_ids"]
+            model(input_ids=ids)
+    for h in hs:
+        h.remove()
+    return acc
+
+
+@pytest.mark.parametrize("arch", TINY_FAMILIES)
+def test_layerwise_grams_equal_a_hooked_forward(arch, tiny):
+    """Padding, per-layer masks and rotary embeddings (Gemma 3 sliding layers too) all match."""
+    model, _ = make_tiny_model(arch)
+    ref = _direct_grams(model, TEXTS)
+    gs = GramSet([tiny[arch][1]])
+    n_tokens = sum(len(tiny_tokenizer()(t, truncation=True, max_length=48)["input_ids"]) for t in TEXTS)
+    assert gs.n_tokens == n_tokens
+    for li in range(model.config.num_hidden_layers):
+        g = gs.layer(li)
+        for role in ("down", "o"):
+            want = ref[(role, li)]
+            assert torch.allclose(g.gram[role], want, rtol=1e-4, atol=1e-4 * want.abs().max())
+    two = GramSet([tiny[arch][1], tiny[arch][1]]).layer(0)   # corpora add up
+    assert two.n_tokens == 2 * n_tokens
+    assert torch.allclose(two.gram["down"], 2 * gs.layer(0).gram["down"])
+
+
+def _down_error(model, plan_layers, grams: GramSet, mode: str) -> float:
+    """Sum over layers and calibration tokens of ||down(x) - down'(x)||^2, from the Grams:
+    tr((W - W') H (W - W')^T) with W' the compensated weight scattered back (zeros elsewhere)."""
+    ad = Adapter.for_model(model)
+    total = 0.0
+    for li, (layer, keep) in enumerate(zip(ad.layers(model), plan_layers)):
+        g = grams.layer(li)
+        w = ad.down_proj(layer).weight.detach().double()
+        kept, _ = compensate(w, None, keep.ffn, g.gram["down"], g.total["down"], g.n_tokens,
+                             mode=mode, ridge=0.0)
+        new = torch.zeros_like(w)
+        new[:, keep.ffn] = kept
+        delta = w - new
+        total += float(torch.einsum("oi,ij,oj->", delta, g.gram["down"], delta))
+    return total
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM"])
+def test_least_squares_lowers_reconstruction_error(arch, tiny):
+    model, _ = make_tiny_model(arch)
+    plan = random_plan(model.config, fingerprint=FP, ffn=60, groups=2, heads_per_group=1,
+                       layout="uniform", seed=3)
+    gs = GramSet([tiny[arch][1]])
+    plain, ls = _down_error(model, plan.layers, gs, "none"), _down_error(model, plan.layers, gs, "ls")
+    assert ls < 0.5 * plain
+
+
+def test_compensation_is_exact_when_nothing_is_removed(tiny):
+    arch = "LlamaForCausalLM"
+    model, _ = make_tiny_model(arch)
+    plan = random_plan(model.config, fingerprint=FP, ffn=96, groups=2, heads_per_group=2,
+                       layout="uniform", seed=0)
+    ref, _ = make_tiny_model(arch)
+    for mode in ("bias", "ls", "ls+bias"):
+        m, _ = make_tiny_model(arch)
+        mask_model(m, plan, grams=GramSet([tiny[arch][1]]), config=CompensationConfig(mode=mode))
+        want = dict(ref.named_parameters())
+        for name, p in m.named_parameters():
+            if name in want:
+                assert torch.equal(p, want[name]), (mode, name)
+            else:                                     # an added bias, zero
+                assert name.endswith(".bias") and mode != "ls" and p.abs().max() == 0, (mode, name)
+
+
+def test_bias_compensation_removes_the_mean_error():
+    """After 'bias', the removed units' error has zero mean over the calibration tokens."""
+    torch.manual_seed(0)
+    x = torch.randn(500, 12, dtype=torch.float64) + torch.linspace(-2, 2, 12)
+    w = torch.randn(5, 12, dtype=torch.float64)
+    keep = [0, 2, 3, 7, 11]
+    wk, b = compensate(w, None, keep, x.t() @ x, x.sum(0), 500, mode="bias")
+    err = x @ w.t() - (x[:, keep] @ wk.t() + b)
+    assert err.mean(0).abs().max() < 1e-10
+    wk2, b2 = compensate(w, None, keep, x.t() @ x, x.sum(0), 500, mode="ls+bias", ridge=0.0)
+    err2 = x @ w.t() - (x[:, keep] @ wk2.t() + b2)
+    assert err2.pow(2).sum() < err.pow(2).sum()      # the joint solve is at least as good
+
+
+CASES = [(arch, "ls") for arch in TINY_FAMILIES] + [("LlamaForCausalLM", "bias"),
+                                                      ("LlamaForCausalLM", "ls+bias")]
+
+
+@pytest.mark.parametrize("layout", ["uniform", "per_layer"])
+@pytest.mark.parametrize("arch,mode", CASES)
+def test_sliced_compensated_equals_masked_compensated(arch, mode, layout, tiny, tmp_path):
+    dense_dir, grams_dir = tiny[arch]
+    cfg = AutoConfig.from_pretrained(dense_dir)
+    ffn = 50 if layout == "uniform" else [10, 96, 33]
+    groups = 1 if layout == "uniform" else [1, 2, 2]
+    per = 2 if layout == "uniform" else [2, 1, 2]
+    plan = random_plan(cfg, fingerprint=FP, ffn=ffn, groups=groups, heads_per_group=per,
+                       layout=layout, seed=5)
+    config = CompensationConfig(mode=mode)
+    out = slice_checkpoint(dense_dir, plan, tmp_path / "expert", model_fingerprint=FP,
+                           compensation=Compensation(config, GramSet([grams_dir])), progress=False)
+    meta = json.loads((out / "cusprun.json").read_text())
+    assert meta["compensation"]["mode"] == mode
+    assert f"compensation mode `{mode}`" in (out / "README.md").read_text()
+    import cusprun.slicing  # noqa: F401 - per-layer model type
+    sliced = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    if layout == "uniform":
+        assert type(sliced).__name__ == arch          # still a stock checkpoint
+    assert sum(p.numel() for p in sliced.parameters()) == meta["params"]["pruned"]["total"]
+    ref, _ = make_tiny_model(arch)
+    mask_model(ref, plan, grams=GramSet([grams_dir]), config=config)
+    x = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (sliced(x).logits - ref(x).logits).abs().max().item() < 1e-4
+    plain, _ = make_tiny_model(arch)
+    mask_model(plain, plan)
+    with torch.no_grad():   # compensation changed something
+        assert (plain(x).logits - ref(x).logits).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("arch", ["MistralForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM",
+                                  "Gemma3ForCausalLM", "Qwen3ForCausalLM"])
+def test_bias_modes_refused_where_the_stock_config_has_no_bias(arch, tiny, tmp_path):
+    dense_dir, grams_dir = tiny[arch]
+    plan = random_plan(AutoConfig.from_pretrained(dense_dir), fingerprint=FP, ffn=50, groups=1,
+                       heads_per_group=2, layout="uniform", seed=0)
+    with pytest.raises(SpecError, match="cannot carry in its stock config; use mode 'ls'"):
+        slice_checkpoint(dense_dir, plan, tmp_path / "x", model_fingerprint=FP,
+                         compensation=Compensation(CompensationConfig(mode="bias"),
+                                                   GramSet([grams_dir])), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_compensation_config_names_the_value():
+    with pytest.raises(SpecError, match=r"mode='lsq'.*'none', 'bias', 'ls' or 'ls\+bias'"):
+        CompensationConfig(mode="lsq")
+    with pytest.raises(SpecError, match="ridge=-1"):
+        CompensationConfig(ridge=-1)
