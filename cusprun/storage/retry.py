@@ -42,13 +42,25 @@ class RetryPolicy:
         return d * random.uniform(0.9, 1.1)
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from (cause or context), outermost first."""
     seen: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and cur not in seen:
         seen.append(cur)
         cur = cur.__cause__ or cur.__context__
     return seen
+
+
+def client_error_code(exc: BaseException) -> tuple[str | None, int | None]:
+    """(error code, HTTP status) of the first botocore-style ClientError in the chain."""
+    for e in chain(exc):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return (str(code) if code else None), (status if isinstance(status, int) else None)
+    return None, None
 
 
 def _client_error_verdict(exc: BaseException) -> bool | None:
@@ -67,12 +79,12 @@ def _client_error_verdict(exc: BaseException) -> bool | None:
 
 def is_transient(exc: BaseException) -> bool:
     """True when retrying `exc` could succeed (looks through the exception chain)."""
-    chain = _chain(exc)
-    for e in chain:  # an HTTP response, when there is one, decides
+    links = chain(exc)
+    for e in links:  # an HTTP response, when there is one, decides
         verdict = _client_error_verdict(e)
         if verdict is not None:
             return verdict
-    for e in chain:
+    for e in links:
         if isinstance(e, _PERMANENT_OS):
             return False
         if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError)):

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,9 +20,10 @@ from fsspec.spec import AbstractFileSystem
 from tqdm.auto import tqdm
 
 from cusprun.errors import SpecError
+from cusprun.storage.diagnose import diagnose
 from cusprun.storage.errors import ArtifactNotFoundError, StorageError
 from cusprun.storage.localcache import materialise
-from cusprun.storage.retry import RetryPolicy, call_with_retries, is_transient
+from cusprun.storage.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,11 +161,14 @@ class ArtifactStore:
         except StorageError:
             raise
         except FileNotFoundError as e:
+            d = diagnose(e, uri, self.storage_options)
+            if d.problem != "not found":   # e.g. the bucket is gone: not a missing artifact
+                raise StorageError(d.sentence(what.capitalize(), uri)) from e
             raise ArtifactNotFoundError(f"{what} {uri}: not found ({e})") from e
         except Exception as e:
-            how = (f"after {policy.attempts} attempts" if is_transient(e)
-                   else "(permanent error, not retried)")
-            raise StorageError(f"{what} {uri} failed {how}: {type(e).__name__}: {e}") from e
+            d = diagnose(e, uri, self.storage_options)
+            raise StorageError(d.sentence(what.capitalize(), uri, policy.attempts),
+                               transient=d.transient) from e
 
     # ---- queries ---------------------------------------------------------------------------
     def info(self, key: str) -> ObjectInfo:
@@ -302,15 +307,11 @@ class ArtifactStore:
         self._call("delete", key, rm)
 
     # ---- health ------------------------------------------------------------------------------
-    def _endpoint(self) -> str:
-        ck = self.storage_options.get("client_kwargs") or {}
-        return (self.storage_options.get("endpoint_url") or ck.get("endpoint_url")
-                or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-                or "the default AWS endpoint")
-
-    def check(self) -> None:
+    def check(self, *, write: bool = False) -> None:
         """Raise StorageError quickly (seconds) when the root cannot be used: unreachable
-        endpoint, missing bucket, bad credentials, a local root that is a file or read-only."""
+        endpoint, missing bucket, missing or refused credentials, a local root that is a file or
+        read-only. With `write`, also write and delete a small probe object, so credentials that
+        may only read fail here and not after hours of work."""
         if self.is_local:
             root = Path(self._root_path)
             try:
@@ -320,22 +321,26 @@ class ArtifactStore:
             if not os.access(root, os.W_OK):
                 raise StorageError(f"Artifact store root {self.root!r} is not writable")
             return
-        if self.protocol != "s3":
-            self._call("check", "", lambda: self.fs.ls(self._root_path), CHECK_POLICY)
-            return
-        bucket = self._root_path.split("/", 1)[0]
-        where = f"artifact store {self.root!r} (bucket {bucket!r} at {self._endpoint()})"
+        what = "Checking artifact store"
+        if self.protocol == "s3":
+            bucket = self._root_path.split("/", 1)[0]
+            probe: Callable[[], Any] = lambda: self.fs.call_s3("head_bucket", Bucket=bucket)  # noqa: E731
+        else:
+            probe = lambda: self.fs.ls(self._root_path)  # noqa: E731
         try:
-            call_with_retries(lambda: self.fs.call_s3("head_bucket", Bucket=bucket),
-                              what=f"check {where}", policy=CHECK_POLICY)
-        except FileNotFoundError as e:
-            raise StorageError(f"Cannot use {where}: the bucket does not exist (the endpoint "
-                               f"answered 404: {e}). Create it or fix the root URI / endpoint.") from e
-        except PermissionError as e:
-            raise StorageError(f"Cannot use {where}: access denied ({e}). Check the credentials "
-                               "(AWS_ACCESS_KEY_ID/AWS_PROFILE or storage_options).") from e
+            call_with_retries(probe, what=f"check {self.root}", policy=CHECK_POLICY)
         except Exception as e:
-            reason = ("endpoint unreachable" if is_transient(e)
-                      else "permanent error")
-            raise StorageError(f"Cannot use {where}: {reason}: {type(e).__name__}: {e}") from e
+            d = diagnose(e, self.root, self.storage_options)
+            raise StorageError(d.sentence(what, self.root, CHECK_POLICY.attempts),
+                               transient=d.transient) from e
+        if write:
+            key = f".cusprun-write-check/{uuid.uuid4().hex}"
+            try:
+                call_with_retries(lambda: self.fs.pipe_file(self._path(key), b"ok"),
+                                  what=f"write check {self.root}", policy=CHECK_POLICY)
+            except Exception as e:
+                d = diagnose(e, self.root, self.storage_options)
+                raise StorageError(d.sentence("Writing to artifact store", self.root,
+                                              CHECK_POLICY.attempts), transient=d.transient) from e
+            self.delete(key)
         log.debug("artifact store %s reachable", self.root)
