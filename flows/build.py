@@ -44,8 +44,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     log = get_run_logger()
     t0 = time.perf_counter()
     storage = storage_ref(spec, storage_block)
+    t.check_inputs(spec, storage)  # store, model, corpus sources: fails in seconds, before heavy work
     store = open_store_ref(storage)
-    store.check()  # unreachable storage fails here, before any heavy work
     model = t.resolve_base_model(spec.base_model, storage)
     log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],
              model["fingerprint"])

@@ -6,6 +6,8 @@ import importlib
 import logging
 import sys
 
+from cusprun.cli.errors import (INTERRUPTED_EXIT, quiet_console_tracebacks,
+                                report_user_error)
 from cusprun.errors import CusprunError
 
 # Modules that add subcommands; each defines register(subparsers).
@@ -16,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cusprun", description="Prune a general LLM into a compact customized expert (Cus-Prun).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug logging, and the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:
@@ -31,18 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose or args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "urllib3", "botocore", "s3fs", "aiobotocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # one line per HTTP request otherwise
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not args.debug:
+        quiet_console_tracebacks()
     try:
         return int(args.func(args) or 0)
     except CusprunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error(e, args.debug)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

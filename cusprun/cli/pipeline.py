@@ -8,7 +8,10 @@ import argparse
 import os
 import time
 
-from cusprun.pipeline.spec import DimensionSpec, ExpertSpec, load_spec
+from cusprun.errors import SpecError
+from cusprun.pipeline.spec import ExpertSpec, load_spec
+
+_EXAMPLE = {"language": "de", "domain": "health", "task": "qa"}
 
 DEMO_SPEC = {
     "name": "en-health-qa",
@@ -34,11 +37,14 @@ def _spec_from_args(args) -> ExpertSpec:
     else:
         data = ExpertSpec().model_dump()
     for dim in ("language", "domain", "task"):
-        value = getattr(args, dim)
+        value, sources = getattr(args, dim), getattr(args, f"{dim}_source")
+        if sources and (not value or value == "none"):
+            raise SpecError(f"--{dim}-source {sources[0]!r} needs --{dim} VALUE (what the corpus "
+                            f"shows, e.g. --{dim} {_EXAMPLE[dim]}).")
         if value == "none":
             data[dim] = None
         elif value:
-            data[dim] = DimensionSpec(value=value, sources=getattr(args, f"{dim}_source") or []).model_dump()
+            data[dim] = {"value": value, "sources": sources or []}
     for field in ("name", "base_model", "rule", "layout", "storage_root", "execution"):
         if getattr(args, field, None):
             data[field] = getattr(args, field)
@@ -59,6 +65,10 @@ def _prefect_defaults() -> None:
 
 
 def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
+    """Check the inputs (seconds, before Prefect starts), then run the flow."""
+    from cusprun.pipeline.preflight import check_inputs
+
+    check_inputs(spec)
     _prefect_defaults()
     from flows.build import build_expert
 
