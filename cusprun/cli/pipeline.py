@@ -5,6 +5,8 @@ with it, runs show up in that server's UI like any deployment run."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import time
 
@@ -64,11 +66,26 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+@contextlib.contextmanager
+def _quiet_retries():
+    retry_log = logging.getLogger("cusprun.storage.retry")
+    if retry_log.isEnabledFor(logging.DEBUG):   # -v / --debug: show every attempt
+        yield
+        return
+    level = retry_log.level
+    retry_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        retry_log.setLevel(level)
+
+
 def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
     """Check the inputs (seconds, before Prefect starts), then run the flow."""
     from cusprun.pipeline.preflight import check_inputs
 
-    check_inputs(spec)
+    with _quiet_retries():  # two quick attempts; the error line says it all
+        check_inputs(spec)
     _prefect_defaults()
     from flows.build import build_expert
 

@@ -104,6 +104,14 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _reason(exc: BaseException) -> str:
+    code, status = client_error_code(exc)
+    if status or code:
+        parts = [f"HTTP {status}" if status else "", code if code and code != str(status) else ""]
+        return " ".join(p for p in parts if p)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def call_with_retries(fn: Callable[[], T], *, what: str, policy: RetryPolicy) -> T:
     """Run `fn`; retry transient failures per `policy` (logged), re-raise the last error."""
     for attempt in range(1, policy.attempts + 1):
@@ -113,7 +121,7 @@ def call_with_retries(fn: Callable[[], T], *, what: str, policy: RetryPolicy) ->
             if attempt >= policy.attempts or not is_transient(e):
                 raise
             wait = policy.delay(attempt - 1)
-            log.warning("%s failed with a transient error (%s: %s); attempt %d/%d, retrying in %.1fs",
-                        what, type(e).__name__, e, attempt, policy.attempts, wait)
+            log.warning("%s failed with a transient error (%s); attempt %d/%d, retrying in %.1fs",
+                        what, _reason(e), attempt, policy.attempts, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
