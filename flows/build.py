@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from transformers import AutoConfig
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from cusprun.pipeline.context import is_done
+from cusprun.pipeline.context import invalidate, is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
 from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model, evaluation_corpora,
@@ -32,7 +32,10 @@ def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
 
 
 def submit(task, stage: str, key: str, store, storage: dict, refresh: list[str], **kwargs):
-    """Submit a heavy task; force it when asked or when the store lost its artifact."""
+    """Submit a heavy task; force it when asked (its old artifact is removed first) or when the
+    store lost its artifact."""
+    if stage in refresh:
+        invalidate(store, f"{PREFIX[stage]}/{key}")
     force = stage in refresh or not is_done(store, f"{PREFIX[stage]}/{key}")
     return task.with_options(refresh_cache=force).submit(stage=stage, key=key, storage=storage, **kwargs)
 

@@ -96,11 +96,12 @@ def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
 
 
 def _print_result(spec: ExpertSpec, result: dict) -> None:
+    from cusprun.pipeline.artifacts import read_file
     from cusprun.pipeline.context import open_store
 
     if result.get("report"):
         store = open_store(spec.storage_root)
-        print("\n" + store.read_bytes(store.key_of(result["report"]) + "/report.md").decode())
+        print("\n" + read_file(store, store.key_of(result["report"]), "report.md").decode())
         print(f"report:  {result['report']}")
     exp = result["expert"]
     print(f"expert:  {exp['name']} version {exp['version']}\n         {exp['uri']}")

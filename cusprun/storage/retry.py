@@ -20,6 +20,7 @@ _TRANSIENT_CODES = {
     "Throttling", "ThrottlingException", "ThrottledException", "SlowDown", "RequestTimeout",
     "RequestTimeoutException", "RequestLimitExceeded", "TooManyRequestsException",
     "InternalError", "ServiceUnavailable", "ProvisionedThroughputExceededException",
+    "ConditionalRequestConflict",   # 409: a concurrent conditional write; try again
 }
 _TRANSIENT_ERRNOS = {
     errno.EBUSY, errno.EAGAIN, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,

@@ -260,6 +260,45 @@ class ArtifactStore:
         self._call("write", key, put)
         return self.uri(key)
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create `key` with `data` unless it already exists; True when this call created it.
+        Of concurrent callers exactly one wins: S3 uses a conditional PUT (If-None-Match: *),
+        local stores hard-link a finished temporary file (both atomic). Other filesystems fall
+        back to check-then-write."""
+        if not self.normalize_key(key):
+            raise SpecError("create_exclusive needs a non-empty key")
+        path = self._path(key)
+        if self.is_local:
+            def put() -> bool:
+                dest = Path(path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    os.link(tmp, dest)
+                    return True
+                except FileExistsError:
+                    return False
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
+        elif self.protocol == "s3":
+            bucket, obj, _ = self.fs.split_path(path)
+
+            def put() -> bool:
+                try:
+                    self.fs.call_s3("put_object", Bucket=bucket, Key=obj, Body=data, IfNoneMatch="*")
+                    return True
+                except FileExistsError:   # s3fs's name for 412 PreconditionFailed (If-None-Match)
+                    return False
+        else:
+            def put() -> bool:
+                if self.fs.exists(path):
+                    return False
+                self.fs.pipe_file(path, data)
+                return True
+        return self._call("create", key, put)
+
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
