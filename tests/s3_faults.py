@@ -155,3 +155,74 @@ def no_aws_credentials(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     s3fs.S3FileSystem.clear_instance_cache()  # instances made with credentials keep them
+
+
+class RestartableS3:
+    """A moto S3 server on its own port, serving this process's moto backend (so what was
+    stored survives a restart), that can go down like a crashed endpoint: listener closed and
+    every open connection cut. `go_down_after(n, predicate)`: once n answered requests matched
+    predicate(method, path), the next request finds the server gone."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server = None
+        self._conns: set[socket.socket] = set()
+        self._matched, self._limit, self._predicate = 0, None, None
+        self.went_down = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def go_down_after(self, n: int, predicate) -> None:
+        self._matched, self._limit, self._predicate = 0, n, predicate
+        self.went_down.clear()
+
+    def _app(self):
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        app = DomainDispatcherApplication(create_backend_app)
+
+        def middleware(environ, start_response):
+            if self._limit is not None and self._matched >= self._limit:
+                threading.Thread(target=self.stop, daemon=True).start()
+                self.went_down.wait(30)   # this request is never answered: its socket is cut
+                return []
+            out = app(environ, start_response)
+            if self._predicate and self._predicate(environ["REQUEST_METHOD"], environ["PATH_INFO"]):
+                self._matched += 1
+            return out
+        return middleware
+
+    def start(self) -> "RestartableS3":
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+        from werkzeug.serving import make_server
+
+        self._limit = None
+        server = make_server("127.0.0.1", self.port, self._app(), threaded=True,
+                             request_handler=MotoRequestHandler)
+        get_request = server.get_request
+
+        def tracked():
+            sock, addr = get_request()
+            self._conns.add(sock)
+            return sock, addr
+        server.get_request = tracked
+        self.port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        for sock in list(self._conns):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._conns.clear()
+        server.server_close()
+        self.went_down.set()

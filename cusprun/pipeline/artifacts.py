@@ -82,7 +82,8 @@ def commit(store: ArtifactStore, local_dir: Path, key: str, summary: dict) -> di
         record["files_key"] = target
     if store.create_exclusive(f"{key}/{DONE}", (json.dumps(record, indent=2, sort_keys=True)
                                                   + "\n").encode()):
-        _remove_stale_attempts(store, key, keep=target)
+        if not direct:   # there was contention: a dead build's folder may be lying around
+            _remove_stale_attempts(store, key, keep=target)
         return record
     log.info("another build committed %s first; discarding this upload", store.uri(key))
     if not direct:
@@ -102,10 +103,16 @@ def invalidate(store: ArtifactStore, key: str) -> None:
 
 
 def _remove_stale_attempts(store: ArtifactStore, key: str, keep: str) -> None:
-    """Attempt folders of builds that died mid-upload, once they are clearly abandoned."""
+    """Attempt folders of builds that died mid-upload, once they are clearly abandoned. Best
+    effort: the artifact is committed already, a failure here only leaves garbage."""
     groups: dict[str, list] = {}
     pre = attempts_key(key)
-    for o in store.list_info(pre):
+    try:
+        listing = store.list_info(pre)
+    except StorageError as e:
+        log.warning("could not look for abandoned uploads of %s: %s", store.uri(key), e)
+        return
+    for o in listing:
         groups.setdefault(o.key[len(pre) + 1:].split("/", 1)[0], []).append(o)
     now = time.time()
     for attempt, objs in groups.items():

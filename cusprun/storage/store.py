@@ -172,7 +172,7 @@ class ArtifactStore:
 
     # ---- queries ---------------------------------------------------------------------------
     def info(self, key: str) -> ObjectInfo:
-        d = self._call("stat", key, lambda: self.fs.info(self._path(key)))
+        d = self._call("look up", key, lambda: self.fs.info(self._path(key)))
         return ObjectInfo(self.normalize_key(key), int(d.get("size") or 0), _mtime(d),
                           d.get("ETag") or d.get("etag"))
 
