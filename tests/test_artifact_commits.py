@@ -64,8 +64,9 @@ def test_concurrent_commits_of_one_key_leave_one_complete_artifact(store, tmp_pa
     for i in range(3):
         assert (got / f"part-{i}.bin").read_bytes() == (dirs[winner] / f"part-{i}.bin").read_bytes()
     # losers removed their uploads; only the claimer's folder and possibly the winner's remain
-    leftovers = {k.split("/")[2] for k in store.list(attempts_key("reports/k1"))}
-    assert leftovers <= ({records[0]["files_key"].split("/")[-1]} if "files_key" in records[0] else set())
+    pre = attempts_key("reports/k1") + "/"
+    leftovers = {k[len(pre):].split("/")[0] for k in store.list(attempts_key("reports/k1"))}
+    assert leftovers <= ({records[0]["files_key"][len(pre):]} if "files_key" in records[0] else set())
 
 
 def test_a_commit_after_another_finished_reuses_it(store, tmp_path):

@@ -4,9 +4,9 @@ never show a reader a partial or mixed artifact.
 An artifact lives under its content key, e.g. stats/<fp>/<corpus>/<config>/, and is visible only
 once <key>/DONE.json exists. DONE.json is created at most once (atomically: first writer wins)
 and records the artifact's files and their sizes. The first build to claim a key (creating the
-object <key>.claim, atomically) uploads straight into <key>/; a build that finds the key already
-claimed (another build is writing it, or one died while writing) uploads into its own folder
-<key>.attempts/<id>/ and, if its DONE.json wins, points readers there. A build that loses the
+object .claims/<key>, atomically) uploads straight into <key>/; a build that finds the key
+already claimed (another build is writing it, or one died while writing) uploads into its own
+folder .attempts/<key>/<id>/ and, if its DONE.json wins, points readers there. A build that loses the
 DONE.json race removes its upload and returns the winner's record. Refreshing a stage removes the
 artifact first (invalidate), so the refreshed result is committed like a new one."""
 from __future__ import annotations
@@ -29,11 +29,11 @@ STALE_ATTEMPT_S = 6 * 3600   # unfinished attempt folders older than this are re
 
 
 def claim_key(key: str) -> str:
-    return f"{key}.claim"
+    return f".claims/{key}"
 
 
 def attempts_key(key: str) -> str:
-    return f"{key}.attempts"
+    return f".attempts/{key}"
 
 
 def is_done(store: ArtifactStore, key: str) -> bool:
