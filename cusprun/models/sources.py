@@ -154,6 +154,12 @@ def _resolve_hub(ref: str) -> ResolvedModel:
     try:
         path = snapshot_download(repo_id, revision=revision or None, allow_patterns=_HF_PATTERNS)
     except Exception as e:  # noqa: BLE001 - offline, missing repo, auth...
+        if type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") and \
+                os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise ModelSourceError(
+                f"{ref!r} is not in the local Hugging Face cache, and the hub is off "
+                "(HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE to download it, or give the model as a "
+                "local directory or an s3://bucket/prefix in HF layout.") from e
         raise ModelSourceError(
             f"Could not fetch {ref!r} from the Hugging Face hub ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200]}). If the hub is unreachable, download the model elsewhere "

@@ -103,14 +103,34 @@ def load_spec(data: dict | str) -> ExpertSpec:
     from pydantic import ValidationError
 
     if isinstance(data, str):
+        path = data
         try:
-            with open(data) as f:
+            with open(path) as f:
                 data = yaml.safe_load(f) or {}
         except OSError as e:
-            raise SpecError(f"Cannot read spec file {data!r}: {e}") from e
+            raise SpecError(f"Cannot read spec file {path!r}: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            raise SpecError(f"Spec file {path!r} is not valid YAML{at}: "
+                            f"{getattr(e, 'problem', None) or e}") from e
+        if not isinstance(data, dict):
+            raise SpecError(f"Spec file {path!r} must be a YAML mapping of ExpertSpec fields "
+                            f"(name, base_model, language, ...), not a {type(data).__name__}")
     try:
         return ExpertSpec.model_validate(data)
     except ValidationError as e:
-        lines = [f"{'.'.join(map(str, err['loc'])) or 'spec'}: {err['msg']} (got {err.get('input')!r})"
-                 for err in e.errors()]
-        raise SpecError("Invalid expert spec:\n  " + "\n  ".join(lines)) from e
+        raise SpecError(validation_message("Invalid expert spec", e)) from e
+
+
+def validation_message(what: str, e) -> str:
+    """A pydantic ValidationError as 'what: field: problem (got value)', one line per problem
+    (one line in all when there is one problem)."""
+    lines = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        got = (f" (got {err['input']!r})" if err["loc"] and "input" in err
+               and err["type"] != "missing" else "")
+        where = ".".join(map(str, err["loc"]))
+        lines.append(f"{where}: {msg}{got}" if where else msg)
+    return f"{what}: {lines[0]}" if len(lines) == 1 else f"{what}:\n  " + "\n  ".join(lines)

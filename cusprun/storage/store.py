@@ -353,6 +353,9 @@ class ArtifactStore:
         may only read fail here and not after hours of work."""
         if self.is_local:
             root = Path(self._root_path)
+            if root.exists() and not root.is_dir():
+                raise StorageError(f"Artifact store root {self.root!r} is a file; give a "
+                                   "directory (it is created if missing) or s3://bucket/prefix")
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as e:
