@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
 
-from cusprun.cli.errors import (INTERRUPTED_EXIT, quiet_console_tracebacks,
-                                report_user_error)
+from cusprun.cli.errors import (INTERRUPTED_EXIT, report_user_error,
+                                user_errors_without_tracebacks)
 from cusprun.errors import CusprunError
 
 # Modules that add subcommands; each defines register(subparsers).
@@ -42,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if not args.debug:
-        quiet_console_tracebacks()
+    quiet = contextlib.nullcontext() if args.debug else user_errors_without_tracebacks()
     try:
-        return int(args.func(args) or 0)
+        with quiet:
+            return int(args.func(args) or 0)
     except CusprunError as e:
         return report_user_error(e, args.debug)
     except KeyboardInterrupt:

@@ -1,12 +1,14 @@
 """How the CLI shows errors: a user error (CusprunError) is one `error: ...` line and exit status
 2, its traceback only with --debug; anything else is a bug and keeps its traceback. Prefect logs
-the exception of a failed task or flow with its traceback; for user errors the console gets the
-log line without it (the Prefect UI keeps the full record)."""
+the exception of a failed task or flow with its traceback; for user errors its log lines stay,
+without the traceback."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import traceback
+from collections.abc import Iterator
 
 from cusprun.errors import CusprunError
 
@@ -14,23 +16,25 @@ USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
 
 
-class DropUserErrorTracebacks(logging.Filter):
-    """On console handlers: log records about a CusprunError lose their traceback."""
+@contextlib.contextmanager
+def user_errors_without_tracebacks() -> Iterator[None]:
+    """While active, log records about a CusprunError carry no traceback (the CLI prints the
+    error once, as one line). Done where records are made, so every handler Prefect installs,
+    whenever it installs it, sees the same record."""
+    previous = logging.getLogRecordFactory()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, CusprunError):
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.exc_info and isinstance(record.exc_info[1], CusprunError):
             record.exc_info = None
             record.exc_text = None
-        return True
+        return record
 
-
-def quiet_console_tracebacks() -> None:
-    """Add DropUserErrorTracebacks to the root logger's handlers (the console; Prefect's API log
-    handlers sit on its own loggers and see records first, traceback included)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, DropUserErrorTracebacks) for f in handler.filters):
-            handler.addFilter(DropUserErrorTracebacks())
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
 
 
 def report_user_error(e: CusprunError, debug: bool) -> int:
