@@ -2,18 +2,26 @@
 no traceback on the console; --debug shows the traceback; a bug keeps its traceback."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
 from cusprun.cli import main
 
+REPO = Path(__file__).resolve().parents[1]
+
 pytest_plugins = ["prefect_server"]
 
 
 @pytest.mark.prefect
-def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path, monkeypatch, capfd):
+def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path):
     """The corpus file exists (the input checks pass) but holds one document: the prepare-corpus
-    task fails inside Prefect, whose console log would show the traceback."""
+    task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
+    process, reporting to the session's Prefect server."""
     from cusprun.testing import make_tiny_model
 
     _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny")
@@ -23,14 +31,16 @@ def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path, m
         "language": {"value": "en", "max_docs": 8},
         "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
         "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))
-    monkeypatch.chdir(tmp_path)
-    capfd.readouterr()
-    assert main(["build", "--spec", "spec.yaml"]) == 2
-    err = capfd.readouterr().err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(
+    env = {**prefect_api.env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+           "CUSPRUN_CACHE": os.environ.get("CUSPRUN_CACHE", str(Path.home() / ".cache/cusprun"))}
+    proc = subprocess.run([str(Path(sys.executable).with_name("cusprun")), "build", "--spec",
+                           "spec.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: Corpus 'few.txt' has too few documents: 1 usable")
-    assert "prepare-corpus" in err     # Prefect's own log lines are still there, without tracebacks
+    assert "ERROR prefect.task_runs" in proc.stderr   # Prefect's log lines stay, without tracebacks
 
 
 def test_debug_shows_the_traceback_of_a_user_error(capsys):
