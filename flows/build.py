@@ -43,7 +43,14 @@ def submit(task, stage: str, key: str, store, storage: dict, refresh: list[str],
 @flow(name="build-expert", log_prints=True)
 def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # noqa: B006
                  storage_block: str | None = None) -> dict:
-    """Build, evaluate and publish one customized expert."""
+    """Build, evaluate and publish one customized expert.
+
+    Args:
+        spec: The expert: base model, dimensions and their corpora, pruning and evaluation.
+        refresh: Stages to recompute even when their artifact is in the store.
+        storage_block: Name of a Prefect Secret block holding s3fs options (endpoint,
+            credentials) for an s3:// storage root; none: the usual AWS sources.
+    """
     log = get_run_logger()
     t0 = time.perf_counter()
     storage = storage_ref(spec, storage_block)

@@ -19,7 +19,7 @@ ExecutionMode = Literal["local", "distributed"]
 class DimensionSpec(BaseModel):
     """One dimension of the expert: its value and the corpora that show what it needs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Dimension")  # the UI form's label
     value: str = Field(description="e.g. 'en' for a language, 'health' for a domain, 'qa' for a task")
     sources: list[str] = Field(
         default_factory=list,
@@ -30,12 +30,15 @@ class DimensionSpec(BaseModel):
 
 
 class EvaluationOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Held-out evaluation of dense, expert and baselines: which sets, how much, speed timing."""
+
+    model_config = ConfigDict(extra="forbid", title="Evaluation")
     enabled: bool = True
     other_languages: list[str] = Field(default_factory=lambda: ["de", "fr"],
                                        description="Languages measured to show what the expert gave up")
     max_docs: int = Field(24, ge=1, le=10_000, description="Held-out documents per evaluation set")
-    mc_items: int = Field(24, ge=1, le=10_000, description="Multiple-choice items per task")
+    mc_items: int = Field(24, ge=1, le=10_000, title="MC items",
+                          description="Multiple-choice items per task")
     max_tokens: int = Field(256, ge=16, le=4096)
     measure_speed: bool = True
     speed_iters: int = Field(3, ge=1, le=100, description="Timed prefill/decode repetitions per model")
@@ -58,7 +61,7 @@ class ExpertSpec(BaseModel):
                                        description="Fractions of prunable parameters to remove; the first is published")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
     layout: Literal["uniform", "per_layer"] = "uniform"
-    ffn_multiple: int = Field(1, ge=1, le=65536, description=(
+    ffn_multiple: int = Field(1, ge=1, le=65536, title="FFN multiple", description=(
         "Round kept FFN widths to a multiple of this (1: exact target; 64 or 128: faster matmuls, "
         "target met to within about that many neurons per layer)"))
     baselines: list[BaselineName] = Field(default_factory=lambda: ["random", "magnitude", "wanda-sp", "flap"])
