@@ -54,7 +54,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     log = get_run_logger()
     t0 = time.perf_counter()
     storage = storage_ref(spec, storage_block)
-    t.check_inputs(spec, storage)  # store, model, corpus sources: fails in seconds, before heavy work
+    t.check_inputs(spec, storage)  # store, model, corpus sources: seconds, before heavy work
     store = open_store_ref(storage)
     model = t.resolve_base_model(spec.base_model, storage)
     log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],

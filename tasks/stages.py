@@ -11,7 +11,8 @@ from cusprun.pipeline.spec import ExpertSpec
 from tasks.common import heavy_task, open_store_ref, retry_if_transient
 
 
-@task(name="check-inputs", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
+@task(name="check-inputs", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retry_if_transient)
 def check_inputs(spec: ExpertSpec, storage: dict) -> None:
     """Seconds, before any heavy work: the store is reachable and writable, the base model and
     every corpus source exist. Fails with the same one-line message `cusprun build` prints."""
@@ -69,7 +70,8 @@ def evaluate(stage: str, key: str, storage: dict, model: dict, candidates: dict,
                              overlap_plan)
 
 
-@task(name="publish-expert", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_if_transient)
+@task(name="publish-expert", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_if_transient)
 def publish(storage: dict, name: str, sliced: dict, report: dict | None) -> dict:
     """Not cached: every build publishes a new immutable version (atomically)."""
     return ev.publish_stage(open_store_ref(storage), name, sliced, report)

@@ -6,8 +6,8 @@ once <key>/DONE.json exists. DONE.json is created at most once (atomically: firs
 and records the artifact's files and their sizes. The first build to claim a key (creating the
 object .claims/<key>, atomically) uploads straight into <key>/; a build that finds the key
 already claimed (another build is writing it, or one died while writing) uploads into its own
-folder .attempts/<key>/<id>/ and, if its DONE.json wins, points readers there. A build that loses the
-DONE.json race removes its upload and returns the winner's record. Refreshing a stage removes the
+folder .attempts/<key>/<id>/ and, if its DONE.json wins, points readers there. A build that loses
+the DONE.json race removes its upload and returns the winner's record. Refreshing a stage removes the
 artifact first (invalidate), so the refreshed result is committed like a new one."""
 from __future__ import annotations
 

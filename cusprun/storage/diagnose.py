@@ -67,7 +67,8 @@ def _names(exc: BaseException) -> set[str]:
     return {type(e).__name__ for e in chain(exc)}
 
 
-def diagnose(exc: BaseException, uri: str, storage_options: dict[str, Any] | None = None) -> Diagnosis:
+def diagnose(exc: BaseException, uri: str,
+             storage_options: dict[str, Any] | None = None) -> Diagnosis:
     """Why a call on `uri` failed, for a user."""
     remote = "://" in uri and not uri.startswith("file://")
     endpoint = endpoint_of(storage_options)
@@ -77,7 +78,8 @@ def diagnose(exc: BaseException, uri: str, storage_options: dict[str, Any] | Non
         what = "incomplete" if "PartialCredentialsError" in names else "no"
         return Diagnosis(f"{what} AWS credentials found", CREDENTIALS_HINT, False)
     code, status = client_error_code(exc)
-    if code == "NoSuchBucket" or (code == "404" and any("HeadBucket" in str(e) for e in chain(exc))):
+    head_bucket = any("HeadBucket" in str(e) for e in chain(exc))
+    if code == "NoSuchBucket" or (code == "404" and head_bucket):
         return Diagnosis(f"bucket {bucket!r} does not exist at {endpoint}",
                          "Check the bucket name in the URI, and that the endpoint and region are "
                          "the ones that hold it", False)

@@ -366,9 +366,11 @@ class ArtifactStore:
         what = "Checking artifact store"
         if self.protocol == "s3":
             bucket = self._root_path.split("/", 1)[0]
-            probe: Callable[[], Any] = lambda: self.fs.call_s3("head_bucket", Bucket=bucket)  # noqa: E731
+            def probe() -> Any:
+                return self.fs.call_s3("head_bucket", Bucket=bucket)
         else:
-            probe = lambda: self.fs.ls(self._root_path)  # noqa: E731
+            def probe() -> Any:
+                return self.fs.ls(self._root_path)
         try:
             call_with_retries(probe, what=f"check {self.root}", policy=CHECK_POLICY)
         except Exception as e:
