@@ -19,13 +19,10 @@ def retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     """Prefect retry condition: retry only failures that could pass on a second try (a dropped
     connection, a timeout, HTTP 5xx or throttling, after the store's own retries gave up). User
     errors (missing credentials or bucket, access denied, bad input) and bugs fail at once."""
-    from cusprun.errors import CusprunError
     from cusprun.storage import is_transient
 
-    exc = state.data
-    if isinstance(exc, CusprunError):
-        return bool(getattr(exc, "transient", False))
-    return isinstance(exc, BaseException) and is_transient(exc)
+    exc = state.data   # a user error keeps what caused it: a hub download cut mid-way is transient
+    return isinstance(exc, BaseException) and (getattr(exc, "transient", False) or is_transient(exc))
 
 
 def heavy_task(name: str, **options) -> Callable:

@@ -74,3 +74,26 @@ def test_flow_fails_in_check_inputs_with_the_cli_message(prefect_api, tiny_model
     assert message in task.state.message, task.state.message
     assert task.run_count == (2 if transient else 1)   # Prefect retries transient failures only
     assert took < 60, took
+
+
+def test_prefect_retries_only_what_could_pass_next_time():
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+    from prefect.states import Failed
+
+    from cusprun.errors import ModelSourceError, SpecError, StorageError
+    from tasks.common import retry_if_transient
+
+    def retried(exc: BaseException) -> bool:
+        return retry_if_transient(None, None, Failed(data=exc))
+
+    def caused(outer: BaseException, cause: BaseException) -> BaseException:
+        outer.__cause__ = cause
+        return outer
+
+    assert retried(StorageError("endpoint down", transient=True))
+    assert retried(caused(ModelSourceError("hub download cut"), ConnectionResetError()))
+    assert retried(EndpointConnectionError(endpoint_url="http://h"))
+    assert not retried(StorageError("bucket missing"))
+    assert not retried(caused(StorageError("no credentials"), NoCredentialsError()))
+    assert not retried(SpecError("bad ratio"))
+    assert not retried(ZeroDivisionError("a bug"))
