@@ -32,7 +32,7 @@ def _spec_file(tmp_path: Path, model: str, root: str) -> Path:
     dim = {"max_docs": 16}
     spec = {"name": "twin-expert", "base_model": model, "language": {"value": "en", **dim},
             "domain": {"value": "health", **dim}, "task": None, "general": {"value": "en", **dim},
-            "target_ratios": [0.25], "max_tokens": 48, "min_docs": 4, "baselines": ["magnitude"],
+            "target_ratios": [0.25], "max_tokens": 48, "min_docs": 4, "baselines": [],
             # the evaluation report holds timings: two builds write different bytes for one key
             "evaluation": {"max_docs": 4, "mc_items": 4, "max_tokens": 48,
                            "other_languages": [], "speed_iters": 1},
