@@ -22,4 +22,9 @@ class CorpusError(CusprunError):
 
 
 class StorageError(CusprunError):
-    """The artifact store cannot be reached or holds something unexpected."""
+    """The artifact store cannot be reached or holds something unexpected. `transient` is True
+    when the cause was a transient failure (worth retrying the whole step later)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient

@@ -38,8 +38,10 @@ def render_block(profiles_directory: str | Path | None = None) -> str:
 def render_file(text: str, profiles_directory: str | Path | None = None) -> str:
     """`text` (a prefect.yaml) with its generated block replaced."""
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"prefect.yaml lacks the markers:\n{BEGIN}\n{END}\n(put them at the end "
-                         "of the `deployments:` list)")
+        from cusprun.errors import SpecError
+
+        raise SpecError(f"The template lacks the generated-deployments markers {BEGIN.strip()!r} "
+                        f"and {END.strip()!r}; put them at the end of its `deployments:` list.")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return head + render_block(profiles_directory) + tail
@@ -58,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     from cusprun.errors import CusprunError
 
     template = Path(args.template)
-    current = template.read_text()
+    try:
+        current = template.read_text()
+    except OSError as e:
+        print(f"error: Cannot read template {str(template)!r}: {e.strerror or e}", file=sys.stderr)
+        return 2
     try:
         rendered = render_file(current, args.profiles)
     except CusprunError as e:

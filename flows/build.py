@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from transformers import AutoConfig
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from cusprun.pipeline.context import is_done
+from cusprun.pipeline.context import invalidate, is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
 from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model, compensation_config,
@@ -33,7 +33,10 @@ def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
 
 
 def submit(task, stage: str, key: str, store, storage: dict, refresh: list[str], **kwargs):
-    """Submit a heavy task; force it when asked or when the store lost its artifact."""
+    """Submit a heavy task; force it when asked (its old artifact is removed first) or when the
+    store lost its artifact."""
+    if stage in refresh:
+        invalidate(store, f"{PREFIX[stage]}/{key}")
     force = stage in refresh or not is_done(store, f"{PREFIX[stage]}/{key}")
     return task.with_options(refresh_cache=force).submit(stage=stage, key=key, storage=storage, **kwargs)
 
@@ -41,12 +44,19 @@ def submit(task, stage: str, key: str, store, storage: dict, refresh: list[str],
 @flow(name="build-expert", log_prints=True)
 def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # noqa: B006
                  storage_block: str | None = None) -> dict:
-    """Build, evaluate and publish one customized expert."""
+    """Build, evaluate and publish one customized expert.
+
+    Args:
+        spec: The expert: base model, dimensions and their corpora, pruning and evaluation.
+        refresh: Stages to recompute even when their artifact is in the store.
+        storage_block: Name of a Prefect Secret block holding s3fs options (endpoint,
+            credentials) for an s3:// storage root; none: the usual AWS sources.
+    """
     log = get_run_logger()
     t0 = time.perf_counter()
     storage = storage_ref(spec, storage_block)
+    t.check_inputs(spec, storage)  # store, model, corpus sources: seconds, before heavy work
     store = open_store_ref(storage)
-    store.check()  # unreachable storage fails here, before any heavy work
     model = t.resolve_base_model(spec.base_model, storage)
     log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],
              model["fingerprint"])

@@ -11,7 +11,7 @@ from prefect.flow_runs import wait_for_flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from cusprun.errors import CusprunError
-from cusprun.pipeline.context import is_done
+from cusprun.pipeline.context import invalidate, is_done
 from tasks import stages as t
 from tasks.common import open_store_ref
 
@@ -22,7 +22,10 @@ STATS_DEPLOYMENT = os.environ.get("CUSPRUN_STATS_DEPLOYMENT", "collect-stats/col
 def collect_stats_flow(key: str, storage: dict, model: dict, corpus: dict, max_tokens: int = 512,
                        batch_size: int = 8, refresh: bool = False) -> dict:
     """Statistics for one corpus on this worker (runs on the gpu pool in distributed mode)."""
-    force = refresh or not is_done(open_store_ref(storage), f"stats/{key}")
+    store = open_store_ref(storage)
+    if refresh:
+        invalidate(store, f"stats/{key}")
+    force = refresh or not is_done(store, f"stats/{key}")
     return t.collect_stats.with_options(refresh_cache=force)(
         stage="stats", key=key, storage=storage, model=model, corpus=corpus,
         max_tokens=max_tokens, batch_size=batch_size)

@@ -6,11 +6,21 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cusprun.pipeline import evaluate_stage as ev
-from cusprun.pipeline import stages
-from tasks.common import heavy_task, open_store_ref
+from cusprun.pipeline import preflight, stages
+from cusprun.pipeline.spec import ExpertSpec
+from tasks.common import heavy_task, open_store_ref, retry_if_transient
 
 
-@task(name="resolve-base-model", retries=2, retry_delay_seconds=10)
+@task(name="check-inputs", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retry_if_transient)
+def check_inputs(spec: ExpertSpec, storage: dict) -> None:
+    """Seconds, before any heavy work: the store is reachable and writable, the base model and
+    every corpus source exist. Fails with the same one-line message `cusprun build` prints."""
+    preflight.check_inputs(spec, open_store_ref(storage).storage_options or None)
+
+
+@task(name="resolve-base-model", retries=2, retry_delay_seconds=10,
+      retry_condition_fn=retry_if_transient)
 def resolve_base_model(ref: str, storage: dict) -> dict:
     """Fetch (or find in the local cache) the base model and fingerprint it."""
     return stages.model_info(ref, open_store_ref(storage).storage_options or None)
@@ -74,7 +84,8 @@ def evaluate(stage: str, key: str, storage: dict, model: dict, candidates: dict,
                              overlap_plan, sweep=sweep, grams=grams)
 
 
-@task(name="publish-expert", retries=2, retry_delay_seconds=5)
+@task(name="publish-expert", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_if_transient)
 def publish(storage: dict, name: str, sliced: dict, report: dict | None) -> dict:
     """Not cached: every build publishes a new immutable version (atomically)."""
     return ev.publish_stage(open_store_ref(storage), name, sliced, report)

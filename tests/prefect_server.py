@@ -9,7 +9,8 @@ Fixtures:
   work_pools        (session) -> PrefectAPI once work pools cpu and gpu (type process) exist.
   deployed          (session) -> PrefectAPI after `prefect deploy --all --prefect-file
                     deployments/prefect.yaml` (work pools created first).
-Helpers: prefect_cli(api, *args), start_worker(api, pool, log_path).
+Helpers: prefect_cli(api, *args), start_worker(api, pool, log_path), start_prefect_server(home,
+ui=...) for a server of a test's own (e.g. with the UI, which the session server leaves off).
 """
 from __future__ import annotations
 
@@ -126,12 +127,9 @@ def _migrated_database(env: dict) -> Path:
     return template
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory) -> PrefectAPI:
-    from prefect.settings import (PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED,
-                                  temporary_settings)
-
-    home = tmp_path_factory.mktemp("prefect-home")
+def start_prefect_server(home: Path, *, ui: bool = False) -> tuple[subprocess.Popen, PrefectAPI]:
+    """`prefect server start` on 127.0.0.1 and a free port, with its own PREFECT_HOME and a copy
+    of the migrated database; returns once healthy. Stop it with stop_process()."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -142,7 +140,7 @@ def prefect_api(tmp_path_factory) -> PrefectAPI:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # no runs from cron schedules
         "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -154,9 +152,10 @@ def prefect_api(tmp_path_factory) -> PrefectAPI:
     shutil.copyfile(_migrated_database(env), home / "prefect.db")
     log = open(home / "server.log", "w")
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port",
-                               str(port), "--no-ui", "--no-scheduler", "--no-late-runs",
-                               "--analytics-off"], cwd=home, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+                               str(port), *([] if ui else ["--no-ui"]), "--no-scheduler",
+                               "--no-late-runs", "--analytics-off"], cwd=home, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not _healthy(url):
@@ -167,13 +166,25 @@ def prefect_api(tmp_path_factory) -> PrefectAPI:
                 raise RuntimeError(f"prefect server not healthy after {STARTUP_TIMEOUT_S}s:\n"
                                    f"{(home / 'server.log').read_text()[-4000:]}")
             time.sleep(0.5)
-        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home),
+    except BaseException:
+        _stop(server)
+        raise
+    return server, PrefectAPI(url, env, home)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> PrefectAPI:
+    from prefect.settings import (PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED,
+                                  temporary_settings)
+
+    server, api = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api.url, PREFECT_HOME: str(api.home),
                                          PREFECT_SERVER_ANALYTICS_ENABLED: False}):
-            yield PrefectAPI(url, env, home)
+            yield api
             _drain_prefect_clients()  # while the server still listens
     finally:
         _stop(server)
-        log.close()
 
 
 @pytest.fixture(scope="session")

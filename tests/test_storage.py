@@ -124,7 +124,7 @@ def test_check_passes(store):
 
 def test_local_check_rejects_file_root(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(StorageError, match="cannot be created"):
+    with pytest.raises(StorageError, match="is a file; give a directory"):
         ArtifactStore(tmp_path / "f").check()
 
 

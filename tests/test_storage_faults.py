@@ -105,7 +105,8 @@ def test_permanent_error_is_not_retried(base, tmp_path):
     src.write_text("x")
     store, flaky = _wrap(base, fail_first=100, error=lambda: translate_boto_error(
         _client_error("AccessDenied", 403)))
-    with pytest.raises(StorageError, match="not retried.*PermissionError"):
+    with pytest.raises(StorageError, match=r"failed: access denied .*\(HTTP 403\)\. Check that the "
+                                           r"credentials"):
         store.put_file(src, "plans/p/f.txt")
     assert flaky.calls["put_file"] == 1
 

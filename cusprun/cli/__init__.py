@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
 
+from cusprun.cli.errors import (INTERRUPTED_EXIT, report_user_error,
+                                user_errors_without_tracebacks)
 from cusprun.errors import CusprunError
 
 # Modules that add subcommands; each defines register(subparsers).
@@ -16,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cusprun", description="Prune a general LLM into a compact customized expert (Cus-Prun).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug logging, and the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:
@@ -31,18 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose or args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "urllib3", "botocore", "s3fs", "aiobotocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # one line per HTTP request otherwise
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    quiet = contextlib.nullcontext() if args.debug else user_errors_without_tracebacks()
     try:
-        return int(args.func(args) or 0)
+        with quiet:
+            return int(args.func(args) or 0)
     except CusprunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_user_error(e, args.debug)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -5,10 +5,15 @@ with it, runs show up in that server's UI like any deployment run."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import time
 
-from cusprun.pipeline.spec import DimensionSpec, ExpertSpec, load_spec
+from cusprun.errors import SpecError
+from cusprun.pipeline.spec import ExpertSpec, load_spec
+
+_EXAMPLE = {"language": "de", "domain": "health", "task": "qa"}
 
 DEMO_SPEC = {
     "name": "en-health-qa",
@@ -34,11 +39,14 @@ def _spec_from_args(args) -> ExpertSpec:
     else:
         data = ExpertSpec().model_dump()
     for dim in ("language", "domain", "task"):
-        value = getattr(args, dim)
+        value, sources = getattr(args, dim), getattr(args, f"{dim}_source")
+        if sources and (not value or value == "none"):
+            raise SpecError(f"--{dim}-source {sources[0]!r} needs --{dim} VALUE (what the corpus "
+                            f"shows, e.g. --{dim} {_EXAMPLE[dim]}).")
         if value == "none":
             data[dim] = None
         elif value:
-            data[dim] = DimensionSpec(value=value, sources=getattr(args, f"{dim}_source") or []).model_dump()
+            data[dim] = {"value": value, "sources": sources or []}
     for field in ("name", "base_model", "rule", "layout", "storage_root", "execution", "score",
                   "allocation", "compensation"):
         if getattr(args, field, None):
@@ -59,7 +67,26 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+@contextlib.contextmanager
+def _quiet_retries():
+    retry_log = logging.getLogger("cusprun.storage.retry")
+    if retry_log.isEnabledFor(logging.DEBUG):   # -v / --debug: show every attempt
+        yield
+        return
+    level = retry_log.level
+    retry_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        retry_log.setLevel(level)
+
+
 def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
+    """Check the inputs (seconds, before Prefect starts), then run the flow."""
+    from cusprun.pipeline.preflight import check_inputs
+
+    with _quiet_retries():  # two quick attempts; the error line says it all
+        check_inputs(spec)
     _prefect_defaults()
     from flows.build import build_expert
 
@@ -70,11 +97,12 @@ def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
 
 
 def _print_result(spec: ExpertSpec, result: dict) -> None:
+    from cusprun.pipeline.artifacts import read_file
     from cusprun.pipeline.context import open_store
 
     if result.get("report"):
         store = open_store(spec.storage_root)
-        print("\n" + store.read_bytes(store.key_of(result["report"]) + "/report.md").decode())
+        print("\n" + read_file(store, store.key_of(result["report"]), "report.md").decode())
         print(f"report:  {result['report']}")
     exp = result["expert"]
     print(f"expert:  {exp['name']} version {exp['version']}\n         {exp['uri']}")

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from cusprun.corpora.spec import FILE_FORMATS, CorpusSpec
 from cusprun.errors import CorpusError
+from cusprun.storage.diagnose import bucket_of, diagnose
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,15 @@ def _filesystem(source: str, spec: CorpusSpec) -> tuple[fsspec.AbstractFileSyste
     return fs, path
 
 
-def _unreadable(source: str, e: Exception) -> CorpusError:
-    hint = (" Check the bucket/key, credentials and storage_options (e.g. "
-            "{'client_kwargs': {'endpoint_url': ...}})." if source.startswith("s3://") else "")
-    what = "not found" if isinstance(e, FileNotFoundError) else f"{type(e).__name__}: {e}"
-    return CorpusError(f"Cannot read corpus source {source!r}: {what}.{hint}")
+def _unreadable(source: str, e: Exception, storage_options: dict | None = None,
+                fs: fsspec.AbstractFileSystem | None = None) -> CorpusError:
+    d = diagnose(e, source, storage_options)
+    if d.problem == "not found" and source.startswith("s3://") and hasattr(fs, "call_s3"):
+        try:  # a missing bucket reads as a missing key: ask the bucket itself
+            fs.call_s3("head_bucket", Bucket=bucket_of(source))
+        except Exception as b:  # noqa: BLE001
+            d = diagnose(b, source, storage_options)
+    return CorpusError(d.explain(f"Cannot read corpus source {source!r}"))
 
 
 def list_files(source: str, spec: CorpusSpec) -> tuple[fsspec.AbstractFileSystem, list[str]]:
@@ -67,7 +72,7 @@ def list_files(source: str, spec: CorpusSpec) -> tuple[fsspec.AbstractFileSystem
     except CorpusError:
         raise
     except Exception as e:  # noqa: BLE001 - permissions, network, moto/s3 errors
-        raise _unreadable(source, e) from e
+        raise _unreadable(source, e, spec.storage_options, fs) from e
     if not files:
         raise CorpusError(f"Corpus source {source!r} matches no data files; accepted formats: "
                           f"{', '.join(FILE_FORMATS)} (by extension, or set format=).")
@@ -84,7 +89,7 @@ def _read_bytes(fs: fsspec.AbstractFileSystem, path: str, shown: str) -> bytes:
         with fs.open(path, "rb") as fh:
             data = fh.read()
     except Exception as e:  # noqa: BLE001
-        raise _unreadable(shown, e) from e
+        raise _unreadable(shown, e, getattr(fs, "storage_options", None)) from e
     if path.lower().endswith(".gz"):
         try:
             data = gzip.decompress(data)

@@ -24,6 +24,7 @@ from cusprun.errors import ModelSourceError
 from cusprun.models.fingerprint import model_fingerprint
 from cusprun.models.gguf import convert_gguf
 from cusprun.paths import cache_root
+from cusprun.storage.diagnose import diagnose
 
 log = logging.getLogger(__name__)
 
@@ -111,24 +112,38 @@ def _resolve_s3(ref: str, root: Path, storage_options: dict | None) -> ResolvedM
     fs, _, (prefix,) = fsspec.get_fs_token_paths(ref, storage_options=storage_options or {})
     prefix = prefix.rstrip("/")
     try:
-        files = [f for f in fs.find(prefix) if f.rsplit("/", 1)[-1] != ""]
+        files = [f for f in fs.find(prefix, detail=True).items() if f[0].rsplit("/", 1)[-1] != ""]
     except Exception as e:  # noqa: BLE001
-        raise ModelSourceError(f"Cannot list S3 prefix {ref!r}: {e}. {_how_to_give()}") from e
+        raise ModelSourceError(diagnose(e, ref, storage_options).explain(
+            f"Cannot list model prefix {ref!r}")) from e
     if not files:
         raise ModelSourceError(f"S3 prefix {ref!r} does not exist or is empty. {_how_to_give()}")
-    wanted = [f for f in files if "/" not in f[len(prefix) + 1:]]
-    listing = json.dumps(sorted((f, fs.info(f).get("ETag") or fs.info(f)["size"]) for f in wanted))
+    wanted = {f: d for f, d in files if "/" not in f[len(prefix) + 1:]}
+    listing = json.dumps(sorted((f, d.get("ETag") or d.get("size")) for f, d in wanted.items()))
     out = root / "models" / f"s3-{hashlib.sha256((prefix + listing).encode()).hexdigest()[:24]}"
     if not (out / ".complete").exists():
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         log.info("downloading %d files from %s", len(wanted), ref)
-        for f in wanted:
-            fs.get(f, str(tmp / f.rsplit("/", 1)[-1]))
+        try:
+            for f in wanted:
+                fs.get(f, str(tmp / f.rsplit("/", 1)[-1]))
+        except Exception as e:  # noqa: BLE001
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelSourceError(diagnose(e, ref, storage_options).explain(
+                f"Cannot download model {ref!r}")) from e
         (tmp / ".complete").touch()
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        if (out / ".complete").exists():     # another process finished the same download
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not (out / ".complete").exists():
+                    raise
     return _finish(ref, "s3", out)
 
 
@@ -139,11 +154,52 @@ def _resolve_hub(ref: str) -> ResolvedModel:
     try:
         path = snapshot_download(repo_id, revision=revision or None, allow_patterns=_HF_PATTERNS)
     except Exception as e:  # noqa: BLE001 - offline, missing repo, auth...
+        if type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") and \
+                os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise ModelSourceError(
+                f"{ref!r} is not in the local Hugging Face cache, and the hub is off "
+                "(HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE to download it, or give the model as a "
+                "local directory or an s3://bucket/prefix in HF layout.") from e
         raise ModelSourceError(
             f"Could not fetch {ref!r} from the Hugging Face hub ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200]}). If the hub is unreachable, download the model elsewhere "
             f"and give it as a local directory or an s3://bucket/prefix in HF layout.") from e
     return _finish(ref, "hub", Path(path))
+
+
+def check_model_reference(ref: str, storage_options: dict | None = None) -> None:
+    """Cheap checks of a base-model reference (no download, no conversion): an alias is known,
+    a local path exists and is a model directory or .gguf file, an s3:// prefix can be listed.
+    Hub ids are left to resolution (it knows whether the hub is reachable)."""
+    ref = (ref or "").strip()
+    if ref in ALIASES or not ref:
+        return
+    if ref.startswith("s3://"):
+        import fsspec
+
+        try:
+            fs, path = fsspec.core.url_to_fs(ref, **(storage_options or {}))
+            found = fs.find(path.rstrip("/"), maxdepth=1)
+        except Exception as e:  # noqa: BLE001 - credentials, bucket, endpoint
+            raise ModelSourceError(diagnose(e, ref, storage_options).explain(
+                f"Cannot list model prefix {ref!r}")) from e
+        if not any(f.rsplit("/", 1)[-1] == "config.json" for f in found):
+            raise ModelSourceError(f"S3 prefix {ref!r} does not exist or holds no config.json. "
+                                   f"{_how_to_give()}")
+        return
+    local = Path(os.path.expanduser(ref))
+    if ref.endswith(".gguf"):
+        if not local.is_file():
+            raise ModelSourceError(f"GGUF file {ref!r} does not exist. {_how_to_give()}")
+        return
+    if local.exists():
+        validate_hf_dir(local, ref)
+        return
+    looks_like_path = ref.startswith(("/", ".", "~")) or ref.partition("@")[0].count("/") > 1
+    if looks_like_path:
+        raise ModelSourceError(f"Local model path {ref!r} does not exist. {_how_to_give()}")
+    if "/" not in ref:
+        raise ModelSourceError(f"Unknown model alias {ref!r}. {_how_to_give()}")
 
 
 def resolve_model(ref: str, *, cache: str | Path | None = None,
@@ -162,9 +218,5 @@ def resolve_model(ref: str, *, cache: str | Path | None = None,
         return _finish(ref, "gguf", convert_gguf(local, root / "models"))
     if local.exists():
         return _finish(ref, "local", local.resolve())
-    looks_like_path = ref.startswith(("/", ".", "~")) or ref.partition("@")[0].count("/") > 1
-    if looks_like_path:
-        raise ModelSourceError(f"Local model path {ref!r} does not exist. {_how_to_give()}")
-    if "/" not in ref:
-        raise ModelSourceError(f"Unknown model alias {ref!r}. {_how_to_give()}")
+    check_model_reference(ref)  # a missing local path or an unknown alias
     return _resolve_hub(ref)

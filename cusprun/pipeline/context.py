@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 from cusprun.paths import cache_root
+from cusprun.pipeline.artifacts import DONE, commit, invalidate, is_done, local_copy  # noqa: F401
 from cusprun.storage import ArtifactStore
 
 log = logging.getLogger("cusprun.pipeline")
-
-DONE = "DONE.json"  # written last by every stage: its presence means the artifact is complete
 
 
 def open_store(root: str, storage_options: dict | None = None) -> ArtifactStore:
@@ -20,33 +21,27 @@ def open_store(root: str, storage_options: dict | None = None) -> ArtifactStore:
 
 
 def scratch(stage: str, key: str) -> Path:
-    """A fresh local working directory for one stage run."""
-    d = cache_root() / "work" / stage / key
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
+    """A fresh local working directory for one stage run. Two builds (or threads) computing the
+    same stage at once get different directories; those of processes that are gone are removed."""
+    parent = cache_root() / "work" / stage
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in [parent / key, *parent.glob(f"{key}.*")]:
+        pid = old.name[len(key) + 1:].split(".")[0]
+        if old.name == key or (pid.isdigit() and not _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    d = parent / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    d.mkdir()
     return d
 
 
-def local_copy(store: ArtifactStore, key: str) -> Path:
-    """Materialise a stored artifact directory locally (reused when already complete)."""
-    if store.is_local:
-        return Path(store.uri(key))
-    return store.get_dir(key, cache_root() / "store-cache" / store.root.replace("://", "/") / key,
-                         progress=False)
-
-
-def is_done(store: ArtifactStore, key: str) -> bool:
-    return store.exists(f"{key}/{DONE}")
-
-
-def commit(store: ArtifactStore, local_dir: Path, key: str, summary: dict) -> dict:
-    """Upload a finished artifact, then mark it done (last), and return the task result."""
-    if store.exists(key):
-        store.delete(key, recursive=True)
-    store.put_dir(local_dir, key, progress=False)
-    result = {"uri": store.uri(key), "key": key, **summary}
-    store.write_json(f"{key}/{DONE}", result)
-    return result
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -166,5 +166,6 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
                 (staged / f.name).write_bytes(f.read_bytes())
         if report:
             (staged / "evaluation.md").write_text(report["markdown"])
-        pub = publish_expert(store, name, staged, verify=verify, progress=False)
-        return {"name": name, "version": pub.version, "uri": pub.uri, "unchanged": False}
+        pub = publish_expert(store, name, staged, verify=verify, progress=False,
+                             same_as=lambda m: m.verification.get("build") == build)
+        return {"name": name, "version": pub.version, "uri": pub.uri, "unchanged": pub.reused}

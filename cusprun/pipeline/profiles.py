@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cusprun.errors import SpecError
-from cusprun.pipeline.spec import ExpertSpec, load_spec
+from cusprun.pipeline.spec import ExpertSpec, load_spec, validation_message
 
 PROFILE_KEYS = ("schedule", "description", "tags", "storage_block")
 # Deployment names of the other flows: a profile with one of these names would collide.
@@ -119,8 +119,7 @@ def parse_profile(name: str, data: dict[str, Any], path: Path) -> Profile:
     try:
         return Profile(name=name, path=path, spec=spec, **extra)
     except ValidationError as e:
-        lines = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
-        raise SpecError(f"Profile {name!r} ({path}):\n  " + "\n  ".join(lines)) from e
+        raise SpecError(validation_message(f"Profile {name!r} ({path})", e)) from e
 
 
 def load_profile(name: str, directory: str | os.PathLike | None = None) -> Profile:
@@ -157,6 +156,8 @@ def validate_profiles(directory: str | os.PathLike | None = None) -> list[Profil
             continue
         profiles.append(profile)
         problems += [f"Profile {name!r}: {p}" for p in check_bundled_corpora(profile)]
+    if len(problems) == 1:
+        raise SpecError(f"Invalid customer profile: {problems[0]}")
     if problems:
         raise SpecError("Invalid customer profiles:\n  " + "\n  ".join(problems))
     return profiles

@@ -19,7 +19,7 @@ ExecutionMode = Literal["local", "distributed"]
 class DimensionSpec(BaseModel):
     """One dimension of the expert: its value and the corpora that show what it needs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", title="Dimension")  # the UI form's label
     value: str = Field(description="e.g. 'en' for a language, 'health' for a domain, 'qa' for a task")
     sources: list[str] = Field(
         default_factory=list,
@@ -30,12 +30,15 @@ class DimensionSpec(BaseModel):
 
 
 class EvaluationOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Held-out evaluation of dense, expert and baselines: which sets, how much, speed timing."""
+
+    model_config = ConfigDict(extra="forbid", title="Evaluation")
     enabled: bool = True
     other_languages: list[str] = Field(default_factory=lambda: ["de", "fr"],
                                        description="Languages measured to show what the expert gave up")
     max_docs: int = Field(24, ge=1, le=10_000, description="Held-out documents per evaluation set")
-    mc_items: int = Field(24, ge=1, le=10_000, description="Multiple-choice items per task")
+    mc_items: int = Field(24, ge=1, le=10_000, title="MC items",
+                          description="Multiple-choice items per task")
     max_tokens: int = Field(256, ge=16, le=4096)
     measure_speed: bool = True
     speed_iters: int = Field(3, ge=1, le=100, description="Timed prefill/decode repetitions per model")
@@ -85,7 +88,7 @@ class ExpertSpec(BaseModel):
                                        description="Fractions of prunable parameters to remove; the first is published")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
     layout: Literal["uniform", "per_layer"] = "uniform"
-    ffn_multiple: int = Field(1, ge=1, le=65536, description=(
+    ffn_multiple: int = Field(1, ge=1, le=65536, title="FFN multiple", description=(
         "Round kept FFN widths to a multiple of this (1: exact target; 64 or 128: faster matmuls, "
         "target met to within about that many neurons per layer)"))
     baselines: list[BaselineName] = Field(default_factory=lambda: ["random", "magnitude", "wanda-sp", "flap"])
@@ -133,14 +136,34 @@ def load_spec(data: dict | str) -> ExpertSpec:
     from pydantic import ValidationError
 
     if isinstance(data, str):
+        path = data
         try:
-            with open(data) as f:
+            with open(path) as f:
                 data = yaml.safe_load(f) or {}
         except OSError as e:
-            raise SpecError(f"Cannot read spec file {data!r}: {e}") from e
+            raise SpecError(f"Cannot read spec file {path!r}: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            raise SpecError(f"Spec file {path!r} is not valid YAML{at}: "
+                            f"{getattr(e, 'problem', None) or e}") from e
+        if not isinstance(data, dict):
+            raise SpecError(f"Spec file {path!r} must be a YAML mapping of ExpertSpec fields "
+                            f"(name, base_model, language, ...), not a {type(data).__name__}")
     try:
         return ExpertSpec.model_validate(data)
     except ValidationError as e:
-        lines = [f"{'.'.join(map(str, err['loc'])) or 'spec'}: {err['msg']} (got {err.get('input')!r})"
-                 for err in e.errors()]
-        raise SpecError("Invalid expert spec:\n  " + "\n  ".join(lines)) from e
+        raise SpecError(validation_message("Invalid expert spec", e)) from e
+
+
+def validation_message(what: str, e) -> str:
+    """A pydantic ValidationError as 'what: field: problem (got value)', one line per problem
+    (one line in all when there is one problem)."""
+    lines = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        got = (f" (got {err['input']!r})" if err["loc"] and "input" in err
+               and err["type"] != "missing" else "")
+        where = ".".join(map(str, err["loc"]))
+        lines.append(f"{where}: {msg}{got}" if where else msg)
+    return f"{what}: {lines[0]}" if len(lines) == 1 else f"{what}:\n  " + "\n  ".join(lines)

@@ -56,6 +56,7 @@ class PublishedExpert:
     version: str
     uri: str                         # of the version directory
     manifest: ExpertManifest
+    reused: bool = False             # an equivalent version published meanwhile was returned
 
 
 def _content_hash(files: dict[str, FileEntry]) -> str:
@@ -197,13 +198,19 @@ def _new_version(files_hash: str, created: datetime) -> str:
 def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
                    version: str | None = None,
                    verify: Callable[[Path], dict | None] | None = None,
-                   reread: bool = True, progress: bool = True) -> PublishedExpert:
+                   reread: bool = True, progress: bool = True,
+                   same_as: Callable[[ExpertManifest], bool] | None = None) -> PublishedExpert:
     """Publish `local_dir` as expert `name`. `version` defaults to '<UTC timestamp>-<hash8>'
     (sorts in publication order). After upload, the listing is checked (names, sizes); with
     `reread` or `verify` the files are read back and their sha256 compared, then
     `verify(local_copy)` may check the checkpoint and return a dict stored in the manifest.
     Any failure (StorageError from the store, PublishError from the checks or `verify`)
-    removes the upload and leaves nothing visible."""
+    removes the upload and leaves nothing visible.
+
+    `same_as(manifest)` says whether a published version is equivalent to this one: when a
+    concurrent publisher made one visible while this upload was verified, this upload is
+    removed and that version returned (so two identical builds at once publish once, unless
+    they write their manifests within the same moment; then both versions are complete)."""
     layout.segment(name, "expert name")
     if version is not None:
         layout.segment(version, "expert version")
@@ -243,6 +250,7 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
         manifest = ExpertManifest(name=name, version=version, created=created.strftime(_TS_FMT),
                                   content_hash=chash, files=files, verification=verification)
         json.dumps(manifest.model_dump(mode="json"))  # fail here, not half-written, if unserialisable
+        twin = _published_meanwhile(store, name, previous, manifest, same_as)
     except Exception:
         log.warning("publish of %s/%s failed; removing the upload", name, version)
         try:
@@ -250,6 +258,12 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
         except Exception as cleanup_error:  # gc_incomplete will get it
             log.warning("could not remove %s: %s", store.uri(prefix), cleanup_error)
         raise
+    if twin is not None:
+        log.info("expert %s/%s was published meanwhile with the same content; not publishing %s",
+                 name, twin.version, version)
+        store.delete(prefix, recursive=True)
+        return PublishedExpert(name, twin.version, store.uri(layout.expert_key(name, twin.version)),
+                               twin, reused=True)
     store.write_json(layout.manifest_key(name, version), manifest.model_dump(mode="json"))
     published = PublishedExpert(name, version, store.uri(prefix), manifest)
     _update_latest(store, published)
@@ -257,18 +271,35 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
     return published
 
 
+def _published_meanwhile(store: ArtifactStore, name: str, before: list[ExpertManifest],
+                         mine: ExpertManifest, same_as: Callable[[ExpertManifest], bool] | None
+                         ) -> ExpertManifest | None:
+    """The newest version published since `before` was read, if it has the same content and
+    `same_as` accepts it."""
+    if same_as is None:
+        return None
+    known = {m.version for m in before}
+    new = [m for m in _manifests(store, name) if m.version not in known]
+    if new and new[-1].content_hash == mine.content_hash and same_as(new[-1]):
+        return new[-1]
+    return None
+
+
 def _update_latest(store: ArtifactStore, pe: PublishedExpert) -> None:
-    """Advisory pointer for humans/tools; readers decide from manifests, so failure only warns."""
+    """Advisory pointer for humans/tools; readers decide from manifests, so failure only warns.
+    It names the newest manifest; concurrent publishers each write it and then check that no
+    newer manifest appeared meanwhile (else write again), so the last writer leaves it right."""
     key = layout.latest_key(pe.name)
     try:
-        try:
-            current = store.read_json(key)
-            if str(current.get("created", "")) > pe.manifest.created:
-                return  # a newer version was published meanwhile
-        except ArtifactNotFoundError:
-            pass
-        store.write_json(key, {"name": pe.name, "version": pe.version, "uri": pe.uri,
-                               "created": pe.manifest.created})
+        newest = None
+        for _ in range(5):
+            manifests = _manifests(store, pe.name)
+            if not manifests or (newest and manifests[-1].version == newest.version):
+                return
+            newest = manifests[-1]
+            store.write_json(key, {
+                "name": pe.name, "version": newest.version, "created": newest.created,
+                "uri": store.uri(layout.expert_key(pe.name, newest.version))})
     except Exception as e:
         log.warning("published %s/%s but could not update %s: %s", pe.name, pe.version,
                     store.uri(key), e)

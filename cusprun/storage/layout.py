@@ -8,6 +8,9 @@ stage is found again instead of recomputed.
     reports/<report_hash>/
     experts/<name>/<version>/...        (+ MANIFEST.json, written last)
     experts/<name>/LATEST.json          (pointer, updated after the manifest)
+
+Stage artifacts are committed by cusprun.pipeline.artifacts, which also uses .claims/<key> and
+.attempts/<key>/<id>/ so that concurrent builds of one stage never mix their files.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,29 @@ def _clean_stale_partials(parent: Path, name: str) -> None:
             pass
 
 
+def _swap_in(tmp: Path, dest: Path, identity: dict[str, Any]) -> None:
+    """Rename the finished `tmp` onto `dest`. Another process may do the same at the same time:
+    whoever finds a complete copy there keeps it; an outdated copy of ours is moved aside (one
+    rename) before it is deleted, so `dest` is never a half-deleted directory."""
+    for _ in range(5):
+        if is_complete(dest, identity):  # a concurrent download won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if dest.exists() and any(dest.iterdir()):
+            aside = dest.with_name(f".{dest.name}{_PARTIAL}old-{uuid.uuid4().hex[:8]}")
+            try:
+                os.replace(dest, aside)
+            except OSError:
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.replace(tmp, dest)
+            return
+        except OSError:
+            continue  # someone put a copy there in between: look again
+    raise StorageError(f"Could not put a downloaded copy in place at {str(dest)!r}")
+
+
 def materialise(dest: Path, identity: dict[str, Any], sizes: dict[str, int],
                 fill: Callable[[Path], None]) -> Path:
     """Make `dest` a complete copy of `identity`: return at once if it already is, else call
@@ -79,12 +103,7 @@ def materialise(dest: Path, identity: dict[str, Any], sizes: dict[str, int],
         fill(tmp)
         marker = {"identity": _normal(identity), "sizes": sizes, "completed": time.time()}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
-        if dest.exists():
-            if is_complete(dest, identity):  # a concurrent download won the race
-                shutil.rmtree(tmp, ignore_errors=True)
-                return dest
-            shutil.rmtree(dest)  # empty, or an outdated copy of ours
-        os.replace(tmp, dest)
+        _swap_in(tmp, dest, identity)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,6 +20,7 @@ _TRANSIENT_CODES = {
     "Throttling", "ThrottlingException", "ThrottledException", "SlowDown", "RequestTimeout",
     "RequestTimeoutException", "RequestLimitExceeded", "TooManyRequestsException",
     "InternalError", "ServiceUnavailable", "ProvisionedThroughputExceededException",
+    "ConditionalRequestConflict",   # 409: a concurrent conditional write; try again
 }
 _TRANSIENT_ERRNOS = {
     errno.EBUSY, errno.EAGAIN, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
@@ -42,13 +43,25 @@ class RetryPolicy:
         return d * random.uniform(0.9, 1.1)
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from (cause or context), outermost first."""
     seen: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and cur not in seen:
         seen.append(cur)
         cur = cur.__cause__ or cur.__context__
     return seen
+
+
+def client_error_code(exc: BaseException) -> tuple[str | None, int | None]:
+    """(error code, HTTP status) of the first botocore-style ClientError in the chain."""
+    for e in chain(exc):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return (str(code) if code else None), (status if isinstance(status, int) else None)
+    return None, None
 
 
 def _client_error_verdict(exc: BaseException) -> bool | None:
@@ -67,12 +80,12 @@ def _client_error_verdict(exc: BaseException) -> bool | None:
 
 def is_transient(exc: BaseException) -> bool:
     """True when retrying `exc` could succeed (looks through the exception chain)."""
-    chain = _chain(exc)
-    for e in chain:  # an HTTP response, when there is one, decides
+    links = chain(exc)
+    for e in links:  # an HTTP response, when there is one, decides
         verdict = _client_error_verdict(e)
         if verdict is not None:
             return verdict
-    for e in chain:
+    for e in links:
         if isinstance(e, _PERMANENT_OS):
             return False
         if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
@@ -92,6 +105,14 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _reason(exc: BaseException) -> str:
+    code, status = client_error_code(exc)
+    if status or code:
+        parts = [f"HTTP {status}" if status else "", code if code and code != str(status) else ""]
+        return " ".join(p for p in parts if p)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def call_with_retries(fn: Callable[[], T], *, what: str, policy: RetryPolicy) -> T:
     """Run `fn`; retry transient failures per `policy` (logged), re-raise the last error."""
     for attempt in range(1, policy.attempts + 1):
@@ -101,7 +122,7 @@ def call_with_retries(fn: Callable[[], T], *, what: str, policy: RetryPolicy) ->
             if attempt >= policy.attempts or not is_transient(e):
                 raise
             wait = policy.delay(attempt - 1)
-            log.warning("%s failed with a transient error (%s: %s); attempt %d/%d, retrying in %.1fs",
-                        what, type(e).__name__, e, attempt, policy.attempts, wait)
+            log.warning("%s failed with a transient error (%s); attempt %d/%d, retrying in %.1fs",
+                        what, _reason(e), attempt, policy.attempts, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,9 +20,10 @@ from fsspec.spec import AbstractFileSystem
 from tqdm.auto import tqdm
 
 from cusprun.errors import SpecError
+from cusprun.storage.diagnose import diagnose
 from cusprun.storage.errors import ArtifactNotFoundError, StorageError
 from cusprun.storage.localcache import materialise
-from cusprun.storage.retry import RetryPolicy, call_with_retries, is_transient
+from cusprun.storage.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,15 +161,18 @@ class ArtifactStore:
         except StorageError:
             raise
         except FileNotFoundError as e:
+            d = diagnose(e, uri, self.storage_options)
+            if d.problem != "not found":   # e.g. the bucket is gone: not a missing artifact
+                raise StorageError(d.sentence(what.capitalize(), uri)) from e
             raise ArtifactNotFoundError(f"{what} {uri}: not found ({e})") from e
         except Exception as e:
-            how = (f"after {policy.attempts} attempts" if is_transient(e)
-                   else "(permanent error, not retried)")
-            raise StorageError(f"{what} {uri} failed {how}: {type(e).__name__}: {e}") from e
+            d = diagnose(e, uri, self.storage_options)
+            raise StorageError(d.sentence(what.capitalize(), uri, policy.attempts),
+                               transient=d.transient) from e
 
     # ---- queries ---------------------------------------------------------------------------
     def info(self, key: str) -> ObjectInfo:
-        d = self._call("stat", key, lambda: self.fs.info(self._path(key)))
+        d = self._call("look up", key, lambda: self.fs.info(self._path(key)))
         return ObjectInfo(self.normalize_key(key), int(d.get("size") or 0), _mtime(d),
                           d.get("ETag") or d.get("etag"))
 
@@ -255,6 +260,45 @@ class ArtifactStore:
         self._call("write", key, put)
         return self.uri(key)
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create `key` with `data` unless it already exists; True when this call created it.
+        Of concurrent callers exactly one wins: S3 uses a conditional PUT (If-None-Match: *),
+        local stores hard-link a finished temporary file (both atomic). Other filesystems fall
+        back to check-then-write."""
+        if not self.normalize_key(key):
+            raise SpecError("create_exclusive needs a non-empty key")
+        path = self._path(key)
+        if self.is_local:
+            def put() -> bool:
+                dest = Path(path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    os.link(tmp, dest)
+                    return True
+                except FileExistsError:
+                    return False
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
+        elif self.protocol == "s3":
+            bucket, obj, _ = self.fs.split_path(path)
+
+            def put() -> bool:
+                try:
+                    self.fs.call_s3("put_object", Bucket=bucket, Key=obj, Body=data, IfNoneMatch="*")
+                    return True
+                except FileExistsError:   # s3fs's name for 412 PreconditionFailed (If-None-Match)
+                    return False
+        else:
+            def put() -> bool:
+                if self.fs.exists(path):
+                    return False
+                self.fs.pipe_file(path, data)
+                return True
+        return self._call("create", key, put)
+
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
@@ -302,17 +346,16 @@ class ArtifactStore:
         self._call("delete", key, rm)
 
     # ---- health ------------------------------------------------------------------------------
-    def _endpoint(self) -> str:
-        ck = self.storage_options.get("client_kwargs") or {}
-        return (self.storage_options.get("endpoint_url") or ck.get("endpoint_url")
-                or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-                or "the default AWS endpoint")
-
-    def check(self) -> None:
+    def check(self, *, write: bool = False) -> None:
         """Raise StorageError quickly (seconds) when the root cannot be used: unreachable
-        endpoint, missing bucket, bad credentials, a local root that is a file or read-only."""
+        endpoint, missing bucket, missing or refused credentials, a local root that is a file or
+        read-only. With `write`, also write and delete a small probe object, so credentials that
+        may only read fail here and not after hours of work."""
         if self.is_local:
             root = Path(self._root_path)
+            if root.exists() and not root.is_dir():
+                raise StorageError(f"Artifact store root {self.root!r} is a file; give a "
+                                   "directory (it is created if missing) or s3://bucket/prefix")
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -320,22 +363,28 @@ class ArtifactStore:
             if not os.access(root, os.W_OK):
                 raise StorageError(f"Artifact store root {self.root!r} is not writable")
             return
-        if self.protocol != "s3":
-            self._call("check", "", lambda: self.fs.ls(self._root_path), CHECK_POLICY)
-            return
-        bucket = self._root_path.split("/", 1)[0]
-        where = f"artifact store {self.root!r} (bucket {bucket!r} at {self._endpoint()})"
+        what = "Checking artifact store"
+        if self.protocol == "s3":
+            bucket = self._root_path.split("/", 1)[0]
+            def probe() -> Any:
+                return self.fs.call_s3("head_bucket", Bucket=bucket)
+        else:
+            def probe() -> Any:
+                return self.fs.ls(self._root_path)
         try:
-            call_with_retries(lambda: self.fs.call_s3("head_bucket", Bucket=bucket),
-                              what=f"check {where}", policy=CHECK_POLICY)
-        except FileNotFoundError as e:
-            raise StorageError(f"Cannot use {where}: the bucket does not exist (the endpoint "
-                               f"answered 404: {e}). Create it or fix the root URI / endpoint.") from e
-        except PermissionError as e:
-            raise StorageError(f"Cannot use {where}: access denied ({e}). Check the credentials "
-                               "(AWS_ACCESS_KEY_ID/AWS_PROFILE or storage_options).") from e
+            call_with_retries(probe, what=f"check {self.root}", policy=CHECK_POLICY)
         except Exception as e:
-            reason = ("endpoint unreachable" if is_transient(e)
-                      else "permanent error")
-            raise StorageError(f"Cannot use {where}: {reason}: {type(e).__name__}: {e}") from e
+            d = diagnose(e, self.root, self.storage_options)
+            raise StorageError(d.sentence(what, self.root, CHECK_POLICY.attempts),
+                               transient=d.transient) from e
+        if write:
+            key = f".cusprun-write-check/{uuid.uuid4().hex}"
+            try:
+                call_with_retries(lambda: self.fs.pipe_file(self._path(key), b"ok"),
+                                  what=f"write check {self.root}", policy=CHECK_POLICY)
+            except Exception as e:
+                d = diagnose(e, self.root, self.storage_options)
+                raise StorageError(d.sentence("Writing to artifact store", self.root,
+                                              CHECK_POLICY.attempts), transient=d.transient) from e
+            self.delete(key)
         log.debug("artifact store %s reachable", self.root)
