@@ -69,6 +69,18 @@ ALIASES: dict[str, EmbeddedModel] = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
+def license_card(license_id: str | None) -> dict:
+    """Model-card fields for an expert cut from weights under `license_id`: the front-matter id
+    and a sentence naming the terms the expert inherits."""
+    if not license_id:
+        return {}
+    names = {e.license: e.license_name for e in ALIASES.values()}
+    terms = names.get(license_id, license_id)
+    return {"license": license_id,
+            "description": f"Base model license: {terms}. This expert is a derivative of the base "
+                           "model's weights and is distributed under the same terms."}
+
+
 def _module_dir(module: str) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:

@@ -11,6 +11,10 @@ from cusprun.storage import ArtifactStore, publish_expert
 
 log = logging.getLogger(__name__)
 
+# Translation options are verse documents clipped to this many characters (a verse or two): every
+# option token needs the LM head, so 4 options x 100 items stay affordable on CPU.
+TRANSLATION_CHARS = 200
+
 
 def _has(table, *cols: str) -> bool:
     return all(c in table.column_names and table.column(c).null_count == 0 for c in cols)
@@ -39,7 +43,8 @@ def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, ow
         src = others[0]
         mc["translation selection"] = build_translation_items(
             tables[src], tables[own], n_items=mc_items, seed=seed,
-            source_name=src.split("=")[1], target_name=own_language)
+            source_name=src.split("=")[1], target_name=own_language,
+            max_context_chars=TRANSLATION_CHARS)
     return loss_sets, {k: v for k, v in mc.items() if v}
 
 
