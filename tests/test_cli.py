@@ -39,6 +39,12 @@ def test_build_flags_override_the_spec():
     spec = _spec_from_args(args)
     assert (spec.target_ratios, spec.layout, spec.ffn_multiple) == ([0.3], "per_layer", 64)
     assert spec.domain is None and spec.baselines == ["random"]
+    args = build_parser().parse_args(["build", "--base-model", "gemma3-270m", "--language", "es",
+                                      "--domain", "none", "--task", "none", "--general", "none",
+                                      "--baselines", "", "--no-evaluation"])
+    spec = _spec_from_args(args)
+    assert spec.general is None and spec.evaluation.enabled is False and spec.baselines == []
+    assert list(spec.dimensions()) == ["language"] and spec.language.value == "es"
     with pytest.raises(Exception, match="ffn_multiple"):
         _spec_from_args(build_parser().parse_args(["build", "--ffn-multiple", "0"]))
 

@@ -39,6 +39,12 @@ def _spec_from_args(args) -> ExpertSpec:
             data[dim] = None
         elif value:
             data[dim] = DimensionSpec(value=value, sources=getattr(args, f"{dim}_source") or []).model_dump()
+    if args.general == "none":
+        data["general"] = None
+    elif args.general:
+        data["general"] = DimensionSpec(value=args.general).model_dump()
+    if args.no_evaluation:
+        data["evaluation"] = {**(data.get("evaluation") or {}), "enabled": False}
     for field in ("name", "base_model", "rule", "layout", "storage_root", "execution"):
         if getattr(args, field, None):
             data[field] = getattr(args, field)
@@ -137,6 +143,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         b.add_argument(f"--{dim}", help=f"{dim} value ('none' to leave the dimension out)")
         b.add_argument(f"--{dim}-source", action="append",
                        help=f"corpus URI for the {dim} (repeatable; default: the bundled corpus)")
+    b.add_argument("--general", help="general-text language protecting the units it needs and "
+                                     "feeding wanda-sp/flap ('none': no general corpus)")
+    b.add_argument("--no-evaluation", action="store_true",
+                   help="skip the comparison with dense and baselines (e.g. experts built only "
+                        "for `cusprun overlap`)")
     b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
     b.add_argument("--rule", choices=["exact-ratio", "paper"])
     b.add_argument("--layout", choices=["uniform", "per_layer"])
