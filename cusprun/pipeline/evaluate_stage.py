@@ -11,9 +11,10 @@ from cusprun.storage import ArtifactStore, publish_expert
 
 log = logging.getLogger(__name__)
 
-# Translation options are verse documents clipped to this many characters (a verse or two): every
-# option token needs the LM head, so 4 options x 100 items stay affordable on CPU.
-TRANSLATION_CHARS = 200
+# Answer options (definitions, translated verses) are clipped to this many characters at a word
+# boundary: every option token needs an LM-head row (640 x 262k for Gemma 3), so 4 options x 100
+# items x 3 tasks stay affordable on CPU. Topic labels are short anyway.
+OPTION_CHARS = 100
 
 
 def _has(table, *cols: str) -> bool:
@@ -31,7 +32,7 @@ def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, ow
 
     tables = {name: _corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
     loss_sets = loss_sets_from_tables(tables, max_docs=max_docs)
-    mc = mc_tasks_from_tables(tables, n_items=mc_items, seed=seed)
+    mc = mc_tasks_from_tables(tables, n_items=mc_items, seed=seed, max_option_chars=OPTION_CHARS)
     articles = [n for n in sorted(tables) if n.split("=")[0] in ("domain", "general")
                 and _has(tables[n], "label", "title")]
     if "definition QA" not in mc and articles:
@@ -44,7 +45,7 @@ def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, ow
         mc["translation selection"] = build_translation_items(
             tables[src], tables[own], n_items=mc_items, seed=seed,
             source_name=src.split("=")[1], target_name=own_language,
-            max_context_chars=TRANSLATION_CHARS)
+            max_context_chars=OPTION_CHARS)
     return loss_sets, {k: v for k, v in mc.items() if v}
 
 
