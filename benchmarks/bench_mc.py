@@ -1,8 +1,8 @@
 """Multiple-choice scoring: each question computed once for all its options (packed) vs one
 sequence per option, on the real embedded model and the bundled French data the fr-health-qa
 report uses: topic classification (French Wikipedia, 600-character article), definition QA
-(French health articles, 'Qu'est-ce que X ?'), translation selection (English -> French verses,
-clipped to 200 characters). Both modes run in the same process on the same items, one task after
+(French health articles, 'Qu'est-ce que X ?'), translation selection (English -> French verses);
+options clipped to the pipeline's OPTION_CHARS, max_tokens as the fr-health-qa profile. Both modes run in the same process on the same items, one task after
 the other, and must pick the same options.
 
     .venv/bin/python benchmarks/bench_mc.py [MODEL] [--items 100] [--threads 2]
@@ -19,6 +19,7 @@ from cusprun.corpora.bundled import bible, wiki
 from cusprun.evaluation import (build_answer_items, build_topic_items, build_translation_items,
                                 mc_accuracy)
 from cusprun.models import load_model, resolve_model
+from cusprun.pipeline.evaluate_stage import OPTION_CHARS
 
 
 def french_tasks(n_items: int) -> dict:
@@ -28,10 +29,11 @@ def french_tasks(n_items: int) -> dict:
     fr = pa.Table.from_pylist(bible.language_rows("fr", None, 8))
     return {
         "topic classification": build_topic_items(topic, n_items=n_items),
-        "definition QA": build_answer_items(qa, title_col="title", n_items=n_items),
+        "definition QA": build_answer_items(qa, title_col="title", n_items=n_items,
+                                            max_answer_chars=OPTION_CHARS),
         "translation selection": build_translation_items(en, fr, source_name="en",
                                                          target_name="fr", n_items=n_items,
-                                                         max_context_chars=200),
+                                                         max_context_chars=OPTION_CHARS),
     }
 
 
@@ -40,7 +42,7 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default="gemma3-270m")
     ap.add_argument("--items", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
