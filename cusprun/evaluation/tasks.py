@@ -49,8 +49,8 @@ def loss_sets_from_tables(tables: Mapping[str, object], *, max_docs: int | None 
 
 
 def mc_tasks_from_tables(tables: Mapping[str, object], *, n_items: int = 200, n_options: int = 4,
-                         seed: int = 0, max_option_chars: int | None = None
-                         ) -> dict[str, list[MCItem]]:
+                         seed: int = 0, max_option_chars: int | None = None,
+                         max_article_chars: int = 600) -> dict[str, list[MCItem]]:
     """The MC tasks the held-out tables allow, named after what they test:
 
     - 'topic classification' from the first table (by name) with >= n_options distinct labels;
@@ -63,8 +63,9 @@ def mc_tasks_from_tables(tables: Mapping[str, object], *, n_items: int = 200, n_
         value = t.column("value")[0].as_py() if _has(t, "value") else None
         if ("topic classification" not in tasks and _has(t, "label")
                 and len(set(t.column("label").drop_null().to_pylist())) >= n_options):
-            tasks["topic classification"] = build_topic_items(t, n_items=n_items,
-                                                              n_options=n_options, seed=seed)
+            tasks["topic classification"] = build_topic_items(
+                t, n_items=n_items, n_options=n_options, seed=seed,
+                max_context_chars=max_article_chars)
         if _has(t, "prompt") and _has(t, "answer"):
             if value == "qa" and "definition QA" not in tasks:
                 tasks["definition QA"] = build_answer_items(
