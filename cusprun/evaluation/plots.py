@@ -146,6 +146,7 @@ def plot_layer_overlap(rows: list[dict], names: list[str], path: str | Path, *,
         ax.bar(layers, vals, bottom=bottom, label=label, color=colour, width=0.8)
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylim(0, 1)
+    ax.set_xticks(layers, [str(x) for x in layers], fontsize=7 if len(layers) > 24 else 9)
     ax.set_xlabel("layer")
     ax.set_ylabel(f"share of the {unit} any expert keeps")
     twin = ax.twinx()
