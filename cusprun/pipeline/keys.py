@@ -13,7 +13,7 @@ STAGE_VERSIONS = {
     "plan": "1",
     "baseline": "1",
     "slice": "1",
-    "evaluate": "1",
+    "evaluate": "2",  # 2: intervals, paired differences, packed MC, clipped options
 }
 
 
