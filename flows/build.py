@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from transformers import AutoConfig
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from cusprun.models.embedded import license_card
 from cusprun.pipeline.context import invalidate, is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
@@ -125,7 +126,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     plans = {k: f.result() for k, f in plan_futs.items()}
 
     # Slice every plan at a target ratio into a real, smaller (compensated) checkpoint.
-    card = {"expert": spec.name, "base_model": spec.base_model}
+    card = {"expert": spec.name, "base_model": spec.base_model, **license_card(model.get("license"))}
     comp_key = {"compensation": comp, "grams": gram_keys if comp["mode"] != "none" else []}
     slice_futs = {(m, r): submit(t.slice_weights, "slice", content_key("slice", p["key"], comp_key), store,
                                  storage, refresh, model=model, plan=p, card=card, grams=grams,

@@ -39,5 +39,38 @@ def test_build_flags_override_the_spec():
     spec = _spec_from_args(args)
     assert (spec.target_ratios, spec.layout, spec.ffn_multiple) == ([0.3], "per_layer", 64)
     assert spec.domain is None and spec.baselines == ["random"]
+    args = build_parser().parse_args(["build", "--base-model", "gemma3-270m", "--language", "es",
+                                      "--domain", "none", "--task", "none", "--general", "none",
+                                      "--baselines", "", "--no-evaluation"])
+    spec = _spec_from_args(args)
+    assert spec.general is None and spec.evaluation.enabled is False and spec.baselines == []
+    assert list(spec.dimensions()) == ["language"] and spec.language.value == "es"
     with pytest.raises(Exception, match="ffn_multiple"):
         _spec_from_args(build_parser().parse_args(["build", "--ffn-multiple", "0"]))
+
+
+def test_demo_runs_the_english_default_or_a_profile():
+    from cusprun.cli.pipeline import DEMO_SPEC, _demo_spec
+
+    spec = _demo_spec(build_parser().parse_args(["demo"]))
+    assert spec.base_model == DEMO_SPEC["base_model"] == "smollm2-135m" and spec.language.value == "en"
+    spec = _demo_spec(build_parser().parse_args(["demo", "--profile", "fr-health-qa",
+                                                 "--storage-root", "/tmp/x"]))
+    assert (spec.name, spec.base_model, spec.language.value) == ("fr-health-qa", "gemma3-270m", "fr")
+    assert spec.storage_root == "/tmp/x" and spec.evaluation.mc_items >= 100
+    assert main(["demo", "--profile", "no-such-profile"]) == 2
+
+
+def test_generate_takes_the_prompt_as_an_argument(capsys):
+    args = build_parser().parse_args(["model", "generate", "gemma3-270m", "La capitale de la France est"])
+    assert (args.model, args.text) == ("gemma3-270m", "La capitale de la France est")
+    assert main(["model", "generate", "smollm2-135m", ""]) == 2
+    assert "Empty prompt" in capsys.readouterr().err
+
+
+def test_model_card_license_of_embedded_models():
+    from cusprun.models.embedded import license_card
+
+    card = license_card("gemma")
+    assert card["license"] == "gemma" and "Gemma Terms of Use" in card["description"]
+    assert license_card(None) == {}

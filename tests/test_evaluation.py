@@ -253,3 +253,12 @@ def test_answer_items_and_tasks_from_tables():
     sets = loss_sets_from_tables({"task=qa": qa, "general=en": TOPICS}, max_docs=2)
     assert sets["task=qa"][0] == LossExample(prompt=qa["prompt"][0].as_py(), text=qa["answer"][0].as_py())
     assert len(sets["general=en"]) == 2 and sets["general=en"][0].prompt == ""
+
+
+def test_answer_options_can_be_clipped():
+    table = pa.table({"prompt": [f"Q{i}?\nA: " for i in range(6)],
+                      "answer": [f"answer number {i} " + "with many more words " * 5 for i in range(6)]})
+    items = build_answer_items(table, n_items=6, max_answer_chars=40)
+    assert all(len(o) <= 44 and o.endswith(" ...") for it in items for o in it.options)
+    full = build_answer_items(table, n_items=6)
+    assert [it.answer_index for it in items] == [it.answer_index for it in full]

@@ -62,4 +62,4 @@ def test_compare_on_held_out_corpora(tables, tmp_path):
         assert rep.get("cusprun-50", "loss", name).retention > 0
     acc = rep.get("cusprun-50", "mc_accuracy", "translation selection")
     assert acc.chance == 0.25 and acc.n == 6
-    assert "definition QA (chance 0.250)" in rep.files["markdown"].read_text()
+    assert "definition QA (chance 0.250, n=6)" in rep.files["markdown"].read_text()

@@ -111,10 +111,30 @@ def test_report_files_are_parseable(report):
     assert table.schema.equals(SCHEMA) and table.num_rows == len(report.rows)
     assert set(table.column("method").to_pylist()) == {"dense", "cusprun", "random"}
     md = f["markdown"].read_text()
-    assert "topic (chance 0.375)" in md and "| cusprun-50 | cusprun | 0.50 |" in md
+    assert "topic (chance 0.375, n=2)" in md and "| cusprun-50 | cusprun | 0.50 |" in md
     assert md.count("| random-75 |") == 4  # size/speed, loss, perplexity, MC tables
+    assert "## Differences beyond the 95 % interval" in md and "| cusprun-50 | loss |" in md
+    assert "`topic`: 2 items, fewer than the 200 asked for" in md
     for key in ("retention_vs_ratio", "retention_by_eval_set", "overlap"):
         assert _is_png(f[key]) and f"({f[key].name})" in md
+
+
+def test_intervals_and_paired_differences_in_rows(report):
+    for r in report.rows:
+        if r.metric in ("loss", "perplexity", "mc_accuracy"):
+            assert r.ci_low <= r.value <= r.ci_high, r
+            assert r.n_units == (len(EVAL_SETS[r.eval_set]) if r.metric != "mc_accuracy" else 2)
+        else:
+            assert r.ci_low is None and r.d_dense is None
+    loss = report.get("cusprun-50", "loss", "language=en")
+    dense = report.get("dense", "loss", "language=en")
+    assert loss.d_dense == pytest.approx(loss.value - dense.value)
+    assert loss.d_dense_low <= loss.d_dense <= loss.d_dense_high
+    # Cus-Prun is compared with the best baseline at its own ratio (random-50, not random-75)
+    assert loss.best_baseline == "random-50"
+    assert loss.d_best == pytest.approx(loss.value - report.get("random-50", "loss", "language=en").value)
+    assert report.get("random-50", "loss", "language=en").best_baseline is None
+    assert report.get("dense", "loss", "language=en").d_dense is None
 
 
 def test_bad_compare_inputs_fail_before_loading(tmp_path):

@@ -9,7 +9,7 @@ from cusprun.pipeline.profiles import (check_bundled_corpora, list_profiles, loa
                                        load_profiles, profiles_dir, validate_profiles)
 from cusprun.pipeline.spec import ExpertSpec
 
-SHIPPED = {"en-health-qa", "fr-science-summarization", "py-code-completion"}
+SHIPPED = {"en-health-qa", "fr-health-qa", "fr-science-summarization", "py-code-completion"}
 
 
 def test_shipped_profiles_are_valid_expert_specs_with_schedules():
@@ -25,6 +25,24 @@ def test_shipped_profiles_are_valid_expert_specs_with_schedules():
     assert fr.schedule.timezone == "Europe/Paris"
     code = load_profile("py-code-completion")
     assert (code.spec.domain.value, code.spec.task.value) == ("code", "code-completion")
+
+
+def test_french_health_profile_runs_on_gemma_with_enough_mc_items():
+    from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora
+
+    p = load_profile("fr-health-qa")
+    s = p.spec
+    assert s.base_model == "gemma3-270m" and s.target_ratios == [0.25]
+    assert (s.language.value, s.domain.value, s.task.value, s.general.value) == ("fr", "health", "qa", "fr")
+    assert s.baselines == ["random", "magnitude", "wanda-sp", "flap"]
+    assert s.evaluation.mc_items >= 100 and p.schedule.timezone == "Europe/Paris"
+    calib = {g: [c["source"] for c in cs] for g, cs in calibration_corpora(s).items()}
+    assert calib == {"language": ["bundled://language/fr"],
+                     "domain": ["bundled://domain/health?lang=fr"],
+                     "task": ["bundled://task/qa?domain=health&lang=fr"],
+                     "general": ["bundled://general/fr"]}
+    assert set(evaluation_corpora(s)) >= {"language=fr", "domain=health", "task=qa", "general=fr",
+                                          "language=en", "language=es"}
 
 
 def test_unknown_profile_lists_the_existing_ones():

@@ -12,7 +12,8 @@ from cusprun.cli.errors import (INTERRUPTED_EXIT, report_user_error,
 from cusprun.errors import CusprunError
 
 # Modules that add subcommands; each defines register(subparsers).
-SUBCOMMAND_MODULES = ["cusprun.cli.models", "cusprun.cli.corpora", "cusprun.cli.pipeline"]
+SUBCOMMAND_MODULES = ["cusprun.cli.models", "cusprun.cli.corpora", "cusprun.cli.pipeline",
+                      "cusprun.cli.reports"]
 
 
 def build_parser() -> argparse.ArgumentParser:

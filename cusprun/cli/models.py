@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from cusprun.errors import ModelSourceError
 from cusprun.models import DEFAULT_MODEL, greedy_continuation, load_model, resolve_model, summarize
 
 
@@ -22,9 +23,13 @@ def _summary(args) -> int:
 
 
 def _generate(args) -> int:
+    prompt = args.text if args.text is not None else args.prompt
+    if not prompt:
+        raise ModelSourceError("Empty prompt; give one: cusprun model generate MODEL \"The capital of "
+                               "France is\"")
     r = resolve_model(args.model)
     model, tok = load_model(r.path)
-    print(args.prompt + greedy_continuation(model, tok, args.prompt, args.max_new_tokens))
+    print(prompt + greedy_continuation(model, tok, prompt, args.max_new_tokens))
     return 0
 
 
@@ -42,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("model", nargs="?", default=DEFAULT_MODEL,
                        help=f"model reference (default: {DEFAULT_MODEL})")
         if name == "generate":
+            q.add_argument("text", nargs="?", metavar="PROMPT",
+                           help="text to continue (default: --prompt)")
             q.add_argument("--prompt", default="The capital of France is")
             q.add_argument("--max-new-tokens", type=int, default=16)
         q.set_defaults(func=func)

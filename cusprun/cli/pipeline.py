@@ -11,7 +11,7 @@ import os
 import time
 
 from cusprun.errors import SpecError
-from cusprun.pipeline.spec import ExpertSpec, load_spec
+from cusprun.pipeline.spec import DimensionSpec, ExpertSpec, load_spec
 
 _EXAMPLE = {"language": "de", "domain": "health", "task": "qa"}
 
@@ -47,6 +47,12 @@ def _spec_from_args(args) -> ExpertSpec:
             data[dim] = None
         elif value:
             data[dim] = {"value": value, "sources": sources or []}
+    if args.general == "none":
+        data["general"] = None
+    elif args.general:
+        data["general"] = DimensionSpec(value=args.general).model_dump()
+    if args.no_evaluation:
+        data["evaluation"] = {**(data.get("evaluation") or {}), "enabled": False}
     for field in ("name", "base_model", "rule", "layout", "storage_root", "execution", "score",
                   "allocation", "compensation"):
         if getattr(args, field, None):
@@ -116,15 +122,37 @@ def _build(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    spec = load_spec({**DEMO_SPEC, "storage_root": args.storage_root or "./artifacts"})
-    print("cusprun demo: English health question-answering expert from the embedded SmolLM2-135M\n")
-    from cusprun.models import greedy_continuation, load_model, resolve_model, summarize
+# What the demo asks the dense model first, per expert language.
+DEMO_PROMPTS = {"en": "The capital of France is", "fr": "La capitale de la France est",
+                "es": "La capital de Francia es", "de": "Die Hauptstadt von Frankreich ist"}
 
+
+def _demo_spec(args) -> ExpertSpec:
+    """The fast English demo, or a customer profile (its own ratios, corpora and evaluation)."""
+    if not args.profile:
+        return load_spec({**DEMO_SPEC, "storage_root": args.storage_root or "./artifacts"})
+    from cusprun.pipeline.profiles import load_profile
+
+    data = load_profile(args.profile).spec.model_dump()
+    if args.storage_root:
+        data["storage_root"] = args.storage_root
+    return load_spec(data)
+
+
+def _demo(args) -> int:
+    spec = _demo_spec(args)
+    from cusprun.models import ALIASES, greedy_continuation, load_model, resolve_model, summarize
+
+    dims = ", ".join(f"{d}={v.value}" for d, v in spec.dimensions().items())
+    emb = ALIASES.get(spec.base_model)
+    print(f"cusprun demo: expert {spec.name} ({dims}) from {emb.description if emb else spec.base_model}")
     r = resolve_model(spec.base_model)
+    terms = emb.license_name if emb else r.license
+    print(f"base model license: {terms or 'not stated'} (the expert is a derivative under the same terms)\n")
     print(summarize(r.path).as_text() + "\n")
     model, tok = load_model(r.path)
-    prompt = "The capital of France is"
+    lang = spec.language.value if spec.language else "en"
+    prompt = DEMO_PROMPTS.get(lang, DEMO_PROMPTS["en"])
     print(f"dense model says: {prompt}{greedy_continuation(model, tok, prompt, 12)!s}\n")
     del model
     _print_result(spec, run_build(spec, args.refresh))
@@ -144,6 +172,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         b.add_argument(f"--{dim}", help=f"{dim} value ('none' to leave the dimension out)")
         b.add_argument(f"--{dim}-source", action="append",
                        help=f"corpus URI for the {dim} (repeatable; default: the bundled corpus)")
+    b.add_argument("--general", help="general-text language protecting the units it needs and "
+                                     "feeding wanda-sp/flap ('none': no general corpus)")
+    b.add_argument("--no-evaluation", action="store_true",
+                   help="skip the comparison with dense and baselines (e.g. experts built only "
+                        "for `cusprun overlap`)")
     b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
     b.add_argument("--rule", choices=["exact-ratio", "paper"])
     b.add_argument("--layout", choices=["uniform", "per_layer"])
@@ -164,8 +197,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_build)
 
     d = sub.add_parser("demo", help="build the English health QA expert from the embedded model",
-                       description="End-to-end demo on the embedded SmolLM2-135M and bundled corpora; "
-                                   "prints the comparison table and where the expert is.")
+                       description="End-to-end demo on the embedded SmolLM2-135M and bundled corpora "
+                                   "(or on a customer profile with --profile, e.g. fr-health-qa on "
+                                   "the embedded Gemma 3 270M); prints the comparison table and "
+                                   "where the expert is.")
+    d.add_argument("--profile", help="run this customer profile of deployments/customers/ instead "
+                                     "of the fast English demo (e.g. fr-health-qa)")
     d.add_argument("--storage-root", help="artifact store (default ./artifacts)")
     d.add_argument("--refresh", action="append", default=[],
                    choices=["corpus", "stats", "grams", "plan", "baseline", "slice", "evaluate"])

@@ -8,8 +8,9 @@ from cusprun.evaluation.items import (LossExample, MCItem, as_loss_examples, as_
                                       build_definition_items, build_topic_items,
                                       build_translation_items, first_sentence,
                                       loss_examples_from_table)
-from cusprun.evaluation.likelihood import (LossResult, MCResult, encode, heldout_loss, mc_accuracy,
-                                           score_sequences)
+from cusprun.evaluation.intervals import Difference, paired_difference, samples_of, wilson
+from cusprun.evaluation.likelihood import (LossResult, MCResult, encode, encode_item, heldout_loss,
+                                           mc_accuracy, score_sequences)
 from cusprun.evaluation.metrics import METRICS, retention
 from cusprun.evaluation.plots import overlap_matrix, plot_overlap, plot_retention
 from cusprun.evaluation.report import ComparisonReport, ReportRow, build_report, write_report
@@ -18,7 +19,8 @@ from cusprun.evaluation.speed import speed_metrics
 from cusprun.evaluation.tasks import build_answer_items, loss_sets_from_tables, mc_tasks_from_tables
 
 __all__ = [
-    "METRICS", "METRIC_FAMILIES", "ComparisonReport", "EvalConfig", "EvaluationError", "LossExample",
+    "METRICS", "METRIC_FAMILIES", "ComparisonReport", "Difference", "encode_item",
+    "paired_difference", "samples_of", "wilson", "EvalConfig", "EvaluationError", "LossExample",
     "LossResult", "MCItem", "MCResult", "MetricValue", "ModelEntry", "ModelResult", "ReportRow",
     "as_loss_examples", "as_mc_items", "build_answer_items", "build_definition_items", "build_report",
     "build_topic_items", "build_translation_items", "checkpoint_bytes", "compare", "encode",

@@ -36,7 +36,10 @@ class EvalConfig(BaseModel):
     """Use at most this many items per MC task (a seeded subsample if more are given)."""
     mc_normalization: Literal["char", "token", "none"] = "char"
     """Option score = sum of option-token log-probs divided by option characters / tokens / 1."""
+    mc_shared_prefix: bool = True
+    """Compute each MC question once for all its options (same scores, several times faster)."""
     seed: int = 0
+    """Seeds the MC subsample and the bootstrap intervals."""
     metrics: list[str] = list(METRIC_FAMILIES)
     """Metric families to compute: any of loss, mc, size, speed."""
     speed_prompt_tokens: int = 128

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
+from cusprun.evaluation.intervals import interval, samples_of
 from cusprun.evaluation.items import LossExample, MCItem, as_loss_examples, as_mc_items, subsample
 from cusprun.evaluation.likelihood import heldout_loss, mc_accuracy
 from cusprun.evaluation.size import size_metrics
@@ -30,6 +31,15 @@ class MetricValue(BaseModel):
     """MC accuracy of uniform guessing (mean 1/#options)."""
     n: int | None = None
     """Scored tokens (loss, perplexity) or items (MC accuracy)."""
+    n_units: int | None = None
+    """Documents (loss, perplexity) or items (MC accuracy) the interval resamples."""
+    ci_low: float | None = None
+    ci_high: float | None = None
+    """95 % interval (Wilson for accuracy, bootstrap over documents for loss and perplexity)."""
+    unit_num: list[float] | None = None
+    unit_den: list[float] | None = None
+    """Per document NLL and tokens (loss) or per item 1/0 correct (accuracy): value =
+    sum(unit_num) / sum(unit_den), kept for paired comparisons between models."""
 
 
 class ModelResult(BaseModel):
@@ -93,16 +103,21 @@ def evaluate_loaded(model, tokenizer, loss_sets: Mapping[str, list[LossExample]]
         for set_name, ex in tqdm(loss_sets.items(), desc=f"{name}: loss sets", disable=not bar):
             r = heldout_loss(model, tokenizer, ex, max_tokens=config.max_tokens,
                              batch_size=config.batch_size, name=set_name, progress=bar)
-            out += [MetricValue(metric="loss", eval_set=set_name, value=r.loss, n=r.n_tokens),
-                    MetricValue(metric="perplexity", eval_set=set_name, value=r.perplexity,
-                                n=r.n_tokens)]
+            units = samples_of([nll for nll, _ in r.per_doc], [k for _, k in r.per_doc])
+            for metric, value in (("loss", r.loss), ("perplexity", r.perplexity)):
+                lo, hi = interval(metric, units, seed=config.seed)
+                out.append(MetricValue(metric=metric, eval_set=set_name, value=value, n=r.n_tokens,
+                                       n_units=len(units), ci_low=lo, ci_high=hi,
+                                       unit_num=list(units.num), unit_den=list(units.den)))
     if "mc" in fams:
         for task, items in tqdm(mc_tasks.items(), desc=f"{name}: MC tasks", disable=not bar):
             r = mc_accuracy(model, tokenizer, items, normalization=config.mc_normalization,
                             max_tokens=config.max_tokens, batch_size=config.batch_size,
-                            name=task, progress=bar)
+                            name=task, progress=bar, shared_prefix=config.mc_shared_prefix)
+            lo, hi = interval("mc_accuracy", samples_of(r.correct))
             out.append(MetricValue(metric="mc_accuracy", eval_set=task, value=r.accuracy,
-                                   chance=r.chance, n=r.n_items))
+                                   chance=r.chance, n=r.n_items, n_units=r.n_items, ci_low=lo,
+                                   ci_high=hi, unit_num=[float(c) for c in r.correct]))
     if "speed" in fams:
         sp = speed_metrics(model, tokenizer, prompt_tokens=config.speed_prompt_tokens,
                            decode_tokens=config.speed_decode_tokens, warmup=config.speed_warmup,

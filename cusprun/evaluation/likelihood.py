@@ -33,32 +33,50 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def encode(tokenizer, text: str, prompt: str = "", max_tokens: int = 512) -> Encoded:
-    """Encode a document (prompt empty: every token after the first is scored) or a prompt plus a
-    continuation (only continuation tokens are scored).
-
-    The continuation's tokens are read off the encoding of prompt+continuation where its prefix
-    equals the prompt's encoding (so boundary merges match how the model would see the full text);
-    trailing whitespace of the prompt moves to the continuation. Over max_tokens, a document keeps
-    its first max_tokens tokens; a prompt is cut from the left (it keeps at least half the budget
-    if it needs it) and the continuation from the right."""
-    if not prompt:
-        ids = _ids(tokenizer, text, True)[:max_tokens]
-        return Encoded(ids, max(len(ids) - 1, 0))
+def _split(tokenizer, text: str, prompt: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, continuation ids): the continuation's tokens are read off the encoding of
+    prompt+continuation where its prefix equals the prompt's encoding (so boundary merges match
+    how the model would see the full text); trailing whitespace of the prompt moves to the
+    continuation."""
     stripped = prompt.rstrip()
     cont_text = prompt[len(stripped):] + text
     ctx = _ids(tokenizer, stripped, True)
     whole = _ids(tokenizer, stripped + cont_text, True)
     if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        cont = whole[len(ctx):]
-    else:
-        cont = _ids(tokenizer, cont_text, False)
-    keep_ctx = min(len(ctx), max(max_tokens - len(cont), max_tokens // 2))
+        return ctx, whole[len(ctx):]
+    return ctx, _ids(tokenizer, cont_text, False)
+
+
+def _fit(ctx: list[int], cont: list[int], longest: int, max_tokens: int) -> Encoded:
+    """Cut the prompt from the left (it keeps at least half the budget if it needs it; the budget
+    left by the longest continuation otherwise) and the continuation from the right."""
+    keep_ctx = min(len(ctx), max(max_tokens - longest, max_tokens // 2))
     ctx = ctx[len(ctx) - keep_ctx:]
     cont = cont[: max_tokens - keep_ctx]
     if not ctx:  # nothing to condition the first continuation token on
         return Encoded(cont, max(len(cont) - 1, 0))
     return Encoded(ctx + cont, len(cont))
+
+
+def encode(tokenizer, text: str, prompt: str = "", max_tokens: int = 512) -> Encoded:
+    """Encode a document (prompt empty: every token after the first is scored) or a prompt plus a
+    continuation (only continuation tokens are scored; see _split and _fit). Over max_tokens, a
+    document keeps its first max_tokens tokens."""
+    if not prompt:
+        ids = _ids(tokenizer, text, True)[:max_tokens]
+        return Encoded(ids, max(len(ids) - 1, 0))
+    ctx, cont = _split(tokenizer, text, prompt)
+    return _fit(ctx, cont, len(cont), max_tokens)
+
+
+def encode_item(tokenizer, item: MCItem, max_tokens: int = 512) -> list[Encoded]:
+    """Every option of an MC item after the same question: when the longest option needs the
+    question cut, every option gets the same cut question (so all are judged on one context)."""
+    if not item.question:
+        return [encode(tokenizer, o, "", max_tokens) for o in item.options]
+    split = [_split(tokenizer, o, item.question) for o in item.options]
+    longest = max(len(cont) for _, cont in split)
+    return [_fit(ctx, cont, longest, max_tokens) for ctx, cont in split]
 
 
 def _pad_id(tokenizer) -> int:
@@ -146,6 +164,10 @@ class MCResult:
     predictions: list[int] = field(repr=False)
     scores: list[list[float]] = field(repr=False)
     """Normalised option scores per item (the prediction is their argmax)."""
+    correct: list[int] = field(default_factory=list, repr=False)
+    """1 where the item was answered right, else 0 (for intervals and paired comparisons)."""
+    n_packed: int = 0
+    """Items whose question was computed once for all options (see cusprun.evaluation.packed)."""
 
 
 def normalise(logprob: float, n_tokens: int, option: str, how: str) -> float:
@@ -159,23 +181,57 @@ def normalise(logprob: float, n_tokens: int, option: str, how: str) -> float:
     raise EvaluationError(f"Unknown MC normalisation {how!r}; accepted: char, token, none.")
 
 
+def _raw_option_scores(model, enc: list[list[Encoded]], *, batch_size: int, pad_id: int,
+                       name: str, progress: bool, shared_prefix: bool
+                       ) -> tuple[list[list[tuple[float, int]]], int]:
+    """(log-prob sum, scored tokens) per item and option: packed items share their question's
+    forward pass; the others are scored one sequence per option."""
+    from cusprun.evaluation.packed import can_pack, pack, score_packed, window_of
+
+    packed: dict[int, object] = {}
+    if shared_prefix and can_pack(model):
+        window = window_of(model)
+        for k, options in enumerate(enc):
+            p = pack(options)
+            if p is not None and (window is None or p.span <= window):
+                packed[k] = p
+    out: list[list[tuple[float, int]]] = [[] for _ in enc]
+    if packed:
+        keys = list(packed)
+        sums = score_packed(model, [packed[k] for k in keys], batch_size=batch_size, pad_id=pad_id,
+                            desc=f"mc {name} (shared questions)", progress=progress)
+        for k, s in zip(keys, sums):
+            out[k] = [(v, len(o)) for v, o in zip(s, packed[k].options)]
+    rest = [(k, o) for k in range(len(enc)) if k not in packed for o in range(len(enc[k]))]
+    if rest:
+        raw = score_sequences(model, [enc[k][o] for k, o in rest], batch_size=batch_size,
+                              pad_id=pad_id, desc=f"mc {name}", progress=progress)
+        for (k, _), r in zip(rest, raw):
+            out[k].append(r)
+    return out, len(packed)
+
+
 def mc_accuracy(model, tokenizer, items: Sequence[MCItem], *, normalization: str = "char",
                 max_tokens: int = 512, batch_size: int = 8, name: str = "mc",
-                progress: bool = True) -> MCResult:
+                progress: bool = True, shared_prefix: bool = True) -> MCResult:
     """Pick, per item, the option with the highest normalised log-likelihood given the question.
-    All (item, option) pairs are scored together in length-sorted batches."""
+    With shared_prefix, each question is computed once for all its options (same scores up to
+    float rounding, several times faster for long questions); otherwise every (item, option)
+    pair is scored as its own sequence in length-sorted batches."""
     if not items:
         raise EvaluationError(f"MC task {name!r} is empty; give at least one item.")
     normalise(0.0, 1, "x", normalization)  # reject a bad normalisation before any scoring
-    flat = [(k, o) for k, it in enumerate(items) for o in range(len(it.options))]
-    enc = [encode(tokenizer, items[k].options[o], items[k].question, max_tokens) for k, o in flat]
-    raw = score_sequences(model, enc, batch_size=batch_size, pad_id=_pad_id(tokenizer),
-                          desc=f"mc {name}", progress=progress)
-    scores: list[list[float]] = [[] for _ in items]
-    for (k, o), (lp, n) in zip(flat, raw):
-        scores[k].append(normalise(lp, n, items[k].options[o], normalization))
+    enc = [encode_item(tokenizer, it, max_tokens) for it in items]
+    raw, n_packed = _raw_option_scores(model, enc, batch_size=batch_size,
+                                       pad_id=_pad_id(tokenizer), name=name, progress=progress,
+                                       shared_prefix=shared_prefix)
+    scores = [[normalise(lp, n, it.options[o], normalization) for o, (lp, n) in enumerate(r)]
+              for it, r in zip(items, raw)]
     preds = [max(range(len(s)), key=s.__getitem__) for s in scores]
-    acc = sum(p == it.answer_index for p, it in zip(preds, items)) / len(items)
+    correct = [int(p == it.answer_index) for p, it in zip(preds, items)]
+    acc = sum(correct) / len(items)
     chance = sum(it.chance for it in items) / len(items)
-    log.info("mc %s: accuracy %.3f (chance %.3f) over %d items", name, acc, chance, len(items))
-    return MCResult(accuracy=acc, chance=chance, n_items=len(items), predictions=preds, scores=scores)
+    log.info("mc %s: accuracy %.3f (chance %.3f) over %d items (%d with a shared question pass)",
+             name, acc, chance, len(items), n_packed)
+    return MCResult(accuracy=acc, chance=chance, n_items=len(items), predictions=preds,
+                    scores=scores, correct=correct, n_packed=n_packed)

@@ -126,3 +126,36 @@ def plot_retention_by_set(rows: list[dict], path: str | Path) -> Path | None:
                    if r["metric"] in ("loss", "mc_accuracy")})
     panels = [(f"{m}: {s}", _lines(rows, m, s)) for m, s in keys]
     return _panels(panels, path, "Retention vs pruning ratio per eval set")
+
+
+def plot_layer_overlap(rows: list[dict], names: list[str], path: str | Path, *,
+                       unit: str = "FFN neurons") -> Path:
+    """Stacked bars per layer of the units any expert keeps: shared by all, by some, and specific
+    to each expert; the mean pairwise Jaccard index as a line on a second axis."""
+    if not rows:
+        raise EvaluationError("plot_layer_overlap needs at least one layer.")
+    layers = [r["layer"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2.5), 4.2))
+    bottom = [0.0] * len(rows)
+    parts = [("shared by all", [r["shared_by_all"] for r in rows], "#3b6ea5"),
+             ("shared by some", [r["shared_by_some"] for r in rows], "#9bbbd9")]
+    palette = plt.get_cmap("Set2")
+    parts += [(f"only {n}", [r["specific"][n] for r in rows], palette(i % 8))
+              for i, n in enumerate(names)]
+    for label, vals, colour in parts:
+        ax.bar(layers, vals, bottom=bottom, label=label, color=colour, width=0.8)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylim(0, 1)
+    ax.set_xticks(layers, [str(x) for x in layers], fontsize=7 if len(layers) > 24 else 9)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"share of the {unit} any expert keeps")
+    twin = ax.twinx()
+    twin.plot(layers, [r["mean_jaccard"] for r in rows], color="black", marker="o", ms=3,
+              lw=1.2, label="mean pairwise Jaccard")
+    twin.set_ylim(0, 1)
+    twin.set_ylabel("mean pairwise Jaccard")
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = twin.get_legend_handles_labels()
+    ax.legend(handles + h2, labels + l2, fontsize=7, loc="lower left", ncol=2)
+    ax.set_title(f"Kept {unit} of experts {', '.join(names)}: shared vs expert-specific")
+    return _save(fig, path)

@@ -1,4 +1,5 @@
-"""The comparison report: long-format rows with retention, and its markdown/JSON/parquet files."""
+"""The comparison report: long-format rows with retention, 95 % intervals and paired differences
+against dense and the best baseline; its markdown (cusprun.evaluation.markdown), JSON and parquet."""
 from __future__ import annotations
 
 import json
@@ -12,11 +13,16 @@ from pydantic import BaseModel
 from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
 from cusprun.evaluation.evaluate import ModelResult
 from cusprun.evaluation.metrics import METRICS, metric_info, retention
+from cusprun.evaluation.significance import differences, verdict
 
 SCHEMA = pa.schema([
     ("model", pa.string()), ("method", pa.string()), ("ratio", pa.float64()),
     ("metric", pa.string()), ("eval_set", pa.string()), ("value", pa.float64()),
     ("retention", pa.float64()), ("chance", pa.float64()), ("n", pa.int64()),
+    ("n_units", pa.int64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("d_dense", pa.float64()), ("d_dense_low", pa.float64()), ("d_dense_high", pa.float64()),
+    ("best_baseline", pa.string()), ("d_best", pa.float64()), ("d_best_low", pa.float64()),
+    ("d_best_high", pa.float64()),
 ])
 
 
@@ -31,6 +37,25 @@ class ReportRow(BaseModel):
     """See cusprun.evaluation.metrics.retention; None without a dense model or a defined ratio."""
     chance: float | None = None
     n: int | None = None
+    n_units: int | None = None
+    """Documents or items behind the interval."""
+    ci_low: float | None = None
+    ci_high: float | None = None
+    """95 % interval of value (Wilson for accuracy, bootstrap over documents for loss)."""
+    d_dense: float | None = None
+    d_dense_low: float | None = None
+    d_dense_high: float | None = None
+    """value - dense on the same documents/items, with its paired-bootstrap 95 % interval."""
+    best_baseline: str | None = None
+    d_best: float | None = None
+    d_best_low: float | None = None
+    d_best_high: float | None = None
+    """value - the best baseline at the same ratio (methods that are not baselines only)."""
+
+    def vs(self, reference: str) -> str:
+        """'better', 'worse' or '' (within the interval) against 'dense' or 'best' baseline."""
+        return verdict(self.metric, getattr(self, f"d_{reference}_low"),
+                       getattr(self, f"d_{reference}_high"))
 
 
 class ComparisonReport(BaseModel):
@@ -66,6 +91,7 @@ def build_report(results: list[ModelResult], config: EvalConfig) -> ComparisonRe
     # dense first, then by method and ratio, so tables and plots read top-down
     results = sorted(results, key=lambda r: (r.entry.method != "dense", r.entry.method,
                                              r.entry.ratio, r.name))
+    diffs = differences(results, dense[0] if dense else None, seed=config.seed)
     rows = []
     for res in results:
         for v in res.values:
@@ -74,77 +100,11 @@ def build_report(results: list[ModelResult], config: EvalConfig) -> ComparisonRe
             rows.append(ReportRow(model=res.name, method=res.entry.method, ratio=res.entry.ratio,
                                   metric=v.metric, eval_set=v.eval_set, value=v.value,
                                   retention=None if ret is None or math.isnan(ret) else ret,
-                                  chance=v.chance, n=v.n))
+                                  chance=v.chance, n=v.n, n_units=v.n_units, ci_low=v.ci_low,
+                                  ci_high=v.ci_high,
+                                  **diffs.get((res.name, v.metric, v.eval_set), {})))
     return ComparisonReport(config=config, models={r.name: r.entry for r in results},
                             dense=dense[0] if dense else None, rows=rows)
-
-
-# ---- markdown ----------------------------------------------------------------------------------
-
-def _human(x: float, unit: str = "") -> str:
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.2f}{suf}{unit}"
-    return f"{x:.0f}{unit}"
-
-
-def _fmt(metric: str, v: float) -> str:
-    if metric in ("params_total", "params_non_embedding"):
-        return _human(v)
-    if metric == "disk_bytes":
-        return _human(v, "B")
-    if metric in ("prefill_tokens_per_s", "decode_tokens_per_s"):
-        return f"{v:.1f}"
-    if metric == "perplexity":
-        return f"{v:.2f}"
-    return f"{v:.4f}" if metric == "loss" else f"{v:.3f}"
-
-
-def _cell(row: ReportRow | None) -> str:
-    if row is None:
-        return "–"
-    s = _fmt(row.metric, row.value)
-    return s if row.retention is None else f"{s} ({100 * row.retention:.1f}%)"
-
-
-def _table(report: ComparisonReport, columns: list[tuple[str, str, str]]) -> list[str]:
-    """columns: (header, metric, eval_set); one row per model."""
-    idx = {(r.model, r.metric, r.eval_set): r for r in report.rows}
-    head = ["model", "method", "ratio"] + [c[0] for c in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, e in report.models.items():
-        cells = [name, e.method, f"{e.ratio:.2f}"]
-        cells += [_cell(idx.get((name, m, s))) for _, m, s in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def to_markdown(report: ComparisonReport, images: dict[str, Path] | None = None) -> str:
-    sets = lambda metric: sorted({r.eval_set for r in report.rows if r.metric == metric})  # noqa: E731
-    chance = {r.eval_set: r.chance for r in report.rows if r.metric == "mc_accuracy"}
-    present = {r.metric for r in report.rows}
-    ref = f"the dense model `{report.dense}`" if report.dense else "no dense model (none given)"
-    out = ["# Model comparison", "",
-           f"Each cell is `value (retention)`; retention is relative to {ref}: value/dense for "
-           "accuracy, size and speed; dense/value for loss and perplexity (so below 100% is worse "
-           "for quality, smaller for size). See docs/evaluation.md for the exact definitions.", ""]
-    size_speed = [(METRICS[m].label, m, "") for m in METRICS
-                  if METRICS[m].family in ("size", "speed") and m in present]
-    if size_speed:
-        out += ["## Size and speed", ""] + _table(report, size_speed) + [""]
-    if "loss" in present:
-        out += ["## Held-out loss (nats/token, token-weighted; lower is better)", ""]
-        out += _table(report, [(s, "loss", s) for s in sets("loss")]) + [""]
-        out += ["## Perplexity (exp of the loss)", ""]
-        out += _table(report, [(s, "perplexity", s) for s in sets("perplexity")]) + [""]
-    if "mc_accuracy" in present:
-        out += [f"## Multiple-choice accuracy (log-likelihood, normalised per "
-                f"{report.config.mc_normalization}; chance level in the header)", ""]
-        out += _table(report, [(f"{s} (chance {chance[s]:.3f})", "mc_accuracy", s)
-                               for s in sets("mc_accuracy")]) + [""]
-    for title, p in (images or {}).items():
-        out += [f"![{title}]({p.name})", ""]
-    return "\n".join(out)
 
 
 def _finite(obj):
@@ -165,6 +125,8 @@ def write_report(report: ComparisonReport, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     files = {"markdown": out / "report.md", "json": out / "report.json",
              "parquet": out / "report.parquet"}
+    from cusprun.evaluation.markdown import to_markdown
+
     files["markdown"].write_text(to_markdown(report, images) + "\n")
     pq.write_table(report.to_table(), files["parquet"])
     payload = report.model_dump(mode="json", exclude={"files"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cusprun.evaluation.config import EvaluationError
-from cusprun.evaluation.items import (LossExample, MCItem, _column, _mask, _mc_items,
+from cusprun.evaluation.items import (LossExample, MCItem, _clip, _column, _mask, _mc_items,
                                       build_topic_items, loss_examples_from_table)
 
 
@@ -15,15 +15,19 @@ def _has(table, col: str) -> bool:
 
 def build_answer_items(table, *, prompt_col: str = "prompt", answer_col: str = "answer",
                        title_col: str | None = None, n_items: int = 200, n_options: int = 4,
-                       seed: int = 0) -> list[MCItem]:
+                       seed: int = 0, max_answer_chars: int | None = None) -> list[MCItem]:
     """Which answer belongs to this prompt? The prompt is the question as the corpus wrote it
     ('Question: What is X?\\nAnswer: ', 'Translate from English to German:\\nEnglish: ...\\nGerman: ');
     distractors are answers of other rows. With title_col, each option has its own row's title
-    replaced by 'it' (definition QA: the answer cannot be found by copying the title)."""
+    replaced by 'it' (definition QA: the answer cannot be found by copying the title). With
+    max_answer_chars, longer answers are cut at a word boundary and end in ' ...' (every option
+    token costs an LM-head row: a 262k vocabulary makes long options the bulk of MC time)."""
     prompts, answers = _column(table, prompt_col), _column(table, answer_col)
     titles = _column(table, title_col) if title_col else [None] * len(prompts)
     rows = [i for i, (p, a) in enumerate(zip(prompts, answers)) if p and a]
     shown = {i: _mask(answers[i], titles[i]) if titles[i] else answers[i] for i in rows}
+    if max_answer_chars:
+        shown = {i: _clip(a, max_answer_chars) for i, a in shown.items()}
     pool = sorted(set(shown.values()))
     if len(pool) < n_options:
         raise EvaluationError(f"Answer selection needs >= {n_options} distinct non-empty "
@@ -45,7 +49,8 @@ def loss_sets_from_tables(tables: Mapping[str, object], *, max_docs: int | None 
 
 
 def mc_tasks_from_tables(tables: Mapping[str, object], *, n_items: int = 200, n_options: int = 4,
-                         seed: int = 0) -> dict[str, list[MCItem]]:
+                         seed: int = 0, max_option_chars: int | None = None,
+                         max_article_chars: int = 600) -> dict[str, list[MCItem]]:
     """The MC tasks the held-out tables allow, named after what they test:
 
     - 'topic classification' from the first table (by name) with >= n_options distinct labels;
@@ -58,14 +63,16 @@ def mc_tasks_from_tables(tables: Mapping[str, object], *, n_items: int = 200, n_
         value = t.column("value")[0].as_py() if _has(t, "value") else None
         if ("topic classification" not in tasks and _has(t, "label")
                 and len(set(t.column("label").drop_null().to_pylist())) >= n_options):
-            tasks["topic classification"] = build_topic_items(t, n_items=n_items,
-                                                              n_options=n_options, seed=seed)
+            tasks["topic classification"] = build_topic_items(
+                t, n_items=n_items, n_options=n_options, seed=seed,
+                max_context_chars=max_article_chars)
         if _has(t, "prompt") and _has(t, "answer"):
             if value == "qa" and "definition QA" not in tasks:
                 tasks["definition QA"] = build_answer_items(
                     t, title_col="title" if _has(t, "title") else None, n_items=n_items,
-                    n_options=n_options, seed=seed)
+                    n_options=n_options, seed=seed, max_answer_chars=max_option_chars)
             elif value == "translation" and "translation selection" not in tasks:
                 tasks["translation selection"] = build_answer_items(
-                    t, n_items=n_items, n_options=n_options, seed=seed)
+                    t, n_items=n_items, n_options=n_options, seed=seed,
+                    max_answer_chars=max_option_chars)
     return tasks

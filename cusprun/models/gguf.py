@@ -9,22 +9,31 @@ from pathlib import Path
 
 from cusprun.errors import ModelSourceError
 from cusprun.models.fingerprint import file_sha256
+from cusprun.models.gguf_tokenizer import check_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-def _gguf_tokenizer_facts(gguf_path: Path) -> dict:
-    """EOS id and add-BOS flag as the GGUF file states them (transformers' loader may differ)."""
+_FACT_KEYS = {"tokenizer.ggml.eos_token_id": "eos_id", "tokenizer.ggml.add_bos_token": "add_bos",
+              "tokenizer.ggml.model": "tokenizer_model",
+              "tokenizer.ggml.add_space_prefix": "add_space_prefix", "general.license": "license"}
+
+
+def _gguf_facts(gguf_path: Path) -> tuple[dict, list[str], list[int]]:
+    """What the GGUF file itself states (transformers' loader may differ): EOS id, add-BOS flag,
+    tokenizer kind, license; plus the vocabulary and token types for the tokenizer check."""
     from gguf import GGUFReader
 
     reader = GGUFReader(str(gguf_path))
     facts: dict = {}
-    for key, name in (("tokenizer.ggml.eos_token_id", "eos_id"),
-                      ("tokenizer.ggml.add_bos_token", "add_bos")):
+    for key, name in _FACT_KEYS.items():
         field = reader.fields.get(key)
         if field is not None:
             facts[name] = field.contents()
-    return facts
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    types = reader.fields.get("tokenizer.ggml.token_type")
+    return (facts, tokens.contents() if tokens is not None else [],
+            types.contents() if types is not None else [])
 
 
 def convert_gguf(gguf_path: str | Path, cache_dir: Path) -> Path:
@@ -40,15 +49,19 @@ def convert_gguf(gguf_path: str | Path, cache_dir: Path) -> Path:
     log.info("converting %s to safetensors in %s (once)", src.name, out)
     try:
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-        qmodel = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+        facts, vocab, types = _gguf_facts(src)
     except Exception as e:  # noqa: BLE001 - gguf loader raises many types
         raise ModelSourceError(f"Could not read GGUF file {str(src)!r}: {e}") from e
-    facts = _gguf_tokenizer_facts(src)
     if "eos_id" in facts:
         eos_id = int(facts["eos_id"])
         tok.eos_token = tok.convert_ids_to_tokens(eos_id)
     if "add_bos" in facts and hasattr(tok, "add_bos_token"):
         tok.add_bos_token = bool(facts["add_bos"])
+    check_tokenizer(tok, vocab, types, facts, src.name)  # before the slow weight conversion
+    try:
+        qmodel = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+    except Exception as e:  # noqa: BLE001 - gguf loader raises many types
+        raise ModelSourceError(f"Could not read the weights of GGUF file {str(src)!r}: {e}") from e
     # save_pretrained refuses a model carrying the GGUF quantization config: rebuild without it.
     config = qmodel.config
     if hasattr(config, "quantization_config"):

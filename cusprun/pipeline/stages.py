@@ -17,7 +17,7 @@ def model_info(ref: str, storage_options: dict | None = None) -> dict:
     """Resolve the base model on this machine; downstream stages carry only ref + fingerprint."""
     r = resolve_model(ref, storage_options=storage_options)
     return {"ref": ref, "fingerprint": r.fingerprint, "architecture": r.architecture,
-            "path": str(r.path)}
+            "path": str(r.path), "license": r.license}
 
 
 def local_model(ref: str, fingerprint: str, storage_options: dict | None = None) -> Path:

@@ -1,0 +1,70 @@
+"""The ratio sweep: masked (and compensated) points on the loss sets, the table and the plot."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cusprun.compensation import GramSet, collect_grams
+from cusprun.evaluation.items import LossExample
+from cusprun.evaluation.likelihood import heldout_loss
+from cusprun.evaluation.sweep import plot_sweep, run_sweep, sweep_markdown
+from cusprun.slicing.synthetic import random_plan
+from cusprun.testing import make_tiny_model, tiny_tokenizer
+
+TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",
+         "Insulin lowers the level of sugar in the blood.", "The lungs take in oxygen."]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    tok = tiny_tokenizer()
+    g = tmp_path_factory.mktemp("g") / "grams"
+    collect_grams(model, tok, TEXTS, g, max_tokens=32, progress=False)
+    plans = {f"{m}@{r}": (m, r, random_plan(model.config, fingerprint="fp", ffn=int(96 * (1 - r)),
+                                            groups=2, heads_per_group=2, layout="uniform", seed=i))
+             for i, (m, r) in enumerate([("cusprun", 0.1), ("cusprun", 0.4), ("random", 0.4)])}
+    sets = {"domain=health": [LossExample(text=t) for t in TEXTS[:2]],
+            "general=en": [LossExample(text=t) for t in TEXTS[2:]]}
+    return model, tok, GramSet([g]), plans, sets
+
+
+def test_sweep_rows_match_a_direct_measurement_and_leave_the_model_dense(setup):
+    model, tok, gs, plans, sets = setup
+    before = [p.clone() for p in model.parameters()]
+    rows = run_sweep(model, tok, plans, sets, grams=gs, modes=["ls", "none"], ridge=0.1,
+                     max_tokens=32, progress=False)
+    assert len(rows) == 2 + 3 * 2 * 2
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    dense = {r["eval_set"]: r["loss"] for r in rows if r["method"] == "dense"}
+    assert dense["general=en"] == pytest.approx(heldout_loss(model, tok, sets["general=en"],
+                                                             max_tokens=32, progress=False).loss)
+    for r in rows:
+        assert r["retention"] == pytest.approx(dense[r["eval_set"]] / r["loss"])
+    # Compensation changes the result of the same plan; more removed costs more without it.
+    get = {(r["method"], r["ratio"], r["compensation"], r["eval_set"]): r["loss"] for r in rows}
+    assert get[("cusprun", 0.4, "ls", "domain=health")] != get[("cusprun", 0.4, "none", "domain=health")]
+
+
+def test_known_points_are_not_measured_again(setup):
+    model, tok, gs, plans, sets = setup
+    known = {("cusprun@0.1", "ls"): {"domain=health": (9.0, 10), "general=en": (8.0, 10)},
+             ("dense", "none"): {"domain=health": (4.5, 10), "general=en": (4.0, 10)}}
+    rows = run_sweep(model, tok, {"cusprun@0.1": plans["cusprun@0.1"]}, sets, grams=gs,
+                     modes=["ls"], ridge=0.1, max_tokens=32, progress=False, known=known)
+    got = {(r["method"], r["eval_set"]): (r["loss"], r["retention"]) for r in rows}
+    assert got[("cusprun", "domain=health")] == (9.0, 0.5)
+    assert got[("dense", "general=en")] == (4.0, 1.0)
+
+
+def test_table_and_plot(setup, tmp_path):
+    model, tok, gs, plans, sets = setup
+    rows = run_sweep(model, tok, plans, sets, grams=gs, modes=["ls", "none"], ridge=0.1,
+                     max_tokens=32, progress=False)
+    md = sweep_markdown(rows, ["domain=health"])
+    assert md.startswith("## Retention vs pruning ratio")
+    assert "| cusprun | 0.40 | ls |" in md and "| random | 0.40 | none |" in md
+    assert md.count("**") >= 2 * 3          # a best method per (ratio, compensation) cell group
+    path = plot_sweep(rows, tmp_path / "retention_vs_ratio.png", ["domain=health"])
+    assert path.stat().st_size > 10_000
+    assert sweep_markdown([], []) == "" and plot_sweep([], tmp_path / "x.png", []) is None
