@@ -1,0 +1,71 @@
+"""What allocation + compensation cost: the demo's build-expert flow with and without them, side by
+side in one run.
+
+Both runs build the demo expert (`cusprun demo`'s spec: same corpora, ratios, baselines, sweep and
+evaluation) from scratch into their own fresh artifact store, one after the other, each as a
+`cusprun build` process: 'without' uses the global rank order and no compensation (the selection
+before measured allocation and compensation existed), 'with' the defaults (measured allocation,
+least-squares compensation, the sweep measured with and without it). Prints both wall times and
+their ratio (goal: <= 1.5), and where the default run's report is (its tables are the README's).
+
+    python benchmarks/bench_quality_overhead.py [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cusprun.cli.pipeline import DEMO_SPEC  # noqa: E402
+
+VARIANTS = [("without (rank order, no compensation)", {"allocation": "rank", "compensation": "none"}),
+            ("with (measured allocation, ls compensation)", {})]
+
+
+def run(spec: dict, work: Path, name: str) -> tuple[float, str]:
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    t0 = time.perf_counter()
+    out = subprocess.run([str(Path(sys.executable).parent / "cusprun"), "build", "--spec", str(path)],
+                         cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+        raise SystemExit(f"{name} failed (exit {out.returncode})")
+    report = next((line.split(":", 1)[1].strip() for line in out.stdout.splitlines()
+                   if line.startswith("report:")), "")
+    return wall, report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keep", help="keep both artifact stores under this directory")
+    args = ap.parse_args()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cusprun-overhead-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (label, over) in enumerate(VARIANTS):
+        spec = {**DEMO_SPEC, **over, "storage_root": str(work / f"store-{i}")}
+        wall, report = run(spec, work, f"variant-{i}")
+        rows.append((label, wall, report))
+        print(f"done: {label}: {wall:.0f}s", file=sys.stderr, flush=True)
+    base = rows[0][1]
+    print("| flow | wall time (s) | ratio |\n|---|---:|---:|")
+    for label, wall, _ in rows:
+        print(f"| {label} | {wall:.0f} | {wall / base:.2f} |")
+    print(f"\nratio with/without: {rows[1][1] / base:.2f} (goal <= 1.5)")
+    print(json.dumps({"reports": {label: report for label, _, report in rows}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
