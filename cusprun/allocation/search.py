@@ -61,10 +61,9 @@ class SearchResult:
             "dense_heldback_loss": {k: round(v, 4) for k, v in self.dense.items()},
             "heldback_tokens": probe.n_tokens,
             "candidates": [{"label": t.label, "damage": round(t.damage, 4),
-                            "heldback_loss": {k: round(v, 4) for k, v in t.losses.items()},
-                            "seconds": round(t.seconds, 2)} for t in self.trials],
-            "seconds": round(sum(t.seconds for t in self.trials), 2),
-        }
+                            "heldback_loss": {k: round(v, 4) for k, v in t.losses.items()}}
+                           for t in self.trials],
+        }   # no timings: the plan is content (equal inputs give equal plans); the log has them
 
 
 def _label(st: HeadStructure) -> str:
@@ -141,6 +140,7 @@ def search_allocation(scores: UnitScores, adapter: Adapter, config: Any, probe: 
     """The allocation (head structures, FFN widths) with the lowest measured damage."""
     s = _Search(scores, adapter, config, probe, layout=layout, target_ratio=target_ratio,
                 ffn_multiple=ffn_multiple)
+    t0 = time.perf_counter()
     best = _uniform_search(s, patience)
     if layout == "per_layer":
         heads = best.allocation.heads
@@ -153,6 +153,7 @@ def search_allocation(scores: UnitScores, adapter: Adapter, config: Any, probe: 
                 share = removed * (e.mean() / np.maximum(e, 1e-30)) ** alpha
                 s.trial(Allocation(heads, tuple(float(x) for x in share),
                                    f"{best.label}, FFN by layer error^-{alpha:g}"), "per_layer")
-        winner = s.best()   # the uniform structure itself when no per-layer split beats it
-        return SearchResult(winner.allocation, s.sels[winner.label], s.trials, probe.dense)
+        best = s.best()   # the uniform structure itself when no per-layer split beats it
+    log.info("allocation search (%s, %.2f): chose %s of %d candidates in %.1fs", layout, target_ratio,
+             best.label, len(s.trials), time.perf_counter() - t0)
     return SearchResult(best.allocation, s.sels[best.label], s.trials, probe.dense)
