@@ -110,7 +110,7 @@ def test_build_plan_with_measured_allocation_records_the_search(setup):
                       probe=_probe(setup))
     search = plan.report["allocation_search"]
     assert search["chosen"] in [c["label"] for c in search["candidates"]]
-    assert plan.report["score_kind"] == "impact"
+    assert plan.report["score_kind"] == "centered"
     validate_plan(plan, model.config, model_fingerprint="fp")
     with pytest.raises(SpecError, match="allocation='measured' needs a damage probe"):
         build_plan({"domain": [stats]}, cfg, model.config, base_fingerprint="fp")

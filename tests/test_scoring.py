@@ -75,6 +75,47 @@ def test_hook_impacts_equal_brute_force_removal(arch, tok):
                                rank_percentile(stats.ffn_impact_mean).half().float())
 
 
+def _brute_centered(model, ad, docs, tok, kind, unit, layer):
+    """Over every token of every document: the change of the module's output when the unit alone
+    is zeroed, minus its mean over all tokens (what compensation restores); RMS of the norm."""
+    pick = ad.down_proj if kind == "ffn" else ad.o_proj
+    changes = []
+    for text in docs:
+        ids = torch.tensor([tok(text)["input_ids"]])
+        base = _module_outputs(model, ad, ids, pick)
+        changes.append(_change(model, ad, ids, pick, kind, unit, layer, base))
+    c = torch.cat(changes)
+    return (c - c.mean(0)).norm(dim=-1).pow(2).mean().sqrt().item()
+
+
+def _change(model, ad, ids, pick, kind, unit, layer, base):
+    weight = pick(ad.layers(model)[layer]).weight
+    saved = weight.detach().clone()
+    zero_units(model, {layer: [unit]} if kind == "ffn" else {}, {layer: [unit]} if kind == "head" else {})
+    try:
+        changed = _module_outputs(model, ad, ids, pick)[layer]
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    return (changed - base[layer])[0]
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM"])
+def test_centered_impacts_equal_brute_force_over_the_corpus(arch, tok):
+    """The corpus-level impact with the unit's mean restored, from the same single pass."""
+    model, _ = make_tiny_model(arch)
+    ad = Adapter.for_model(model)
+    d = ad.dims(model.config)
+    stats = collect_stats(model, tok, DOCS, batch_size=3, progress=False)   # padded batches
+    for layer in (0, d.n_layers - 1):
+        for h in range(d.n_heads):
+            want = _brute_centered(model, ad, DOCS, tok, "head", h, layer)
+            assert stats.head_centered[layer, h].item() == pytest.approx(want, rel=1e-3, abs=1e-6)
+        for k in FFN_SAMPLE:
+            want = _brute_centered(model, ad, DOCS, tok, "ffn", k, layer)
+            assert stats.ffn_centered[layer, k].item() == pytest.approx(want, rel=1e-3, abs=1e-6)
+
+
 @pytest.mark.parametrize("arch", TINY_FAMILIES)
 def test_padded_batch_equals_docs_one_at_a_time(arch, tok):
     model, _ = make_tiny_model(arch)
@@ -149,6 +190,8 @@ def test_save_load_round_trip_and_summary(tmp_path, tok):
     assert on_disk["n_docs"] == 4 and on_disk["max_tokens"] == 8
     assert on_disk["architecture"] == "Gemma3ForCausalLM" and on_disk["dims"]["ffn"] == 96
     assert loaded.model_fingerprint == "fp-1" and "language=en" in loaded.label
+    torch.testing.assert_close(loaded.ffn_centered, stats.ffn_centered)
+    torch.testing.assert_close(loaded.head_centered, stats.head_centered)
     assert loaded.ffn_pct.dtype == torch.float16 and loaded.down_sum.dtype == torch.float64
     for name in ("ffn_pct", "head_pct", "ffn_impact_mean", "o_sumsq", "doc_tokens"):
         assert torch.equal(getattr(loaded, name), getattr(stats, name))

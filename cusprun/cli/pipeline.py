@@ -182,8 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
     b.add_argument("--rule", choices=["exact-ratio", "paper"])
     b.add_argument("--layout", choices=["uniform", "per_layer"])
-    b.add_argument("--score", choices=["impact", "percentile"],
-                   help="unit score of the exact-ratio rule (default impact)")
+    b.add_argument("--score", choices=["centered", "impact", "percentile"],
+                   help="unit score of the exact-ratio rule (default centered)")
     b.add_argument("--allocation", choices=["measured", "rank"],
                    help="head/FFN and per-layer budget: measured on held-back docs (default) or by rank")
     b.add_argument("--compensation", choices=["none", "bias", "ls", "ls+bias"],

@@ -8,13 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cusprun.errors import SpecError
 
 Rule = Literal["exact-ratio", "paper"]
-Score = Literal["impact", "percentile"]
+Score = Literal["centered", "impact", "percentile"]
 AllocationName = Literal["measured", "rank"]
 LayoutName = Literal["uniform", "per_layer"]
 
 _ALLOWED = {
     "rule": "'exact-ratio' or 'paper'",
-    "score": "'impact' or 'percentile'",
+    "score": "'centered', 'impact' or 'percentile'",
     "allocation": "'measured' or 'rank'",
     "target_ratio": "a fraction of prunable parameters in (0, 0.9]",
     "sigma": "a per-document irrelevant fraction in (0, 1)",
@@ -45,12 +45,13 @@ class PruneConfig(BaseModel):
     rule: Rule = Field("exact-ratio", description=(
         "'exact-ratio': prune the lowest max-percentile units until target_ratio is met; "
         "'paper': prune units in the lowest sigma fraction of every document of every dimension"))
-    score: Score = Field("impact", description=(
-        "exact-ratio's unit score. 'impact': per dimension, the unit's mean impact over the "
-        "dimension's documents relative to its layer's mean; the expert keeps a unit that any "
-        "dimension needs (max over dimensions). 'percentile': the max over all documents of all "
-        "dimensions of the unit's per-document rank percentile (the quantity the paper rule "
-        "thresholds)"))
+    score: Score = Field("centered", description=(
+        "exact-ratio's unit score. Per dimension, relative to the unit's layer: 'centered' "
+        "(default) the RMS over the dimension's tokens of the unit's centred contribution, i.e. "
+        "its impact once compensation restores its mean; 'impact' its mean impact over the "
+        "dimension's documents; the expert keeps a unit that any dimension needs (max over "
+        "dimensions). 'percentile': the max over all documents of all dimensions of the unit's "
+        "per-document rank percentile (the quantity the paper rule thresholds)"))
     allocation: AllocationName = Field("measured", description=(
         "exact-ratio's budget split between heads and FFN neurons and over layers. 'measured': "
         "candidate allocations are scored by the held-back loss of the masked (and compensated) "

@@ -76,9 +76,18 @@ def dimension_scores(items: list[DimensionStats]) -> dict[str, np.ndarray]:
         out[f"{kind}_mean"] = p.float().mean(0).numpy()
         out[f"{kind}_docs"] = p.shape[0]
         mean = sum(getattr(s, imp).double() * s.n_docs for s in items) / sum(s.n_docs for s in items)
-        layer = mean.mean(1, keepdim=True)
-        out[f"{kind}_impact"] = (mean / torch.where(layer > 0, layer, 1.0)).numpy()
+        out[f"{kind}_impact"] = _relative(mean)
+        cen = "ffn_centered" if kind == "ffn" else "head_centered"
+        if all(getattr(s, cen) is not None for s in items):   # token-weighted mean square
+            sq = sum(getattr(s, cen).double() ** 2 * s.n_tokens for s in items) / sum(s.n_tokens for s in items)
+            out[f"{kind}_centered"] = _relative(sq.sqrt())
     return out
+
+
+def _relative(x: torch.Tensor) -> np.ndarray:
+    """Each unit relative to its layer's mean, so that dimensions compare on one scale."""
+    layer = x.mean(1, keepdim=True)
+    return (x / torch.where(layer > 0, layer, 1.0)).numpy()
 
 
 def protected_units(general: list[DimensionStats] | None, fraction: float) -> dict[str, np.ndarray] | None:
@@ -96,6 +105,8 @@ def _merged(per_dim: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     for kind in ("ffn", "heads"):
         out[kind] = np.max([v[kind] for v in per_dim.values()], axis=0)
         out[f"{kind}_impact"] = np.max([v[f"{kind}_impact"] for v in per_dim.values()], axis=0)
+        if all(f"{kind}_centered" in v for v in per_dim.values()):
+            out[f"{kind}_centered"] = np.max([v[f"{kind}_centered"] for v in per_dim.values()], axis=0)
         n = sum(v[f"{kind}_docs"] for v in per_dim.values())
         out[f"{kind}_mean"] = sum(v[f"{kind}_mean"] * v[f"{kind}_docs"] for v in per_dim.values()) / n
     return out
@@ -126,9 +137,12 @@ def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dic
     per_dim = {dim: dimension_scores(items) for dim, items in stats.items()}
     merged = _merged(per_dim)
     prot = protected_units(general, config.protect_fraction)
-    by_impact = config.rule == "exact-ratio" and config.score == "impact"
-    scores = UnitScores(ffn=merged["ffn_impact" if by_impact else "ffn"],
-                        heads=merged["heads_impact" if by_impact else "heads"],
+    source = {"centered": "_centered", "impact": "_impact", "percentile": ""}[config.score] \
+        if config.rule == "exact-ratio" else ""
+    if source == "_centered" and "ffn_centered" not in merged:
+        raise SpecError("score='centered' needs statistics with centred impacts (collected by "
+                        "cusprun >= this version); recollect the statistics or use score='impact'.")
+    scores = UnitScores(ffn=merged[f"ffn{source}"], heads=merged[f"heads{source}"],
                         ffn_tie=merged["ffn_mean"], heads_tie=merged["heads_mean"],
                         ffn_protected=None if prot is None else prot["ffn"],
                         heads_protected=None if prot is None else prot["heads"])
@@ -166,9 +180,10 @@ def build_plan(stats: dict[str, list[DimensionStats]], config: PruneConfig | dic
         "rule": config.rule, "layout": config.layout, "ffn_multiple": config.ffn_multiple,
         "score_kind": config.score, "allocation": config.allocation if config.rule == "exact-ratio" else None,
         "sigma": config.sigma if config.rule == "paper" else None,
-        "score": ("max over dimensions of the unit's mean impact relative to its layer's mean"
-                  if by_impact else
-                  "max over all documents of all dimensions of the per-document rank percentile"),
+        "score": {"_centered": "max over dimensions of the unit's centred impact (its mean "
+                               "contribution restored) relative to its layer's mean",
+                  "_impact": "max over dimensions of the unit's mean impact relative to its layer's mean",
+                  "": "max over all documents of all dimensions of the per-document rank percentile"}[source],
         "docs_per_dimension": {dim: int(v["ffn_docs"]) for dim, v in per_dim.items()},
         "protected": {"ffn": int(prot["ffn"].sum()) if prot else 0,
                       "heads": int(prot["heads"].sum()) if prot else 0,

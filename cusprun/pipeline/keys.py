@@ -9,7 +9,7 @@ from typing import Any
 
 STAGE_VERSIONS = {
     "corpus": "1",
-    "stats": "1",
+    "stats": "2",     # 2: centred impacts
     "grams": "1",
     "plan": "2",
     "baseline": "1",

@@ -72,9 +72,10 @@ class ExpertSpec(BaseModel):
         default_factory=lambda: DimensionSpec(value="en"),
         description="General text: protects units it needs; feeds the wanda-sp and flap baselines")
     rule: Literal["exact-ratio", "paper"] = "exact-ratio"
-    score: Literal["impact", "percentile"] = Field("impact", description=(
-        "exact-ratio's unit score: 'impact' (per dimension, mean impact relative to the layer; "
-        "max over dimensions) or 'percentile' (max per-document rank percentile)"))
+    score: Literal["centered", "impact", "percentile"] = Field("centered", description=(
+        "exact-ratio's unit score: 'centered' (per dimension, the impact once compensation "
+        "restores the unit's mean, relative to its layer; max over dimensions), 'impact' (mean "
+        "impact, likewise) or 'percentile' (max per-document rank percentile)"))
     allocation: Literal["measured", "rank"] = Field("measured", description=(
         "'measured': head structures and FFN widths chosen by the held-back loss of masked "
         "candidates; 'rank': by one global order of unit scores"))

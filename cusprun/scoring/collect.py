@@ -110,6 +110,7 @@ def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_toke
             if on_progress is not None:
                 on_progress(done, n)
         bar.close()
+        ffn_centered, head_centered = recorder.centered_impacts(int(sum(lengths)))
     finally:
         recorder.remove()
     summary = {
@@ -122,6 +123,7 @@ def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_toke
     return DimensionStats(
         ffn_pct=ffn_pct, head_pct=head_pct,
         ffn_impact_mean=(ffn_mean / n).float(), head_impact_mean=(head_mean / n).float(),
+        ffn_centered=ffn_centered, head_centered=head_centered,
         down_sum=cat(recorder.ffn, "sum"), down_sumsq=cat(recorder.ffn, "sumsq"),
         o_sum=cat(recorder.heads, "sum"), o_sumsq=cat(recorder.heads, "sumsq"),
         doc_tokens=torch.tensor(lengths, dtype=torch.int32), summary=summary)

@@ -65,6 +65,7 @@ class _LayerAcc:
     def __init__(self) -> None:
         self.sum: torch.Tensor | None = None
         self.sumsq: torch.Tensor | None = None
+        self.cross: torch.Tensor | None = None   # heads: [H, d, d] sum over tokens of o_h o_h^T
         self.batch: torch.Tensor | None = None   # [B, units] sum over tokens of squared change
 
     def add_channels(self, s: torch.Tensor, sq: torch.Tensor) -> None:
@@ -117,6 +118,25 @@ class ImpactRecorder:
             a.batch = None
         return ffn, heads
 
+    def centered_impacts(self, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corpus-level impact of every unit with its mean contribution restored (what bias or
+        least-squares compensation restores): the RMS over tokens of the unit's centred
+        contribution. FFN [L, I] = std(a_k) ||W_down[:, k]||; heads [L, H] = sqrt(<Cov(o_h), G_h>)."""
+        n = max(n_tokens, 1)
+        ffn, heads = [], []
+        h, d = self.dims.n_heads, self.dims.head_dim
+        for li in range(self.dims.n_layers):
+            a = self.ffn[li]
+            mean = a.sum / n
+            var = (a.sumsq / n - mean * mean).clamp_min(0)
+            ffn.append((var.sqrt() * self._col_norm[li].double().to(var.device)).float().cpu())
+            o = self.heads[li]
+            mu = (o.sum / n).view(h, d)
+            cov = o.cross / n - mu[:, :, None] * mu[:, None, :]
+            g = self._gram[li].double().to(cov.device)
+            heads.append((cov * g).sum((1, 2)).clamp_min(0).sqrt().float().cpu())
+        return torch.stack(ffn), torch.stack(heads)
+
     def remove(self) -> None:
         for hd in self._handles:
             hd.remove()
@@ -150,14 +170,17 @@ class ImpactRecorder:
                 g = self._gram[li].to(x.device)
                 ch_s = torch.zeros(x.shape[-1], device=x.device)
                 ch_sq = torch.zeros(x.shape[-1], device=x.device)
+                cross = torch.zeros((h, d, d), dtype=torch.float64, device=x.device)
                 docs = []
                 for i in range(x.shape[0]):
                     xi = x[i].float() * mask[i][:, None]               # [T, H*d], padding zeroed
                     xh = xi.view(-1, h, d).transpose(0, 1)            # [H, T, d]
                     s_h = torch.bmm(xh.transpose(1, 2), xh)           # [H, d, d] = sum_t o o^T
                     docs.append((s_h * g).sum((1, 2)))                 # sum_t o^T G o
+                    cross += s_h.double()
                     ch_s += xi.sum(0)
                     ch_sq += s_h.diagonal(dim1=1, dim2=2).reshape(-1)
                 acc.batch = torch.stack(docs)                          # [B, H]
                 acc.add_channels(ch_s, ch_sq)
+                acc.cross = cross if acc.cross is None else acc.cross + cross
         return hook

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 STATS_FILE = "stats.safetensors"
 SUMMARY_FILE = "summary.json"
+_OPTIONAL = ("ffn_centered", "head_centered")
 _TENSORS = ("ffn_pct", "head_pct", "ffn_impact_mean", "head_impact_mean", "down_sum",
             "down_sumsq", "o_sum", "o_sumsq", "doc_tokens")
 
@@ -35,6 +36,8 @@ class DimensionStats:
     down_sum/down_sumsq [L, I], o_sum/o_sumsq [L, H*head_dim]: per input channel sums of x and
     x^2 over every valid token of the corpus (float64); n_tokens tokens in all.
     doc_tokens [docs]: valid tokens per document (after truncation).
+    ffn_centered [L, I] / head_centered [L, H]: corpus-level impact with the unit's mean
+    contribution restored (RMS of its centred contribution); None in statistics written before.
     """
 
     ffn_pct: torch.Tensor
@@ -47,6 +50,8 @@ class DimensionStats:
     o_sumsq: torch.Tensor
     doc_tokens: torch.Tensor
     summary: dict = field(default_factory=dict)
+    ffn_centered: torch.Tensor | None = None
+    head_centered: torch.Tensor | None = None
 
     @property
     def n_docs(self) -> int:
@@ -106,6 +111,8 @@ def save_stats(stats: DimensionStats, out_dir: str | Path, *, model_fingerprint:
     if extra:
         summary["extra"] = {**summary.get("extra", {}), **extra}
     tensors = {name: getattr(stats, name).contiguous().cpu() for name in _TENSORS}
+    tensors.update({name: getattr(stats, name).contiguous().cpu() for name in _OPTIONAL
+                    if getattr(stats, name) is not None})
     tmp = out / f".{STATS_FILE}.{os.getpid()}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt", "model_fingerprint": model_fingerprint,
                                            "corpus_hash": corpus_hash})
@@ -128,4 +135,5 @@ def load_stats(path: str | Path) -> DimensionStats:
     if absent:
         raise CorpusError(f"{p / STATS_FILE} lacks tensors {absent}; it was not written by save_stats.")
     summary = json.loads((p / SUMMARY_FILE).read_text())
-    return DimensionStats(**{n: tensors[n] for n in _TENSORS}, summary=summary)
+    return DimensionStats(**{n: tensors[n] for n in _TENSORS}, summary=summary,
+                          **{n: tensors[n] for n in _OPTIONAL if n in tensors})
