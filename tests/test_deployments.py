@@ -159,8 +159,13 @@ def test_rebuild_starts_one_run_per_profile_deployment(deployed):
 
 
 @pytest.mark.prefect
-def test_dead_s3_state_store_fails_the_watcher_in_seconds(deployed):
+def test_dead_s3_state_store_fails_the_watcher_in_seconds(deployed, monkeypatch):
     import socket
+
+    # Credentials present (the fault under test is the endpoint), whatever ran before: alone,
+    # no other test's moto server has set dummy ones.
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
 
     from prefect.blocks.system import Secret
 
