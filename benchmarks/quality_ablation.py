@@ -2,7 +2,8 @@
 
 One calibration (the demo's corpora, statistics and Grams), then the Cus-Prun plan at one ratio
 (default 25 % of prunable parameters) with the pieces switched on one at a time: the unit score
-(per-document percentile as before, or relative mean impact), the budget allocation (global rank
+(per-document percentile as before, relative mean impact, or the centred impact that
+compensation leaves), the budget allocation (global rank
 order, or measured on held-back documents), and the compensation (none, FLAP's bias, least-
 squares refit, both), plus the per_layer layout. Each row masks + compensates SmolLM2-135M in
 memory and scores the demo's held-out loss sets: retention = dense loss / model loss.
@@ -32,10 +33,12 @@ VARIANTS = [
     ("+ impact score", "impact", "rank", "none", "uniform"),
     ("+ measured allocation", "impact", "measured", "none", "uniform"),
     ("+ bias compensation (FLAP)", "impact", "measured", "bias", "uniform"),
-    ("+ least-squares refit (default)", "impact", "measured", "ls", "uniform"),
+    ("+ least-squares refit", "impact", "measured", "ls", "uniform"),
     ("+ least squares with bias", "impact", "measured", "ls+bias", "uniform"),
+    ("+ centred score, ls (default)", "centered", "measured", "ls", "uniform"),
+    ("centred score, no compensation", "centered", "measured", "none", "uniform"),
     ("percentile score, measured, ls", "percentile", "measured", "ls", "uniform"),
-    ("default, per_layer layout", "impact", "measured", "ls", "per_layer"),
+    ("default, per_layer layout", "centered", "measured", "ls", "per_layer"),
 ]
 
 

@@ -15,14 +15,14 @@ from cusprun.corpora import prepare_corpus  # noqa: E402
 from cusprun.evaluation.likelihood import heldout_loss  # noqa: E402
 from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402
 from cusprun.models import load_model, resolve_model  # noqa: E402
-from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora  # noqa: E402
+from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens  # noqa: E402
 from cusprun.pipeline.spec import ExpertSpec  # noqa: E402
 from cusprun.scoring import collect_stats  # noqa: E402
 
-DEMO = {"name": "en-health-qa", "base_model": "smollm2-135m", "language": {"value": "en", "max_docs": 40},
-        "domain": {"value": "health", "max_docs": 40}, "task": {"value": "qa", "max_docs": 40},
-        "general": {"value": "en", "max_docs": 40}, "max_tokens": 256,
-        "evaluation": {"max_docs": 10, "max_tokens": 128, "other_languages": ["de"]}}
+from cusprun.cli.pipeline import DEMO_SPEC  # noqa: E402
+
+# `cusprun demo`'s spec, without its build-only fields.
+DEMO = {k: v for k, v in DEMO_SPEC.items() if k not in ("target_ratios",)}
 
 
 @dataclass
@@ -70,8 +70,9 @@ def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
             cal.stats.setdefault(dim, []).append(s)
             cal.heldback.setdefault(dim, []).extend(p.texts("holdback"))
             t = time.perf_counter()
-            g = work / f"grams-{dim}-{i}-{p.hash[:12]}-{spec.max_tokens}"
-            collect_grams(model, tok, texts, g, max_tokens=spec.max_tokens, progress=False)
+            g = work / f"grams-{dim}-{i}-{p.hash[:12]}-{gram_tokens(spec)}-{spec.gram_docs}"
+            collect_grams(model, tok, texts[:spec.gram_docs], g, max_tokens=gram_tokens(spec),
+                          progress=False)
             grams.append(g)
             t_grams += time.perf_counter() - t
     cal.grams = GramSet(grams)

@@ -16,7 +16,7 @@ from cusprun.pipeline.context import invalidate, is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
 from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model, compensation_config,
-                                          evaluation_corpora, grams_key, needs_grams, probe_tokens,
+                                          evaluation_corpora, gram_tokens, grams_key, needs_grams, probe_tokens,
                                           prune_config, stats_key, uses_holdback)
 from cusprun.pipeline.spec import ExpertSpec, Stage
 from flows.distributed import collect_stats_remote
@@ -85,7 +85,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     if needs_grams(spec):
         gram_futs = {(g, i): submit(t.collect_grams, "grams", grams_key(model["fingerprint"], c["hash"], spec),
                                     store, storage, refresh, model=model, corpus=c,
-                                    max_tokens=spec.max_tokens, batch_size=spec.batch_size)
+                                    max_tokens=gram_tokens(spec), max_docs=spec.gram_docs,
+                                    batch_size=spec.batch_size)
                      for g, cs in corpora.items() if g != "general" for i, c in enumerate(cs)}
     if spec.execution == "distributed":
         done = collect_stats_remote(jobs, storage, model, spec, refresh)

@@ -47,10 +47,10 @@ def collect_stats(stage: str, key: str, storage: dict, model: dict, corpus: dict
 
 @heavy_task("collect-grams")
 def collect_grams(stage: str, key: str, storage: dict, model: dict, corpus: dict,
-                  max_tokens: int, batch_size: int) -> dict:
+                  max_tokens: int, batch_size: int, max_docs: int | None = None) -> dict:
     """Compensation Grams of one calibration corpus (layer by layer)."""
     return stages.grams_stage(open_store_ref(storage), key, model, corpus, max_tokens=max_tokens,
-                              batch_size=batch_size)
+                              batch_size=batch_size, max_docs=max_docs)
 
 
 @heavy_task("merge-masks")

@@ -146,3 +146,40 @@ def test_uniform_allocation_refuses_an_infeasible_structure(setup):
     with pytest.raises(SpecError, match="cannot meet a target"):
         select_units(_scores(stats), ad, model.config, layout="uniform", target_ratio=0.05,
                      allocation=Allocation((st,) * 4, None, "x"))
+
+
+def test_paired_difference_and_its_standard_error(setup):
+    probe = _probe(setup, mode="none")
+    dense = probe.dense_per_doc
+    assert probe.difference(dense, dense) == (0.0, 0.0)
+    # Every document 0.1 nats/token worse: the difference is exactly 0.1 / dense, with no noise.
+    worse = {k: [(nll + 0.1 * n, n) for nll, n in docs] for k, docs in dense.items()}
+    diff, se = probe.difference(worse, dense)
+    assert diff == pytest.approx(sum(0.1 / v for v in probe.dense.values()) / len(probe.dense))
+    assert se == pytest.approx(0.0, abs=1e-12)
+    # One document much worse, the other better: a mean near zero with a large error.
+    k = "domain"
+    (a, na), (b, nb) = dense[k]
+    mixed = {**dense, k: [(a + 2.0 * na, na), (b - 2.0 * nb, nb)]}
+    diff, se = probe.difference(mixed, dense)
+    assert se > abs(diff)
+
+
+def test_a_later_candidate_wins_only_beyond_the_noise(setup):
+    from cusprun.allocation.search import Trial, _Search
+
+    model, _, stats, _ = setup
+    probe = _probe(setup, mode="none")
+    s = _Search(_scores(stats), Adapter.for_model(model), model.config, probe, layout="uniform",
+                target_ratio=0.2, ffn_multiple=1)
+    dense = probe.dense_per_doc
+    first = Trial("first", None, 1.10, {}, 0.0, dense)
+    (a, na), (b, nb) = dense["domain"]
+    noisy = Trial("noisy", None, 1.09, {}, 0.0,
+                  {**dense, "domain": [(a + 0.5 * na, na), (b - 0.6 * nb, nb)]})
+    clear = Trial("clear", None, 1.05, {}, 0.0,
+                  {k: [(nll - 0.05 * n, n) for nll, n in docs] for k, docs in dense.items()})
+    s.trials = [first, noisy]
+    assert s.best() is first            # lower damage, but within one standard error
+    s.trials = [first, noisy, clear]
+    assert s.best() is clear

@@ -191,3 +191,40 @@ def test_bad_compensation_config_names_the_value():
         CompensationConfig(mode="lsq")
     with pytest.raises(SpecError, match="ridge=-1"):
         CompensationConfig(ridge=-1)
+
+
+def test_gram_key_and_stage_follow_gram_docs_and_tokens(tmp_path, monkeypatch):
+    """Grams use the first gram_docs documents (all when unset) at the statistics' tokens; both
+    are in the cache key."""
+    import pyarrow as pa
+
+    import cusprun.compensation as comp
+    from cusprun.pipeline import stages
+    from cusprun.pipeline.plan_inputs import gram_tokens, grams_key
+    from cusprun.pipeline.spec import ExpertSpec
+    from cusprun.storage import ArtifactStore
+
+    spec = ExpertSpec.model_validate({"name": "x", "base_model": "m", "domain": {"value": "health"},
+                                      "max_tokens": 256})
+    assert gram_tokens(spec) == 256 and spec.gram_docs is None
+    k = grams_key("fp", "c", spec)
+    assert grams_key("fp", "c", spec.model_copy(update={"gram_docs": 8})) != k
+    assert grams_key("fp", "c", spec.model_copy(update={"max_tokens": 128})) != k
+
+    _, path = make_tiny_model("LlamaForCausalLM", tmp_path / "m")
+    seen = {}
+    real = comp.collect_grams
+
+    def recording(m, tok, texts, out, **kw):     # what the stage hands to the real collector
+        seen["texts"], seen["max_tokens"] = list(texts), kw["max_tokens"]
+        return real(m, tok, texts, out, **kw)
+
+    monkeypatch.setattr(stages, "_corpus_table", lambda store, corpus, split: pa.table({"text": TEXTS}))
+    monkeypatch.setattr(stages, "local_model", lambda ref, fp, opts=None: path)
+    monkeypatch.setattr(comp, "collect_grams", recording)
+    out = stages.grams_stage(ArtifactStore(str(tmp_path / "store")), "k1",
+                             {"ref": str(path), "fingerprint": FP},
+                             {"hash": "h", "dimension": "domain", "value": "health"},
+                             max_tokens=32, batch_size=2, max_docs=3)
+    assert seen == {"texts": TEXTS[:3], "max_tokens": 32}
+    assert out["n_tokens"] == sum(min(len(tiny_tokenizer()(t)["input_ids"]), 32) for t in TEXTS[:3])

@@ -39,7 +39,9 @@ class DamageProbe:
         self.session = MaskSession(model)
         self.n_evaluated = 0
         self.seconds = 0.0
+        self.per_doc: dict[str, list[tuple[float, int]]] = {}   # of the last measurement
         self.dense = self._losses()
+        self.dense_per_doc = self.per_doc
 
     def restore(self) -> None:
         self.session.restore()
@@ -48,9 +50,11 @@ class DamageProbe:
         from cusprun.evaluation.likelihood import heldout_loss
 
         t0 = time.perf_counter()
-        out = {k: heldout_loss(self.model, self.tokenizer, ex, max_tokens=self.max_tokens,
-                               batch_size=self.batch_size, name=f"held-back {k}", progress=False).loss
+        res = {k: heldout_loss(self.model, self.tokenizer, ex, max_tokens=self.max_tokens,
+                               batch_size=self.batch_size, name=f"held-back {k}", progress=False)
                for k, ex in self.sets.items()}
+        out = {k: r.loss for k, r in res.items()}
+        self.per_doc = {k: r.per_doc for k, r in res.items()}
         self.n_evaluated += 1
         self.seconds += time.perf_counter() - t0
         return out
@@ -67,6 +71,22 @@ class DamageProbe:
 
     def damage(self, losses: Mapping[str, float]) -> float:
         return sum(losses[k] / self.dense[k] for k in self.dense) / len(self.dense)
+
+    def difference(self, a: Mapping[str, list[tuple[float, int]]],
+                   b: Mapping[str, list[tuple[float, int]]]) -> tuple[float, float]:
+        """Damage of a minus damage of b, measured on the same documents, and its standard
+        error from the per-document paired differences (a ratio estimator per dimension)."""
+        diff = var = 0.0
+        for k, dense in self.dense.items():
+            d = [(na - nb, n) for (na, n), (nb, _) in zip(a[k], b[k])]
+            tokens = sum(n for _, n in d) or 1
+            mean = sum(x for x, _ in d) / tokens
+            m = len(d)
+            resid = sum((x - mean * n) ** 2 for x, n in d) * (m / (m - 1) if m > 1 else 1.0)
+            diff += mean / dense
+            var += resid / tokens ** 2 / dense ** 2
+        k = len(self.dense)
+        return diff / k, var ** 0.5 / k
 
     @property
     def n_tokens(self) -> int:

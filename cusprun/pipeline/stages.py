@@ -71,12 +71,13 @@ def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dic
 
 
 def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, max_tokens: int,
-                batch_size: int) -> dict:
-    """Input Gram matrices of down_proj / o_proj on one calibration corpus (compensation)."""
+                batch_size: int, max_docs: int | None = None) -> dict:
+    """Input Gram matrices of down_proj / o_proj on (the first max_docs documents of) one
+    calibration corpus (compensation)."""
     from cusprun.compensation import collect_grams
     from cusprun.models import load_model
 
-    texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()
+    texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()[:max_docs]
     path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
     with timed(f"compensation Grams {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
         m, tok = load_model(path)
