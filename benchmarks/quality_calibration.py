@@ -3,7 +3,7 @@
 For each (documents per dimension, tokens per document) setting: prepare the demo's calibration
 corpora (English Bible, English health Wikipedia leads, templated health QA; 8 held-back docs
 each), collect impact statistics and compensation Grams, build the Cus-Prun plan at 25 % with the
-build's defaults (impact score, measured allocation, least-squares compensation, general-English
+build's defaults (centred score, measured allocation, least-squares compensation, general-English
 protection), mask + compensate SmolLM2-135M in memory and score the demo's held-out loss sets.
 Prints one row per setting: retention = dense loss / expert loss (1 = dense), with its costs.
 
