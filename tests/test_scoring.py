@@ -40,15 +40,8 @@ def _brute(model, ids, ad, kind, unit, layer, base):
     """RMS over tokens of ||change of the module's output|| when the unit alone is zeroed
     (zero_units, then a full rerun of the model)."""
     pick = ad.down_proj if kind == "ffn" else ad.o_proj
-    weight = pick(ad.layers(model)[layer]).weight
-    saved = weight.detach().clone()
-    zero_units(model, {layer: [unit]} if kind == "ffn" else {}, {layer: [unit]} if kind == "head" else {})
-    try:
-        changed = _module_outputs(model, ad, ids, pick)[layer]
-    finally:
-        with torch.no_grad():
-            weight.copy_(saved)
-    return (changed - base[layer])[0].norm(dim=-1).pow(2).mean().sqrt().item()
+    change = _change(model, ad, ids, pick, kind, unit, layer, base)
+    return change.norm(dim=-1).pow(2).mean().sqrt().item()
 
 
 @pytest.mark.parametrize("arch", TINY_FAMILIES)

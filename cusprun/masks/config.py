@@ -1,7 +1,7 @@
 """PruneConfig: how Cus-Prun turns impact statistics into a pruning plan."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -38,9 +38,24 @@ def spec_error_from(e: ValidationError, what: str) -> SpecError:
     return SpecError(f"Invalid {what}: " + " | ".join(lines))
 
 
-class PruneConfig(BaseModel):
+class SpecModel(BaseModel):
+    """A config whose validation errors become one SpecError naming `spec_name`."""
+
+    spec_name: ClassVar[str] = "config"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_spec_error(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as e:
+            raise spec_error_from(e, cls.spec_name) from e
+
+
+class PruneConfig(SpecModel):
     """Rule, target and layout of a Cus-Prun plan. Invalid values raise SpecError."""
 
+    spec_name: ClassVar[str] = "prune config"
     model_config = ConfigDict(extra="forbid")
     rule: Rule = Field("exact-ratio", description=(
         "'exact-ratio': prune the lowest max-percentile units until target_ratio is met; "
@@ -70,11 +85,3 @@ class PruneConfig(BaseModel):
         "Round every layer's kept FFN width to a multiple of this: 1 hits the target to one neuron; "
         "64 or 128 give widths that CPU and GPU matmuls run at full speed, within about that many "
         "neurons per layer of the target"))
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _as_spec_error(cls, data, handler):
-        try:
-            return handler(data)
-        except ValidationError as e:
-            raise spec_error_from(e, "prune config") from e
