@@ -12,12 +12,14 @@ from transformers import AutoConfig
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from cusprun.models.embedded import license_card
+from cusprun.pipeline.artifacts import read_done
 from cusprun.pipeline.context import invalidate, is_done
 from cusprun.pipeline.identity import source_identity
 from cusprun.pipeline.keys import content_key
 from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model, compensation_config,
-                                          evaluation_corpora, gram_tokens, grams_key, needs_grams, probe_tokens,
-                                          prune_config, stats_key, uses_holdback)
+                                          evaluation_corpora, fuse_grams, gram_tokens, grams_key,
+                                          needs_grams, probe_tokens, prune_config, stats_key,
+                                          uses_holdback)
 from cusprun.pipeline.spec import ExpertSpec, Stage
 from flows.distributed import collect_stats_remote
 from tasks import stages as t
@@ -33,12 +35,17 @@ def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
     return {"root": spec.storage_root, "block": storage_block}
 
 
+def pending(store, stage: str, key: str, refresh: list[str]) -> bool:
+    """Whether a stage will run: asked to refresh, or its artifact is not in the store."""
+    return stage in refresh or not is_done(store, f"{PREFIX[stage]}/{key}")
+
+
 def submit(task, stage: str, key: str, store, storage: dict, refresh: list[str], **kwargs):
     """Submit a heavy task; force it when asked (its old artifact is removed first) or when the
     store lost its artifact."""
     if stage in refresh:
         invalidate(store, f"{PREFIX[stage]}/{key}")
-    force = stage in refresh or not is_done(store, f"{PREFIX[stage]}/{key}")
+    force = pending(store, stage, key, refresh)
     return task.with_options(refresh_cache=force).submit(stage=stage, key=key, storage=storage, **kwargs)
 
 
@@ -61,7 +68,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     model = t.resolve_base_model(spec.base_model, storage)
     log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],
              model["fingerprint"])
-    check_fits_model(spec, AutoConfig.from_pretrained(model["path"]))
+    config = AutoConfig.from_pretrained(model["path"])
+    check_fits_model(spec, config)
 
     # Corpora: calibration corpora per dimension (+ general text), held-out evaluation corpora.
     opts = store.storage_options or None  # for source identities (ETags)
@@ -80,24 +88,41 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     # Statistics per calibration corpus, concurrently (or as runs on the gpu work pool).
     jobs = {(g, i): (stats_key(model["fingerprint"], c["hash"], spec), c)
             for g, cs in corpora.items() for i, c in enumerate(cs)}
-    # Compensation Grams of the expert's own calibration corpora, alongside the statistics.
-    gram_futs = {}
+    # Compensation Grams of the expert's own calibration corpora. Already in the store: their
+    # commit record is the result (a statistics pass may have made them, which Prefect's cache
+    # cannot know). To compute: by the statistics pass itself when that runs too and the Grams fit
+    # in memory, else by a layer-by-layer pass of their own.
+    gram_done, gram_futs, fused = {}, {}, {}
     if needs_grams(spec):
-        gram_futs = {(g, i): submit(t.collect_grams, "grams", grams_key(model["fingerprint"], c["hash"], spec),
-                                    store, storage, refresh, model=model, corpus=c,
-                                    max_tokens=gram_tokens(spec), max_docs=spec.gram_docs,
-                                    batch_size=spec.batch_size)
-                     for g, cs in corpora.items() if g != "general" for i, c in enumerate(cs)}
+        fuse = fuse_grams(spec, config)
+        for (g, i), (skey, c) in jobs.items():
+            if g == "general":
+                continue
+            gkey = grams_key(model["fingerprint"], c["hash"], spec)
+            record = None if pending(store, "grams", gkey, refresh) else read_done(store, f"grams/{gkey}")
+            if record is not None:
+                gram_done[(g, i)] = record
+            elif fuse and pending(store, "stats", skey, refresh):
+                if "grams" in refresh:
+                    invalidate(store, f"{PREFIX['grams']}/{gkey}")
+                fused[(g, i)] = gkey
+            else:
+                gram_futs[(g, i)] = submit(t.collect_grams, "grams", gkey, store, storage, refresh,
+                                           model=model, corpus=c, max_tokens=gram_tokens(spec),
+                                           max_docs=spec.gram_docs, batch_size=spec.batch_size)
     if spec.execution == "distributed":
         done = collect_stats_remote(jobs, storage, model, spec, refresh)
     else:
         futs = {j: submit(t.collect_stats, "stats", key, store, storage, refresh, model=model, corpus=c,
-                          max_tokens=spec.max_tokens, batch_size=spec.batch_size)
+                          max_tokens=spec.max_tokens, batch_size=spec.batch_size,
+                          **({"grams_key": fused[j]} if j in fused else {}))
                 for j, (key, c) in jobs.items()}
         done = {j: f.result() for j, f in futs.items()}
+    gram_done.update({j: f.result() for j, f in gram_futs.items()})
+    gram_done.update({j: done[j]["grams"] for j in fused})
     stats = {g: [done[(g, i)] for i in range(len(cs))] for g, cs in corpora.items()}
     general = stats.pop("general", [])
-    grams = [f.result() for _, f in sorted(gram_futs.items())]
+    grams = [gram_done[j] for j in sorted(gram_done)]
     gram_keys = [g["key"] for g in grams]
     comp = compensation_config(spec)
 

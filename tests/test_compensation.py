@@ -79,6 +79,44 @@ def test_layerwise_grams_equal_a_hooked_forward(arch, tiny):
     assert torch.allclose(two.gram["down"], 2 * gs.layer(0).gram["down"])
 
 
+@pytest.mark.parametrize("arch", TINY_FAMILIES)
+def test_grams_from_the_statistics_pass_equal_the_layerwise_pass(arch, tiny, tmp_path):
+    """The fused pass (GramRecorder riding the statistics forward) writes what collect_grams
+    writes: every tensor of every layer, the residual norms and the summary's counts."""
+    from safetensors.torch import load_file
+
+    from cusprun.compensation.grams import SUMMARY_FILE, layer_file
+    from cusprun.scoring import collect_stats
+
+    model, _ = make_tiny_model(arch)
+    collect_stats(model, tiny_tokenizer(), TEXTS, max_tokens=48, batch_size=4, progress=False,
+                  grams_dir=tmp_path / "fused", grams_extra={"corpus_hash": "c0"})
+    sep = json.loads((tiny[arch][1] / SUMMARY_FILE).read_text())
+    fused = json.loads((tmp_path / "fused" / SUMMARY_FILE).read_text())
+    for k in ("n_docs", "n_tokens", "n_layers", "max_tokens", "architecture", "shapes"):
+        assert fused[k] == sep[k], k
+    assert fused["corpus_hash"] == "c0"
+    for li in range(model.config.num_hidden_layers):
+        a = load_file(str(tiny[arch][1] / layer_file(li)))
+        b = load_file(str(tmp_path / "fused" / layer_file(li)))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.allclose(b[k].double(), a[k].double(), rtol=1e-4,
+                                  atol=1e-5 * float(a[k].abs().max()) + 1e-8), (li, k)
+
+
+def test_gram_bytes_of_known_models():
+    """SmolLM2-135M's fused Grams take about 0.65 GB; Llama 3.2 1B's about 9 GB (too many for
+    the default cap, so it gets the layer-by-layer pass)."""
+    from cusprun.adapters import Dims
+    from cusprun.compensation.grams import gram_bytes
+
+    smol = Dims(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, ffn=1536)
+    assert gram_bytes(smol) == 8 * 30 * (1536 ** 2 + 576 ** 2) == 645_857_280
+    llama1b = Dims(n_layers=16, hidden=2048, n_heads=32, n_kv_heads=8, head_dim=64, ffn=8192)
+    assert 9e9 < gram_bytes(llama1b) < 9.2e9
+
+
 def _down_error(model, plan_layers, grams: GramSet, mode: str) -> float:
     """Sum over layers and calibration tokens of ||down(x) - down'(x)||^2, from the Grams:
     tr((W - W') H (W - W')^T) with W' the compensated weight scattered back (zeros elsewhere)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import torch
+
 import pytest
 
 pytestmark = pytest.mark.prefect
@@ -101,8 +103,11 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     spec = tiny_spec(tiny_model, root, max_tokens=128)  # enough real work to compare against
     first, t_first = run(spec)
     heavy_first = [(n, s) for n, s in task_states(first) if n in HEAVY]
-    assert {n for n, _ in heavy_first} == HEAVY
+    # The Grams ride the statistics pass (they fit in memory): no pass of their own.
+    assert {n for n, _ in heavy_first} == HEAVY - {"collect-grams"}
     assert all(s == "Completed" for _, s in heavy_first), heavy_first
+    from pathlib import Path
+    assert len([p for p in Path(root, "grams").glob("*/grams.json")]) == 3
     result = first.result()
     store = open_store(root)
     assert list_versions(store, "tiny-expert") == [result["expert"]["version"]]
@@ -137,12 +142,42 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     third, _ = run(changed)
     states = task_states(third)
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
-    # Compensation of every checkpoint reads the domain's Grams: all five slices redo their solve.
-    assert recomputed == ["collect-grams", "collect-stats", "evaluate", "merge-masks", "prepare-corpus",
+    # Compensation of every checkpoint reads the domain's Grams (recollected by its statistics
+    # pass): all five slices redo their solve.
+    assert recomputed == ["collect-stats", "evaluate", "merge-masks", "prepare-corpus",
                           *["slice-weights"] * 5]
     cached = [n for n, s in states if s == "Cached"]
     assert cached.count("collect-stats") == 3 and cached.count("baseline-plan") == 4
-    assert cached.count("collect-grams") == 2
+    assert "collect-grams" not in cached   # the unchanged corpora's Grams: their store records
+
+
+def test_grams_get_their_own_pass_when_stats_are_cached_or_they_do_not_fit(prefect_server, tiny_model,
+                                                                           tmp_path):
+    """Refreshing only the Grams (statistics cached) runs the layer-by-layer Gram pass; so does a
+    fused_grams_gb too small for them. Either way the plan (keyed by the Grams' keys) is the same."""
+    from pathlib import Path
+
+    from cusprun.compensation import GramSet
+
+    over = {"baselines": [], "evaluation": {"enabled": False}}
+    root = tmp_path / "a"
+    first, _ = run(tiny_spec(tiny_model, str(root), **over))
+    fused_dirs = sorted(Path(root, "grams").iterdir())
+    fused = [GramSet([d]).layer(1) for d in fused_dirs]
+    again, _ = run(tiny_spec(tiny_model, str(root), **over), refresh=["grams"])
+    states = task_states(again)
+    assert sorted(s for n, s in states if n == "collect-grams") == ["Completed"] * 3
+    assert {s for n, s in states if n == "collect-stats"} == {"Cached"}
+    for d, want in zip(fused_dirs, fused):
+        got = GramSet([d]).layer(1)
+        assert got.n_tokens == want.n_tokens
+        assert torch.allclose(got.gram["down"], want.gram["down"], rtol=1e-4, atol=1e-6)
+
+    small = tiny_spec(tiny_model, str(tmp_path / "b"), fused_grams_gb=0, **over)
+    other, _ = run(small)
+    names = [n for n, s in task_states(other) if s == "Completed"]
+    assert names.count("collect-grams") == 3 and names.count("collect-stats") == 4
+    assert other.result()["plans"] == first.result()["plans"]
 
 
 def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,

@@ -4,9 +4,14 @@ compensation needs to know about the dense model's activations.
 For every layer, G = sum_t x_t x_t^T and s = sum_t x_t over the real (unpadded) tokens, where x is
 the input of down_proj (the FFN neurons) or of o_proj (the concatenated head outputs). They are
 additive over corpora, so each corpus is collected (and cached) on its own and an expert sums the
-corpora of its dimensions. Collection runs layer by layer (cusprun.compensation.layerwise), so
-memory holds one layer's matrices plus the hidden states of the calibration tokens; each layer is
-written to its own safetensors file as soon as it is done."""
+corpora of its dimensions. Two ways to collect the same sums:
+
+- `collect_grams`: a pass of its own, layer by layer (cusprun.compensation.layerwise), so memory
+  holds one layer's matrices plus the hidden states of the calibration tokens; each layer is
+  written to its own safetensors file as soon as it is done. Fits any model.
+- `GramRecorder`: hooks that ride along another full forward pass (the statistics pass), saving
+  that pass's forward compute but holding every layer's matrices at once (`gram_bytes`); used
+  when those fit (cusprun.pipeline.plan_inputs.fuse_grams)."""
 from __future__ import annotations
 
 import json
@@ -54,6 +59,11 @@ class LayerGrams:
         return self.total[role] / (self.n_tokens if self.n_tokens > 0 else 1)
 
 
+def gram_bytes(dims) -> int:
+    """Memory of every layer's float64 Gram sums at once (what a GramRecorder holds)."""
+    return 8 * dims.n_layers * (dims.ffn ** 2 + (dims.n_heads * dims.head_dim) ** 2)
+
+
 class _Acc:
     def __init__(self) -> None:
         self.gram: dict[str, torch.Tensor] = {}
@@ -83,6 +93,72 @@ def _batches(tokenizer, texts: Sequence[str], max_tokens: int, batch_size: int):
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     return [pad_right([seqs[i] for i in idx], pad, "cpu")
             for idx in length_batches([len(s) for s in seqs], batch_size)]
+
+
+def _write_layer(out: Path, li: int, acc: _Acc, resid: float, n_tokens: int) -> None:
+    tensors = {f"gram_{r}": acc.gram[r].float().cpu().contiguous() for r in ROLES}
+    tensors.update({f"total_{r}": acc.total[r].cpu().contiguous() for r in ROLES})
+    tensors["resid_sq"] = torch.tensor([resid], dtype=torch.float64)
+    tmp = out / f".{layer_file(li)}.{os.getpid()}.tmp"
+    save_file(tensors, str(tmp), metadata={"n_tokens": str(n_tokens)})
+    os.replace(tmp, out / layer_file(li))
+
+
+def _write_summary(out: Path, adapter: Adapter, d, *, n_docs: int, n_tokens: int, max_tokens: int,
+                   seconds: float, extra: dict | None) -> dict:
+    summary = {"n_docs": n_docs, "n_tokens": n_tokens, "n_layers": d.n_layers,
+               "max_tokens": max_tokens, "architecture": adapter.architecture,
+               "shapes": {"down": d.ffn, "o": d.n_heads * d.head_dim},
+               "seconds": round(seconds, 3), **(extra or {})}
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+class GramRecorder:
+    """Every layer's Gram sums from hooks on a full forward pass run by someone else.
+
+    Call `start_batch(mask)` before each forward (padding rows are zeroed, as in collect_grams),
+    then `write(...)` once: the same files collect_grams writes for the same documents and
+    batches. Holds `gram_bytes(dims)` of float64 sums until then."""
+
+    def __init__(self, model: nn.Module, adapter: Adapter) -> None:
+        self.adapter, self.dims = adapter, adapter.dims(model.config)
+        self.accs = [_Acc() for _ in range(self.dims.n_layers)]
+        self.resid = [0.0] * self.dims.n_layers
+        self.t0 = time.perf_counter()
+        self._handles = []
+        for li, layer in enumerate(adapter.layers(model)):
+            acc = self.accs[li]
+            self._handles += [adapter.down_proj(layer).register_forward_pre_hook(acc.hook("down")),
+                              adapter.o_proj(layer).register_forward_pre_hook(acc.hook("o")),
+                              layer.register_forward_pre_hook(self._resid_hook(li), with_kwargs=True)]
+
+    def _resid_hook(self, li: int):
+        def fn(_module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            m = self.accs[li].mask.to(h.device, torch.float32)
+            self.resid[li] += float(((h.float() ** 2).sum(-1) * m).sum())
+        return fn
+
+    def start_batch(self, mask: torch.Tensor) -> None:
+        for acc in self.accs:
+            acc.mask = mask
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def write(self, out_dir: str | Path, *, n_docs: int, n_tokens: int, max_tokens: int,
+              extra: dict | None = None) -> dict:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for li, acc in enumerate(self.accs):
+            _write_layer(out, li, acc, self.resid[li], n_tokens)
+            self.accs[li] = _Acc()          # free the layer's sums as soon as they are on disk
+        return _write_summary(out, self.adapter, self.dims, n_docs=n_docs, n_tokens=n_tokens,
+                              max_tokens=max_tokens, seconds=time.perf_counter() - self.t0,
+                              extra=extra)
 
 
 @torch.no_grad()
@@ -116,20 +192,11 @@ def collect_grams(model: nn.Module, tokenizer, texts: Sequence[str], out_dir: st
         finally:
             for h in handles:
                 h.remove()
-        tensors = {f"gram_{r}": acc.gram[r].float().cpu().contiguous() for r in ROLES}
-        tensors.update({f"total_{r}": acc.total[r].cpu().contiguous() for r in ROLES})
-        tensors["resid_sq"] = torch.tensor([resid], dtype=torch.float64)
-        tmp = out / f".{layer_file(li)}.{os.getpid()}.tmp"
-        save_file(tensors, str(tmp), metadata={"n_tokens": str(n_tokens)})
-        os.replace(tmp, out / layer_file(li))
+        _write_layer(out, li, acc, resid, n_tokens)
         bar.update(1)
     bar.close()
-    summary = {"n_docs": len(texts), "n_tokens": n_tokens, "n_layers": d.n_layers,
-               "max_tokens": max_tokens, "architecture": adapter.architecture,
-               "shapes": {"down": d.ffn, "o": d.n_heads * d.head_dim},
-               "seconds": round(time.perf_counter() - t0, 3), **(extra or {})}
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
-    return summary
+    return _write_summary(out, adapter, d, n_docs=len(texts), n_tokens=n_tokens,
+                          max_tokens=max_tokens, seconds=time.perf_counter() - t0, extra=extra)
 
 
 class GramSet:

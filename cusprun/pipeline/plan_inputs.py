@@ -52,6 +52,20 @@ def needs_grams(spec: ExpertSpec) -> bool:
     return spec.compensation != "none" or (uses_holdback(spec) and spec.layout == "per_layer")
 
 
+def fuse_grams(spec: ExpertSpec, model_config) -> bool:
+    """Whether the statistics pass also collects the Grams (saving the Gram pass's forward):
+    only when they are wanted for the statistics' own documents and tokens (no gram_docs cap),
+    statistics run in this flow, and every layer's sums fit in spec.fused_grams_gb."""
+    from cusprun.adapters import Adapter
+    from cusprun.compensation.grams import gram_bytes
+
+    if not needs_grams(spec) or spec.gram_docs or spec.execution != "local":
+        return False
+    if gram_tokens(spec) != spec.max_tokens:
+        return False
+    return gram_bytes(Adapter.for_config(model_config).dims(model_config)) <= spec.fused_grams_gb * 1e9
+
+
 def grams_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
     cap = {"max_docs": spec.gram_docs} if spec.gram_docs else {}   # unset: the key of before
     return content_key("grams", model_fp, corpus_hash, {"max_tokens": gram_tokens(spec), **cap})

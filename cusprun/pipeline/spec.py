@@ -91,6 +91,10 @@ class ExpertSpec(BaseModel):
         "Cap on the calibration docs per corpus whose activations feed the compensation Grams "
         "(the first ones; unset: all). The Grams cost a forward pass plus a width^2 product per "
         "token; on the demo, halving them cost up to 0.03 of held-out retention on short QA texts"))
+    fused_grams_gb: float = Field(2.0, ge=0, le=4096, title="Fused Grams (GB)", description=(
+        "Collect the compensation Grams inside the statistics pass (one forward pass instead of "
+        "two) when every layer's float64 sums fit in this many GB per corpus; larger models (or "
+        "0) get a separate layer-by-layer pass that holds one layer at a time. Same Grams either way"))
     target_ratios: list[float] = Field(default_factory=lambda: [0.25],
                                        description="Fractions of prunable parameters to remove; the first is published")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")

@@ -52,22 +52,38 @@ def _corpus_table(store: ArtifactStore, corpus: dict, split: str | None):
 
 def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *,
                         max_tokens: int, batch_size: int,
-                        on_progress: Callable[[int, int], None] | None = None) -> dict:
+                        on_progress: Callable[[int, int], None] | None = None,
+                        grams_key: str | None = None) -> dict:
+    """Impact statistics of one calibration corpus. With `grams_key`, the same forward pass also
+    collects its compensation Grams and commits them under grams/<grams_key> (before the
+    statistics), returned as result["grams"]: what grams_stage would have written."""
     from cusprun.models import load_model
     from cusprun.scoring import collect_stats, save_stats
 
     texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()
     path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
-    with timed(f"statistics {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
+    what = "statistics" + (" + compensation Grams" if grams_key else "")
+    with timed(f"{what} {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
         m, tok = load_model(path)
+        gram_out = scratch("grams", grams_key) if grams_key else None
         stats = collect_stats(m, tok, texts, max_tokens=max_tokens, batch_size=batch_size,
-                              on_progress=on_progress)
+                              on_progress=on_progress, grams_dir=gram_out,
+                              grams_extra={"model_fingerprint": model["fingerprint"],
+                                           "corpus_hash": corpus["hash"], "fused": True})
+        grams = _commit_grams(store, gram_out, grams_key, corpus, stats.summary["n_tokens"]) if grams_key else None
         out = scratch("stats", key)
         save_stats(stats, out, model_fingerprint=model["fingerprint"], corpus_hash=corpus["hash"],
                    extra={"dimension": corpus["dimension"], "value": corpus["value"]})
-        return commit(store, out, f"stats/{key}", {
+        result = commit(store, out, f"stats/{key}", {
             "n_docs": len(texts), "corpus_hash": corpus["hash"], "dimension": corpus["dimension"],
             "value": corpus["value"]})
+        return {**result, "grams": grams} if grams else result
+
+
+def _commit_grams(store: ArtifactStore, out: Path, key: str, corpus: dict, n_tokens: int) -> dict:
+    return commit(store, out, f"grams/{key}", {
+        "n_tokens": n_tokens, "corpus_hash": corpus["hash"],
+        "dimension": corpus["dimension"], "value": corpus["value"]})
 
 
 def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, max_tokens: int,
@@ -85,9 +101,7 @@ def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, ma
         summary = collect_grams(m, tok, texts, out, max_tokens=max_tokens, batch_size=batch_size,
                                 extra={"model_fingerprint": model["fingerprint"],
                                        "corpus_hash": corpus["hash"]})
-        return commit(store, out, f"grams/{key}", {
-            "n_tokens": summary["n_tokens"], "corpus_hash": corpus["hash"],
-            "dimension": corpus["dimension"], "value": corpus["value"]})
+        return _commit_grams(store, out, key, corpus, summary["n_tokens"])
 
 
 def gram_set(store: ArtifactStore, grams: list[dict], cache_bytes: int = 1 << 30):

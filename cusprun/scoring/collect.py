@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -59,12 +60,16 @@ def _validate(texts, max_tokens: int, batch_size: int) -> None:
 @torch.no_grad()
 def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_tokens: int = 512,
                   batch_size: int = 8, progress: bool = True,
-                  on_progress: Callable[[int, int], None] | None = None) -> DimensionStats:
+                  on_progress: Callable[[int, int], None] | None = None,
+                  grams_dir: str | Path | None = None, grams_extra: dict | None = None
+                  ) -> DimensionStats:
     """Impact statistics of every FFN neuron and query head on every document of `texts`.
 
     Runs the model once per batch (right-padded, sorted by length) with logits for the last
     position only; padded positions contribute nothing. `on_progress(done_docs, total_docs)` is
-    called after each batch."""
+    called after each batch. With `grams_dir`, the same pass also writes the compensation Grams
+    of these documents there (what collect_grams would write, without a second forward pass;
+    memory: every layer's Grams at once, see cusprun.compensation.grams.gram_bytes)."""
     _validate(texts, max_tokens, batch_size)
     adapter = Adapter.for_model(model)
     dims = adapter.dims(model.config)
@@ -88,16 +93,24 @@ def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_toke
     head_mean = torch.zeros((L, H), dtype=torch.float64)
     lengths = [len(s) for s in seqs]
     batches = length_batches(lengths, batch_size)
-    log.info("statistics over %d docs (%d tokens, max %d per doc) in %d batches",
-             n, sum(lengths), max_tokens, len(batches))
+    log.info("statistics%s over %d docs (%d tokens, max %d per doc) in %d batches",
+             " + compensation Grams" if grams_dir is not None else "", n, sum(lengths), max_tokens,
+             len(batches))
     t0 = time.perf_counter()
     recorder = ImpactRecorder(model, adapter, dims)
+    grams = None
+    if grams_dir is not None:
+        from cusprun.compensation.grams import GramRecorder
+
+        grams = GramRecorder(model, adapter)
     done = 0
     try:
         bar = tqdm(total=n, desc="impact statistics", unit="doc", disable=not progress)
         for idx in batches:
             ids, mask = pad_right([seqs[i] for i in idx], pad_id, device)
             recorder.start_batch(mask)
+            if grams is not None:
+                grams.start_batch(mask)
             model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
             ffn, heads = recorder.take_batch()
             ffn_mean += ffn.sum(0).double()
@@ -111,8 +124,13 @@ def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_toke
                 on_progress(done, n)
         bar.close()
         ffn_centered, head_centered = recorder.centered_impacts(int(sum(lengths)))
+        if grams is not None:
+            grams.write(grams_dir, n_docs=len(texts), n_tokens=int(sum(lengths)),
+                        max_tokens=max_tokens, extra=grams_extra)
     finally:
         recorder.remove()
+        if grams is not None:
+            grams.remove()
     summary = {
         "n_docs": n, "n_tokens": int(sum(lengths)), "n_skipped_empty": len(empty),
         "architecture": adapter.architecture, "dims": dataclasses.asdict(dims),
