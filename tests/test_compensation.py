@@ -266,3 +266,38 @@ def test_gram_key_and_stage_follow_gram_docs_and_tokens(tmp_path, monkeypatch):
                              max_tokens=32, batch_size=2, max_docs=3)
     assert seen == {"texts": TEXTS[:3], "max_tokens": 32}
     assert out["n_tokens"] == sum(min(len(tiny_tokenizer()(t)["input_ids"]), 32) for t in TEXTS[:3])
+
+
+@pytest.mark.parametrize("layout", ["uniform", "per_layer"])
+@pytest.mark.parametrize("arch,mode", CASES + [("Phi3ForCausalLM", "none")])
+def test_mask_session_cuts_ffn_and_computes_what_the_zeroed_model_computes(arch, mode, layout, tiny):
+    """The sweep's and the allocation probe's in-memory pruning: FFN neurons cut out for real
+    (narrower matmuls), same logits as mask_model's zeroing, and restore() gives the dense model
+    back bit for bit, plan after plan."""
+    from cusprun.compensation.apply import MaskSession
+
+    dense_dir, grams_dir = tiny[arch]
+    cfg = AutoConfig.from_pretrained(dense_dir)
+    grams = GramSet([grams_dir])
+    x = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(1))
+    model, _ = make_tiny_model(arch)
+    with torch.no_grad():
+        dense = model(x).logits
+    session = MaskSession(model)
+    ad = Adapter.for_model(model)
+    for seed in (5, 6):
+        ffn = 50 if layout == "uniform" else [10, 96, 33]
+        plan = random_plan(cfg, fingerprint=FP, ffn=ffn, groups=1 if layout == "uniform" else [1, 2, 2],
+                           heads_per_group=2 if layout == "uniform" else [2, 1, 2], layout=layout,
+                           seed=seed)
+        config = CompensationConfig(mode=mode)
+        session.apply(plan, grams=grams, config=config)
+        assert [ad.down_proj(layer).weight.shape[1] for layer in ad.layers(model)] == \
+            [len(k.ffn) for k in plan.layers]
+        ref, _ = make_tiny_model(arch)
+        mask_model(ref, plan, grams=grams, config=config)
+        with torch.no_grad():
+            assert (model(x).logits - ref(x).logits).abs().max().item() < 1e-4
+        session.restore()
+        with torch.no_grad():
+            assert torch.equal(model(x).logits, dense)

@@ -67,27 +67,71 @@ def mask_model(model: nn.Module, plan: PruningPlan | Any, *, grams: GramSet | No
 
 
 class MaskSession:
-    """Masks one loaded dense model again and again: keeps the dense down_proj / o_proj weights
-    (the only ones a mask changes) and restores them, instead of reloading the model."""
+    """One loaded dense model, pruned by plan after plan in memory, restored between plans
+    instead of reloaded.
+
+    Pruned FFN neurons are cut out for real (narrower gate/up rows and down_proj columns, as the
+    sliced checkpoint has them), so every forward costs what the expert's would; pruned heads
+    are zeroed at o_proj (their q/k/v still run: head counts live in each family's attention
+    code). Modules get new Parameters and restore() puts the dense ones back: nothing is copied
+    and the dense weights are never written."""
 
     def __init__(self, model: nn.Module):
         self.model = model
-        ad = Adapter.for_model(model)
-        self._saved = [(lin, lin.weight.detach().clone(),
-                        None if lin.bias is None else lin.bias.detach().clone())
-                       for layer in ad.layers(model) for lin in (ad.down_proj(layer), ad.o_proj(layer))]
+        self.adapter = Adapter.for_model(model)
+        self.dims = self.adapter.dims(model.config)
+        self._dense: dict[nn.Linear, tuple] = {}
+        for layer in self.adapter.layers(model):
+            lins = [self.adapter.down_proj(layer), self.adapter.o_proj(layer),
+                    *[p.linear for p in self.adapter.ffn_in_parts(layer, self.dims)]]
+            for lin in lins:
+                self._dense[lin] = (lin.weight, lin.bias, lin.in_features, lin.out_features)
 
     @torch.no_grad()
     def restore(self) -> None:
-        for lin, w, b in self._saved:
-            lin.weight.copy_(w)
-            if b is None:
-                lin.bias = None
-            else:
-                lin.bias.copy_(b)
+        for lin, (w, b, n_in, n_out) in self._dense.items():
+            lin.weight, lin.bias, lin.in_features, lin.out_features = w, b, n_in, n_out
 
+    @torch.no_grad()
     def apply(self, plan: Any, *, grams: GramSet | None = None,
               config: CompensationConfig | None = None) -> nn.Module:
-        """The dense model with `plan` masked (and compensated); restore() undoes it."""
+        """The dense model with `plan` pruned (and compensated); restore() undoes it. Computes
+        what mask_model's zeroed model computes (tests/test_compensation.py)."""
         self.restore()
-        return mask_model(self.model, plan, grams=grams, config=config)
+        config = config or CompensationConfig(mode="none")
+        ad, d = self.adapter, self.dims
+        check_bias_support(ad, config)
+        if config.enabled and grams is None:
+            raise SpecError(f"compensation mode {config.mode!r} needs calibration Grams (GramSet).")
+        for li, (layer, keep) in enumerate(zip(ad.layers(self.model), plan.layers)):
+            g = grams.layer(li) if config.enabled else None
+            down, o = ad.down_proj(layer), ad.o_proj(layer)
+            ffn = torch.as_tensor(keep.ffn, dtype=torch.long, device=down.weight.device)
+            heads = head_channels(keep.heads, d.head_dim)
+            for role, lin, cols in (("down", down, keep.ffn), ("o", o, heads)):
+                w, b = compensate(lin.weight, lin.bias, cols, g.gram[role] if g else None,
+                                  g.total[role] if g else torch.zeros(lin.in_features),
+                                  g.n_tokens if g else 0, mode=config.mode, ridge=config.ridge)
+                if role == "down":
+                    _swap(lin, w, b)
+                else:
+                    full = torch.zeros_like(lin.weight)
+                    full[:, cols] = w.to(full.dtype)
+                    _swap(lin, full, b)
+            by_linear: dict[nn.Linear, list[torch.Tensor]] = {}
+            for part in ad.ffn_in_parts(layer, d):
+                by_linear.setdefault(part.linear, []).append(part.start + ffn)
+            for lin, rows in by_linear.items():
+                idx = torch.cat(rows)
+                w0, b0 = self._dense[lin][:2]
+                _swap(lin, w0.index_select(0, idx), None if b0 is None else b0.index_select(0, idx))
+        return self.model
+
+
+def _swap(lin: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Give `lin` new Parameters (its dense ones stay with the MaskSession)."""
+    dense = lin.weight
+    lin.weight = nn.Parameter(weight.to(dense.dtype).contiguous(), requires_grad=False)
+    lin.out_features, lin.in_features = lin.weight.shape
+    if bias is not None:
+        lin.bias = nn.Parameter(bias.to(dense.dtype), requires_grad=False)
