@@ -183,3 +183,37 @@ def test_a_later_candidate_wins_only_beyond_the_noise(setup):
     assert s.best() is first            # lower damage, but within one standard error
     s.trials = [first, noisy, clear]
     assert s.best() is clear
+
+
+def test_dense_heldback_losses_are_shared_by_key(setup):
+    """Concurrent merges at several ratios measure the same dense model once: a probe with the
+    same dense_key reuses the first one's losses (and per-document values)."""
+    import threading
+
+    from cusprun.allocation import probe as probe_mod
+
+    model, tok, _, gs = setup
+    key = "test-dense-key"
+    probe_mod._DENSE.pop(key, None)
+    made = []
+    real = DamageProbe._losses
+
+    def counted(self):
+        made.append(1)
+        return real(self)
+
+    probes = []
+    try:
+        DamageProbe._losses = counted
+        threads = [threading.Thread(target=lambda: probes.append(DamageProbe(
+            model, tok, {"domain": HELD}, grams=gs, dense_key=key))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        DamageProbe._losses = real
+    assert len(made) == 1 and len(probes) == 3
+    assert all(p.dense == probes[0].dense and p.dense_per_doc == probes[0].dense_per_doc for p in probes)
+    fresh = DamageProbe(model, tok, {"domain": HELD}, grams=gs)
+    assert fresh.dense == pytest.approx(probes[0].dense)

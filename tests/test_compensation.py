@@ -105,6 +105,16 @@ def test_grams_from_the_statistics_pass_equal_the_layerwise_pass(arch, tiny, tmp
                                   atol=1e-5 * float(a[k].abs().max()) + 1e-8), (li, k)
 
 
+def test_wide_grams_by_triangular_blocks_equal_the_plain_product():
+    from cusprun.compensation.grams import _xtx
+
+    x = torch.randn(300, 1100, generator=torch.Generator().manual_seed(0))
+    want = x.t() @ x
+    got = _xtx(x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-3) and torch.equal(got, got.t())
+    assert torch.equal(_xtx(x[:, :500]), x[:, :500].t() @ x[:, :500])   # narrow: one product
+
+
 def test_gram_bytes_of_known_models():
     """SmolLM2-135M's fused Grams take about 0.65 GB; Llama 3.2 1B's about 9 GB (too many for
     the default cap, so it gets the layer-by-layer pass)."""

@@ -4,6 +4,7 @@ candidates (cusprun.compensation.apply.MaskSession) instead of reloaded."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -15,6 +16,13 @@ from cusprun.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
+# Dense held-back losses by `dense_key`, shared by probes in one process: a build measures the
+# same dense model on the same documents once per ratio, concurrently; the first computes.
+_DENSE: dict[str, tuple[dict, dict]] = {}
+_DENSE_LOCKS: dict[str, threading.Lock] = {}
+_GUARD = threading.Lock()
+_DENSE_KEEP = 8
+
 
 class DamageProbe:
     """Held-back loss per dimension of `model` under candidate plans.
@@ -25,7 +33,7 @@ class DamageProbe:
 
     def __init__(self, model: nn.Module, tokenizer, heldback: Mapping[str, Sequence[str]], *,
                  grams: GramSet | None = None, compensation: CompensationConfig | None = None,
-                 max_tokens: int = 128, batch_size: int = 8):
+                 max_tokens: int = 128, batch_size: int = 8, dense_key: str | None = None):
         from cusprun.evaluation.items import LossExample
 
         if not heldback or any(not docs for docs in heldback.values()):
@@ -40,8 +48,24 @@ class DamageProbe:
         self.n_evaluated = 0
         self.seconds = 0.0
         self.per_doc: dict[str, list[tuple[float, int]]] = {}   # of the last measurement
-        self.dense = self._losses()
-        self.dense_per_doc = self.per_doc
+        self.dense, self.dense_per_doc = self._dense(dense_key)
+        self.per_doc = self.dense_per_doc
+
+    def _dense(self, key: str | None) -> tuple[dict, dict]:
+        """The dense model's held-back losses; with `key` (naming the dense weights, documents
+        and max_tokens), computed once per process and shared."""
+        if key is None:
+            return self._losses(), self.per_doc
+        with _GUARD:
+            lock = _DENSE_LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            if key not in _DENSE:
+                _DENSE[key] = (self._losses(), self.per_doc)
+                while len(_DENSE) > _DENSE_KEEP:
+                    _DENSE.pop(next(iter(_DENSE)))
+            else:
+                log.info("dense held-back losses: reused (%s)", key)
+            return _DENSE[key]
 
     def restore(self) -> None:
         self.session.restore()

@@ -64,6 +64,24 @@ def gram_bytes(dims) -> int:
     return 8 * dims.n_layers * (dims.ffn ** 2 + (dims.n_heads * dims.head_dim) ** 2)
 
 
+def _xtx(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """x^T x for x [T, n] float32. Wide inputs go by upper-triangular blocks, mirrored: the
+    product is symmetric, so that is about 5/8 of the multiply-adds (a third less time here)."""
+    n = x.shape[1]
+    if n < 1024:
+        return x.t() @ x
+    xt = x.t().contiguous()
+    out = torch.empty((n, n), dtype=x.dtype, device=x.device)
+    e = [round(i * n / blocks) for i in range(blocks + 1)]
+    for i in range(blocks):
+        for j in range(i, blocks):
+            b = xt[e[i]:e[i + 1]] @ xt[e[j]:e[j + 1]].t()
+            out[e[i]:e[i + 1], e[j]:e[j + 1]] = b
+            if j != i:
+                out[e[j]:e[j + 1], e[i]:e[i + 1]] = b.t()
+    return out
+
+
 class _Acc:
     def __init__(self) -> None:
         self.gram: dict[str, torch.Tensor] = {}
@@ -75,7 +93,7 @@ class _Acc:
             x = args[0]
             m = self.mask.to(x.device, torch.float32)
             xf = x.float().reshape(-1, x.shape[-1]) * m.reshape(-1, 1)
-            g, s = xf.t() @ xf, xf.sum(0)          # float32 matmul, float64 accumulation
+            g, s = _xtx(xf), xf.sum(0)             # float32 matmul, float64 accumulation
             if role in self.gram:
                 self.gram[role] += g.double()
                 self.total[role] += s.double()

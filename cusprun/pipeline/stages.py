@@ -161,10 +161,12 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[
             from cusprun.models import load_model
 
             m, tok = load_model(path)
+            dense_key = json.dumps([model["fingerprint"], probe_max_tokens, {
+                d: [c["hash"] for c in cs] for d, cs in (heldback or {}).items()}], sort_keys=True)
             probe = DamageProbe(m, tok, heldback_texts(store, heldback or {}),
                                 grams=gram_set(store, grams or []),
                                 compensation=CompensationConfig.model_validate(compensation or {}),
-                                max_tokens=probe_max_tokens)
+                                max_tokens=probe_max_tokens, dense_key=dense_key)
         plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
                           general=gen, probe=probe)
         if compensation:
