@@ -105,6 +105,31 @@ def test_grams_from_the_statistics_pass_equal_the_layerwise_pass(arch, tiny, tmp
                                   atol=1e-5 * float(a[k].abs().max()) + 1e-8), (li, k)
 
 
+def test_float32_solve_agrees_with_float64_and_small_ridges_stay_float64():
+    """The least-squares refit solves in float32 when the ridge bounds the conditioning, and its
+    answer matches the float64 solve; below FLOAT32_MIN_RIDGE it is the float64 solve itself."""
+    from cusprun.compensation import solve
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 200, generator=g, dtype=torch.float64) * torch.logspace(-2, 2, 200, dtype=torch.float64)
+    w = torch.randn(30, 200, generator=g, dtype=torch.float64)
+    keep = list(range(0, 200, 3)) + list(range(1, 200, 3))
+    h, s = x.t() @ x, x.sum(0)
+
+    def reference(ridge):
+        k, p = sorted(keep), sorted(set(range(200)) - set(keep))
+        hkk = h[k][:, k]
+        hkk = hkk + ridge * float(hkk.diagonal().mean()) * torch.eye(len(k), dtype=torch.float64)
+        return w[:, k] + w[:, p] @ torch.linalg.solve(hkk, h[k][:, p]).t()
+
+    fast, _ = compensate(w, None, sorted(keep), h, s, 4000, mode="ls", ridge=0.1)
+    want = reference(0.1)
+    assert (fast - want).abs().max() / want.abs().max() < 1e-4
+    slow, _ = compensate(w, None, sorted(keep), h, s, 4000, mode="ls", ridge=solve.FLOAT32_MIN_RIDGE / 2)
+    want = reference(solve.FLOAT32_MIN_RIDGE / 2)
+    assert (slow - want).abs().max() / want.abs().max() < 1e-9
+
+
 def test_wide_grams_by_triangular_blocks_equal_the_plain_product():
     from cusprun.compensation.grams import _xtx
 

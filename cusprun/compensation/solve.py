@@ -18,8 +18,19 @@ import torch
 from cusprun.errors import SpecError
 
 
-def _solve_spd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a^-1 b for symmetric positive (semi-)definite a, adding jitter if Cholesky fails."""
+# Float32 solves are about a third faster; with a relative ridge of at least this much the system
+# is well enough conditioned (<= 1 + width / ridge) for float32 to agree with float64 to about 1e-5
+# on real Grams (SmolLM2, ridge 0.1). Smaller ridges, or a float32 Cholesky that fails, use float64.
+FLOAT32_MIN_RIDGE = 0.01
+
+
+def _solve_spd(a: torch.Tensor, b: torch.Tensor, fast: bool = False) -> torch.Tensor:
+    """a^-1 b for symmetric positive (semi-)definite a, adding jitter if Cholesky fails; `fast`
+    tries float32 first. Returns float64."""
+    if fast:
+        chol, info = torch.linalg.cholesky_ex(a.float())
+        if int(info) == 0:
+            return torch.cholesky_solve(b.float(), chol).double()
     jitter = 0.0
     scale = float(a.diagonal().abs().mean()) or 1.0
     eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
@@ -71,7 +82,7 @@ def compensate(weight: torch.Tensor, bias: torch.Tensor | None, keep: list[int] 
         h_kk, h_kp = h[k][:, k], h[k][:, p]
     r = ridge * float(h_kk.diagonal().mean())
     h_kk = h_kk + r * torch.eye(h_kk.shape[0], dtype=h_kk.dtype, device=h_kk.device)
-    new = wk + wp @ _solve_spd(h_kk, h_kp).t()
+    new = wk + wp @ _solve_spd(h_kk, h_kp, fast=ridge >= FLOAT32_MIN_RIDGE).t()
     if mode == "ls+bias":
         return new[:, :-1], new[:, -1]
     return new, b
