@@ -44,6 +44,24 @@ def _set(lin: nn.Linear, weight_cols: torch.Tensor, keep: list[int], bias: torch
         lin.bias.copy_(bias.to(lin.bias.dtype))
 
 
+def _check(adapter: Adapter, config: CompensationConfig, grams: GramSet | None) -> None:
+    check_bias_support(adapter, config)
+    if config.enabled and grams is None:
+        raise SpecError(f"compensation mode {config.mode!r} needs calibration Grams (GramSet).")
+
+
+def _compensated(adapter: Adapter, layer: nn.Module, keep: Any, head_dim: int, g,
+                 config: CompensationConfig):
+    """(role, linear, kept input columns, compensated kept columns [out, |K|], bias) for the
+    layer's down_proj and o_proj under `config` (g: the layer's Grams, or None)."""
+    for role, lin, cols in (("down", adapter.down_proj(layer), keep.ffn),
+                            ("o", adapter.o_proj(layer), head_channels(keep.heads, head_dim))):
+        w, b = compensate(lin.weight, lin.bias, cols, g.gram[role] if g else None,
+                          g.total[role] if g else torch.zeros(lin.in_features),
+                          g.n_tokens if g else 0, mode=config.mode, ridge=config.ridge)
+        yield role, lin, cols, w, b
+
+
 @torch.no_grad()
 def mask_model(model: nn.Module, plan: PruningPlan | Any, *, grams: GramSet | None = None,
                config: CompensationConfig | None = None) -> nn.Module:
@@ -51,17 +69,11 @@ def mask_model(model: nn.Module, plan: PruningPlan | Any, *, grams: GramSet | No
     in `model`, in place, and apply `config`'s compensation."""
     config = config or CompensationConfig(mode="none")
     adapter = Adapter.for_model(model)
-    check_bias_support(adapter, config)
-    if config.enabled and grams is None:
-        raise SpecError(f"compensation mode {config.mode!r} needs calibration Grams (GramSet).")
+    _check(adapter, config, grams)
     d = adapter.dims(model.config)
     for li, (layer, keep) in enumerate(zip(adapter.layers(model), plan.layers)):
         g = grams.layer(li) if config.enabled else None
-        for role, lin, cols in (("down", adapter.down_proj(layer), keep.ffn),
-                                ("o", adapter.o_proj(layer), head_channels(keep.heads, d.head_dim))):
-            w, b = compensate(lin.weight, lin.bias, cols, g.gram[role] if g else None,
-                              g.total[role] if g else torch.zeros(lin.in_features),
-                              g.n_tokens if g else 0, mode=config.mode, ridge=config.ridge)
+        for _role, lin, cols, w, b in _compensated(adapter, layer, keep, d.head_dim, g, config):
             _set(lin, w, cols, b)
     return model
 
@@ -100,24 +112,17 @@ class MaskSession:
         self.restore()
         config = config or CompensationConfig(mode="none")
         ad, d = self.adapter, self.dims
-        check_bias_support(ad, config)
-        if config.enabled and grams is None:
-            raise SpecError(f"compensation mode {config.mode!r} needs calibration Grams (GramSet).")
+        _check(ad, config, grams)
         for li, (layer, keep) in enumerate(zip(ad.layers(self.model), plan.layers)):
             g = grams.layer(li) if config.enabled else None
-            down, o = ad.down_proj(layer), ad.o_proj(layer)
-            ffn = torch.as_tensor(keep.ffn, dtype=torch.long, device=down.weight.device)
-            heads = head_channels(keep.heads, d.head_dim)
-            for role, lin, cols in (("down", down, keep.ffn), ("o", o, heads)):
-                w, b = compensate(lin.weight, lin.bias, cols, g.gram[role] if g else None,
-                                  g.total[role] if g else torch.zeros(lin.in_features),
-                                  g.n_tokens if g else 0, mode=config.mode, ridge=config.ridge)
-                if role == "down":
+            for role, lin, cols, w, b in _compensated(ad, layer, keep, d.head_dim, g, config):
+                if role == "down":       # narrower: the kept neurons' columns only
                     _swap(lin, w, b)
-                else:
+                else:                    # heads: zeroed columns, same width
                     full = torch.zeros_like(lin.weight)
                     full[:, cols] = w.to(full.dtype)
                     _swap(lin, full, b)
+            ffn = torch.as_tensor(keep.ffn, dtype=torch.long, device=ad.down_proj(layer).weight.device)
             by_linear: dict[nn.Linear, list[torch.Tensor]] = {}
             for part in ad.ffn_in_parts(layer, d):
                 by_linear.setdefault(part.linear, []).append(part.start + ffn)

@@ -70,7 +70,8 @@ def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dic
                               on_progress=on_progress, grams_dir=gram_out,
                               grams_extra={"model_fingerprint": model["fingerprint"],
                                            "corpus_hash": corpus["hash"], "fused": True})
-        grams = _commit_grams(store, gram_out, grams_key, corpus, stats.summary["n_tokens"]) if grams_key else None
+        grams = (_commit_grams(store, gram_out, grams_key, corpus, stats.summary["n_tokens"])
+                 if grams_key else None)
         out = scratch("stats", key)
         save_stats(stats, out, model_fingerprint=model["fingerprint"], corpus_hash=corpus["hash"],
                    extra={"dimension": corpus["dimension"], "value": corpus["value"]})
