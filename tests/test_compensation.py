@@ -336,3 +336,24 @@ def test_mask_session_cuts_ffn_and_computes_what_the_zeroed_model_computes(arch,
         session.restore()
         with torch.no_grad():
             assert torch.equal(model(x).logits, dense)
+
+
+def test_statistics_pass_collects_the_grams_only_when_it_can():
+    """Fused Grams need: Grams wanted, all statistics documents (no gram_docs cap), statistics in
+    this flow (not the gpu work pool), and every layer's float64 sums within fused_grams_gb."""
+    from transformers import LlamaConfig
+
+    from cusprun.pipeline.plan_inputs import fuse_grams
+    from cusprun.pipeline.spec import load_spec
+
+    smol = LlamaConfig(num_hidden_layers=30, hidden_size=576, num_attention_heads=9,
+                       num_key_value_heads=3, intermediate_size=1536)
+    big = LlamaConfig(num_hidden_layers=16, hidden_size=2048, num_attention_heads=32,
+                      num_key_value_heads=8, intermediate_size=8192)
+    spec = load_spec({})
+    assert fuse_grams(spec, smol) and not fuse_grams(spec, big)            # 0.65 GB vs 9.1 GB
+    assert fuse_grams(load_spec({"fused_grams_gb": 10}), big)
+    assert not fuse_grams(load_spec({"fused_grams_gb": 0}), smol)
+    assert not fuse_grams(load_spec({"gram_docs": 64}), smol)
+    assert not fuse_grams(load_spec({"compensation": "none"}), smol)
+    assert not fuse_grams(load_spec({"execution": "distributed"}), smol)
