@@ -40,12 +40,17 @@ def pending(store, stage: str, key: str, refresh: list[str]) -> bool:
     return stage in refresh or not is_done(store, f"{PREFIX[stage]}/{key}")
 
 
+def prepare(store, stage: str, key: str, refresh: list[str]) -> bool:
+    """Remove the artifact of a stage asked to refresh; whether the stage will run."""
+    if stage in refresh:
+        invalidate(store, f"{PREFIX[stage]}/{key}")
+    return pending(store, stage, key, refresh)
+
+
 def submit(task, stage: str, key: str, store, storage: dict, refresh: list[str], **kwargs):
     """Submit a heavy task; force it when asked (its old artifact is removed first) or when the
     store lost its artifact."""
-    if stage in refresh:
-        invalidate(store, f"{PREFIX[stage]}/{key}")
-    force = pending(store, stage, key, refresh)
+    force = prepare(store, stage, key, refresh)
     return task.with_options(refresh_cache=force).submit(stage=stage, key=key, storage=storage, **kwargs)
 
 
@@ -99,12 +104,11 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
             if g == "general":
                 continue
             gkey = grams_key(model["fingerprint"], c["hash"], spec)
-            record = None if pending(store, "grams", gkey, refresh) else read_done(store, f"grams/{gkey}")
+            record = None if "grams" in refresh else read_done(store, f"{PREFIX['grams']}/{gkey}")
             if record is not None:
                 gram_done[(g, i)] = record
             elif fuse and pending(store, "stats", skey, refresh):
-                if "grams" in refresh:
-                    invalidate(store, f"{PREFIX['grams']}/{gkey}")
+                prepare(store, "grams", gkey, refresh)
                 fused[(g, i)] = gkey
             else:
                 gram_futs[(g, i)] = submit(t.collect_grams, "grams", gkey, store, storage, refresh,

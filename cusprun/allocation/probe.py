@@ -62,7 +62,9 @@ class DamageProbe:
             if key not in _DENSE:
                 _DENSE[key] = (self._losses(), self.per_doc)
                 while len(_DENSE) > _DENSE_KEEP:
-                    _DENSE.pop(next(iter(_DENSE)))
+                    old = next(iter(_DENSE))
+                    _DENSE.pop(old)
+                    _DENSE_LOCKS.pop(old, None)
             else:
                 log.info("dense held-back losses: reused (%s)", key)
             return _DENSE[key]

@@ -173,7 +173,8 @@ class GramRecorder:
         out.mkdir(parents=True, exist_ok=True)
         for li, acc in enumerate(self.accs):
             _write_layer(out, li, acc, self.resid[li], n_tokens)
-            self.accs[li] = _Acc()          # free the layer's sums as soon as they are on disk
+            acc.gram.clear()                # free the layer's sums as soon as they are on disk
+            acc.total.clear()               # (the hooks keep the _Acc itself until remove())
         return _write_summary(out, self.adapter, self.dims, n_docs=n_docs, n_tokens=n_tokens,
                               max_tokens=max_tokens, seconds=time.perf_counter() - self.t0,
                               extra=extra)

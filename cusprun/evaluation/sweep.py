@@ -4,8 +4,9 @@ on the held-out loss sets, so a customer can pick a ratio by looking.
 Each point is the dense model with the plan's units pruned (and compensated) in memory: one
 dense load for the whole sweep, FFN neurons cut out and heads zeroed per point, restored between
 points (cusprun.compensation.apply.MaskSession). It computes what the sliced checkpoint computes
-(tests/test_compensation.py), so no checkpoint is written for a sweep point. The plans are the same with and without compensation;
-only the closed-form correction differs, which isolates what compensation contributes."""
+(tests/test_compensation.py), so no checkpoint is written for a sweep point. The plans are the
+same with and without compensation; only the closed-form correction differs, which isolates what
+compensation contributes."""
 from __future__ import annotations
 
 import logging

@@ -61,8 +61,6 @@ def fuse_grams(spec: ExpertSpec, model_config) -> bool:
 
     if not needs_grams(spec) or spec.gram_docs or spec.execution != "local":
         return False
-    if gram_tokens(spec) != spec.max_tokens:
-        return False
     return gram_bytes(Adapter.for_config(model_config).dims(model_config)) <= spec.fused_grams_gb * 1e9
 
 
