@@ -121,6 +121,8 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     sweep = json.loads(store.read_bytes(report_dir + "/sweep.json"))
     assert {(r["method"], r["compensation"]) for r in sweep} >= {("cusprun", "ls"), ("cusprun", "none"),
                                                                  ("flap", "ls"), ("flap", "none")}
+    from cusprun.models.precision import resolve_precision
+    assert {r["precision"] for r in sweep} == {resolve_precision("auto", "cpu")}  # the spec's default
     expert = store.read_json(f"experts/tiny-expert/{result['expert']['version']}/cusprun.json")
     assert expert["compensation"]["mode"] == "ls" and expert["compensation"]["calibration_tokens"] > 0
     assert expert["report"]["allocation_search"]["candidates"]

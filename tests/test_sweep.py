@@ -68,3 +68,24 @@ def test_table_and_plot(setup, tmp_path):
     path = plot_sweep(rows, tmp_path / "retention_vs_ratio.png", ["domain=health"])
     assert path.stat().st_size > 10_000
     assert sweep_markdown([], []) == "" and plot_sweep([], tmp_path / "x.png", []) is None
+
+
+def test_bfloat16_sweep_measures_every_point_itself_close_to_float32(setup):
+    model, tok, gs, plans, sets = setup
+    fake = {("cusprun@0.1", "ls"): {"domain=health": (9.0, 10), "general=en": (8.0, 10)},
+            ("dense", "none"): {"domain=health": (4.5, 10), "general=en": (4.0, 10)}}
+    one = {"cusprun@0.1": plans["cusprun@0.1"]}
+    f32 = run_sweep(model, tok, one, sets, grams=gs, modes=["ls"], ridge=0.1, max_tokens=32,
+                    progress=False)
+    b16 = run_sweep(model, tok, one, sets, grams=gs, modes=["ls"], ridge=0.1, max_tokens=32,
+                    progress=False, known=fake, precision="bfloat16")
+    assert {r["precision"] for r in f32} == {"float32"} and {r["precision"] for r in b16} == {"bfloat16"}
+    # float32 numbers measured by the main comparison are not mixed into a bfloat16 table
+    assert all(r["loss"] not in (9.0, 8.0, 4.5, 4.0) for r in b16)
+    key = lambda r: (r["method"], r["eval_set"])  # noqa: E731
+    ref = {key(r): r for r in f32}
+    for r in b16:
+        assert r["loss"] == pytest.approx(ref[key(r)]["loss"], rel=0.02)
+        assert r["retention"] == pytest.approx(ref[key(r)]["retention"], abs=0.02)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert "measured in bfloat16" in sweep_markdown(b16, ["domain=health"])

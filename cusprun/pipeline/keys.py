@@ -14,7 +14,8 @@ STAGE_VERSIONS = {
     "plan": "2",
     "baseline": "1",
     "slice": "2",     # 2: compensation
-    "evaluate": "3",  # 2: intervals, paired differences, packed MC, clipped options; 3: ratio sweep
+    "evaluate": "4",  # 2: intervals, paired differences, packed MC, clipped options; 3: ratio sweep;
+    # 4: sweep precision
 }
 
 

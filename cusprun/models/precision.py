@@ -1,0 +1,50 @@
+"""Compute precision of measurement passes: float32, or bfloat16 matmuls where the hardware has
+them natively.
+
+Weights stay float32 (masking and the least-squares refit edit them in place); bfloat16 runs the
+forward under autocast, which keeps softmax, log-softmax and norms in float32. On hardware with
+native bfloat16 matmuls (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX) that halves a
+forward's time; elsewhere bfloat16 is emulated and slower, so 'auto' picks it only where native.
+On the demo, bfloat16 moves held-out loss retention by at most 0.003 (README, Expert quality)."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+
+Precision = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(bool(getattr(cpu, f, lambda: False)())
+                   for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """'float32' or 'bfloat16': what `precision` means on `device`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return precision
+
+
+@contextlib.contextmanager
+def compute_precision(device: torch.device | str, precision: str) -> Iterator[str]:
+    """Run the block's forwards at `precision` on `device`; yields the resolved name."""
+    resolved = resolve_precision(precision, device)
+    if resolved == "float32":
+        yield resolved
+        return
+    with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+        yield resolved

@@ -1,0 +1,61 @@
+"""Measurement precision: float32, or bfloat16 autocast where matmuls are native."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cusprun.evaluation.items import LossExample
+from cusprun.evaluation.likelihood import heldout_loss
+from cusprun.models import precision as P
+from cusprun.pipeline.spec import EvaluationOptions
+from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+
+TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",
+         "Insulin lowers the level of sugar in the blood."]
+
+
+def test_resolution(monkeypatch):
+    assert P.resolve_precision("float32", "cpu") == "float32"
+    assert P.resolve_precision("bfloat16", "cpu") == "bfloat16"  # asked for: honoured, even if emulated
+    monkeypatch.setattr(P, "native_bf16", lambda device: True)
+    assert P.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(P, "native_bf16", lambda device: False)
+    assert P.resolve_precision("auto", "cpu") == "float32"
+    with pytest.raises(ValueError, match="'half' is not one of auto, float32, bfloat16"):
+        P.resolve_precision("half", "cpu")
+
+
+def test_native_bf16_on_this_cpu_matches_torch():
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert P.native_bf16("cpu") == expected
+    assert P.native_bf16("meta") is False
+
+
+def test_compute_precision_switches_matmuls_only_inside_the_block():
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+    with P.compute_precision("cpu", "bfloat16") as got:
+        assert got == "bfloat16" and lin(x).dtype == torch.bfloat16
+    assert lin(x).dtype == torch.float32 and lin.weight.dtype == torch.float32
+    with P.compute_precision("cpu", "float32") as got:
+        assert got == "float32" and lin(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("arch", TINY_FAMILIES)
+def test_bfloat16_loss_is_close_to_float32_for_every_family(arch):
+    model, _ = make_tiny_model(arch)
+    tok = tiny_tokenizer()
+    ex = [LossExample(text=t) for t in TEXTS]
+    f32 = heldout_loss(model, tok, ex, max_tokens=32, progress=False)
+    with P.compute_precision("cpu", "bfloat16"):
+        b16 = heldout_loss(model, tok, ex, max_tokens=32, progress=False)
+    assert b16.n_tokens == f32.n_tokens
+    assert b16.loss == pytest.approx(f32.loss, rel=0.02)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_spec_names_the_accepted_precisions():
+    assert EvaluationOptions().sweep_precision == "auto"
+    with pytest.raises(ValueError, match="sweep_precision") as e:
+        EvaluationOptions(sweep_precision="fp16")
+    assert "'auto', 'float32' or 'bfloat16'" in str(e.value)
