@@ -41,6 +41,7 @@ def test_sweep_rows_match_a_direct_measurement_and_leave_the_model_dense(setup):
                                                              max_tokens=32, progress=False).loss)
     for r in rows:
         assert r["retention"] == pytest.approx(dense[r["eval_set"]] / r["loss"])
+        assert r["seconds"] > 0 and r["precision"] == "float32"
     # Compensation changes the result of the same plan; more removed costs more without it.
     get = {(r["method"], r["ratio"], r["compensation"], r["eval_set"]): r["loss"] for r in rows}
     assert get[("cusprun", 0.4, "ls", "domain=health")] != get[("cusprun", 0.4, "none", "domain=health")]

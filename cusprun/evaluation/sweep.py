@@ -9,13 +9,15 @@ same with and without compensation; only the closed-form correction differs, whi
 compensation contributes.
 
 The sweep's forwards may run in bfloat16 (cusprun.models.precision; 'auto' where the hardware
-has native bfloat16 matmuls): twice as fast on such CPUs, within 0.003 of float32 retention on
-the demo. Dense is then measured at the same precision, so every ratio in the table compares
-like with like, and points the main comparison measured in float32 are measured again."""
+has native bfloat16 matmuls): 0.56x the time per point on such a CPU; on the demo retention
+moved by 0.0007 on average, at most 0.0023 for Cus-Prun (benchmarks/bench_sweep_precision.py).
+Dense is then measured at the same precision, so every ratio in the table compares like with
+like, and points the main comparison measured in float32 are measured again."""
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,8 +39,10 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
               ridge: float, max_tokens: int = 256, batch_size: int = 8, progress: bool = True,
               known: Mapping[tuple[str, str], Mapping[str, tuple[float, int]]] | None = None,
               precision: str = "float32") -> list[dict]:
-    """Rows {method, ratio, compensation, eval_set, loss, n_tokens, retention, precision} for the
-    dense model and for every plan (name -> (method, ratio, plan)) under every compensation mode.
+    """Rows {method, ratio, compensation, eval_set, loss, n_tokens, retention, precision, seconds}
+    for the dense model and for every plan (name -> (method, ratio, plan)) under every
+    compensation mode; `seconds`: what measuring the point took (masking included; about 0 when
+    it was known).
     `known`: (name, mode) -> {eval_set: (loss, n_tokens)} already measured in float32 on the
     sliced checkpoint (the published ratio), taken as they are instead of measured again;
     ('dense', 'none') likewise. Ignored when the sweep runs in bfloat16 (`precision`)."""
@@ -56,12 +60,16 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
                 out[name] = (r.loss, r.n_tokens)
         return out
 
+    t0 = time.perf_counter()
     dense = dict(known.get(("dense", "none")) or losses())
+    spent = time.perf_counter() - t0
     rows = [{"method": "dense", "ratio": 0.0, "compensation": "none", "eval_set": s, "loss": l,
-             "n_tokens": n, "retention": 1.0, "precision": precision} for s, (l, n) in dense.items()]
+             "n_tokens": n, "retention": 1.0, "precision": precision, "seconds": spent}
+            for s, (l, n) in dense.items()]
     jobs = [(name, mode) for name in plans for mode in modes]
     for name, mode in tqdm(jobs, desc="ratio sweep", disable=not progress):
         method, ratio, plan = plans[name]
+        t0 = time.perf_counter()
         if (name, mode) in known:
             measured = dict(known[(name, mode)])
         else:
@@ -69,12 +77,13 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
                 raise ValueError(f"sweep point {name} with compensation {mode!r} needs Grams")
             session.apply(plan, grams=grams, config=CompensationConfig(mode=mode, ridge=ridge))
             measured = losses()
+        spent = time.perf_counter() - t0
         for s, (l, n) in measured.items():
             rows.append({"method": method, "ratio": float(ratio), "compensation": mode,
                          "eval_set": s, "loss": l, "n_tokens": n,
                          "retention": dense[s][0] / l if l > 0 else math.nan,
-                         "precision": precision})
-        log.info("sweep %s (compensation %s) done", name, mode)
+                         "precision": precision, "seconds": spent})
+        log.info("sweep %s (compensation %s) done in %.1fs", name, mode, spent)
     session.restore()
     return rows
 

@@ -1,0 +1,72 @@
+"""The ratio sweep in float32 vs bfloat16, side by side in one run: time per measured point and
+how far the retention table moves.
+
+Builds the demo expert (`cusprun demo`'s spec) into one artifact store, then builds it again
+with the other sweep precision: the second build takes every stage from cache except the
+evaluation, so both sweeps measure the same plans with the same Grams. bfloat16 is only fast
+where matmuls are native in bfloat16 (`cusprun.models.precision.native_bf16`); the script says
+whether they are here.
+
+    python benchmarks/bench_sweep_precision.py [--store DIR]   # DIR: reuse (or keep) the store
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cusprun.cli.pipeline import DEMO_SPEC  # noqa: E402
+from cusprun.models.precision import native_bf16  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_quality_overhead import run  # noqa: E402
+
+
+def points(rows: list[dict]) -> dict[tuple, dict]:
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        out.setdefault((r["method"], r["ratio"], r["compensation"]), {})[r["eval_set"]] = r
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", help="artifact store to build into (kept); default: a temporary one")
+    args = ap.parse_args()
+    store = Path(args.store or tempfile.mkdtemp(prefix="cusprun-precision-"))
+    work = Path(tempfile.mkdtemp(prefix="cusprun-precision-specs-"))
+    sweeps = {}
+    for precision in ("float32", "bfloat16"):
+        spec = {**DEMO_SPEC, "storage_root": str(store),
+                "evaluation": {**DEMO_SPEC["evaluation"], "sweep_precision": precision}}
+        _, report = run(spec, work, precision)
+        sweeps[precision] = points(json.loads((Path(report) / "sweep.json").read_text()))
+        print(f"done: {precision}: {report}", file=sys.stderr, flush=True)
+    f32, b16 = sweeps["float32"], sweeps["bfloat16"]
+    print(f"native bfloat16 matmuls on this machine: {native_bf16('cpu')}\n")
+    print("| sweep precision | points measured | seconds per point | ratio |\n|---|---:|---:|---:|")
+    per = {}
+    for name, pts in sweeps.items():
+        # a point the main comparison already measured (float32) takes ~0 s: not counted
+        secs = [next(iter(p.values()))["seconds"] for p in pts.values()]
+        measured = [s for s in secs if s > 0.05]
+        per[name] = sum(measured) / len(measured)
+        print(f"| {name} | {len(measured)} | {per[name]:.1f} | {per[name] / per['float32']:.2f} |")
+    diffs = sorted(((abs(b16[k][s]["retention"] - f32[k][s]["retention"]), k, s)
+                    for k in f32 if k[0] != "dense" for s in f32[k]), reverse=True)
+    mean = sum(d for d, _, _ in diffs) / len(diffs)
+    print(f"\nretention, bfloat16 - float32 over {len(diffs)} cells: mean |diff| {mean:.4f}, "
+          f"max {diffs[0][0]:.4f} ({diffs[0][1][0]}@{diffs[0][1][1]:g} {diffs[0][1][2]}, {diffs[0][2]})")
+    for d, k, s in diffs[:5]:
+        print(f"  {k[0]}@{k[1]:g} {k[2]} {s}: float32 {f32[k][s]['retention']:.4f}, "
+              f"bfloat16 {b16[k][s]['retention']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
