@@ -291,3 +291,36 @@ def test_bundled_smollm2_uniform_expert(tmp_path):
     meta = json.loads((out / "cusprun.json").read_text())
     assert meta["params"]["pruned"] == count_params(model)
     assert meta["params"]["dense"]["total"] - meta["params"]["pruned"]["total"] == plan.removed_params
+
+
+def test_layer_modules_are_rebuilt_through_opaque_init_wrappers():
+    """transformers >= 5.25 wraps attention classes' __init__ in the `kernels` hub's
+    new_init(self, *args, **kwargs): layer_idx must still reach the real __init__."""
+    from cusprun.slicing.per_layer import _construct
+
+    def opaque(cls):
+        orig = cls.__init__
+
+        def new_init(self, *args, **kwargs):
+            orig(self, *args, **kwargs)
+        cls.__init__ = new_init
+        return cls
+
+    class WithIdx:
+        def __init__(self, config, layer_idx):
+            self.config, self.layer_idx = config, layer_idx
+
+    class WithoutIdx:
+        def __init__(self, config):
+            self.config = config
+
+    class Broken:
+        def __init__(self, config, layer_idx):
+            raise TypeError("something else")
+
+    assert _construct(WithIdx, "c", 3).layer_idx == 3
+    assert _construct(WithoutIdx, "c", 3).config == "c"
+    assert _construct(opaque(type("A", (WithIdx,), {})), "c", 4).layer_idx == 4
+    assert _construct(opaque(type("B", (WithoutIdx,), {})), "c", 4).config == "c"
+    with pytest.raises(TypeError, match="something else"):
+        _construct(opaque(type("C", (Broken,), {})), "c", 1)

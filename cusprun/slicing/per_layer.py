@@ -81,8 +81,21 @@ class _PerLayerModelMixin:
 
 
 def _construct(module_cls: type, config: Any, layer_idx: int):
+    """module_cls(config[, layer_idx]). A decorator may hide the real signature behind
+    (*args, **kwargs) (transformers >= 5.25 wraps attention classes with the `kernels` hub's
+    new_init), so an opaque signature gets layer_idx, and loses it only if refused."""
     params = inspect.signature(module_cls.__init__).parameters
-    return module_cls(config, layer_idx=layer_idx) if "layer_idx" in params else module_cls(config)
+    if "layer_idx" in params:
+        return module_cls(config, layer_idx=layer_idx)
+    kinds = {p.kind for p in params.values()}
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        return module_cls(config)
+    try:
+        return module_cls(config, layer_idx=layer_idx)
+    except TypeError as e:
+        if "layer_idx" not in str(e):
+            raise
+        return module_cls(config)
 
 
 def _rebuild_layers(model, widths: list[dict]) -> None:
