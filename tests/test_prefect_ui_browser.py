@@ -104,10 +104,29 @@ def _fill_spec_form(page, model: str, root: str) -> None:
     _fill(spec, "Storage Root", root)
 
 
+def _runs(api, deployment_id: str) -> list[dict]:
+    return _post(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
+
+
+def _submit(page, api, deployment_id: str, shots: Path) -> None:
+    """Click Submit until the server has the run. On a loaded machine a click can land before
+    the form is ready and do nothing (seen once in a full `make test`: no run was created and
+    the test waited out its timeout); a second click is then what a user would do."""
+    for attempt in (1, 2):
+        page.get_by_role("button", name="Submit").click()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _runs(api, deployment_id):
+                return
+            time.sleep(1)
+        page.screenshot(path=shots / f"ui-submit-{attempt}-no-run.png")
+    raise AssertionError("Submit created no flow run (screenshots: ui-submit-*-no-run.png)")
+
+
 def _wait_for_run(api, deployment_id: str) -> dict:
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
-        runs = _post(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
+        runs = _runs(api, deployment_id)
         if runs and runs[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return runs[0]
         time.sleep(2)
@@ -135,7 +154,7 @@ def test_run_build_expert_from_the_ui_form(ui_server, tmp_path):
             _fill_spec_form(page, str(model), str(root))
             page.get_by_text("Run Name", exact=True).scroll_into_view_if_needed()
             page.screenshot(path=shots / "ui-run-form.png")
-            page.get_by_role("button", name="Submit").click()
+            _submit(page, ui_server, deployment["id"], shots)
 
             run = _wait_for_run(ui_server, deployment["id"])
             assert run["state"]["type"] == "COMPLETED", (
@@ -160,8 +179,8 @@ def test_run_build_expert_from_the_ui_form(ui_server, tmp_path):
             browser.close()
 
     assert list_versions(ArtifactStore(str(root)), "ui-expert")   # the expert was published
-    assert {p.name for p in shots.iterdir()} == {"ui-run-form.png", "ui-finished-run.png",
+    assert {p.name for p in shots.iterdir()} >= {"ui-run-form.png", "ui-finished-run.png",
                                                  "ui-report-artifact.png"}
     if os.environ.get("CUSPRUN_UPDATE_SCREENSHOTS") == "1":   # only a passing run refreshes them
-        for png in shots.iterdir():
-            shutil.copyfile(png, DOCS / png.name)
+        for name in ("ui-run-form.png", "ui-finished-run.png", "ui-report-artifact.png"):
+            shutil.copyfile(shots / name, DOCS / name)
