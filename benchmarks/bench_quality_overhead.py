@@ -8,7 +8,8 @@ before measured allocation and compensation existed; its sweep has only uncompen
 'with' the defaults (measured allocation, least-squares compensation, every sweep point measured
 with and without it: twice the sweep points), and 'with, same sweep' the defaults with the sweep
 measured with compensation only (`sweep_compensation: false`: as many sweep points as 'without',
-so the difference is the allocation and compensation alone). Prints the wall times and their
+so the difference is the allocation and compensation alone). All three sweep at the spec's
+default precision (`auto`: bf16 where matmuls are native). Prints the wall times and their
 ratios to 'without' (goal: <= 1.5), and where each run's report is.
 
     python benchmarks/bench_quality_overhead.py [--keep DIR]
