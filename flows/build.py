@@ -139,13 +139,17 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     for ratio in ratios:
         prune = prune_config(spec, ratio)
         search = ({"grams": gram_keys, "heldback": {g: [c["hash"] for c in cs] for g, cs in heldback.items()},
-                   "compensation": comp, "max_tokens": probe_tokens(spec)} if measured else None)
+                   "compensation": comp, "max_tokens": probe_tokens(spec),
+                   # only a non-default precision enters the key: float32 plans stay cached
+                   **({"precision": spec.probe_precision} if spec.probe_precision != "float32" else {})}
+                  if measured else None)
         key = content_key("plan", model["fingerprint"], [[s["key"] for s in stats[g]] for g in sorted(stats)],
                           [s["key"] for s in general], prune, search)
         plan_futs[("cusprun", ratio)] = submit(t.merge_masks, "plan", key, store, storage, refresh,
                                                model=model, stats=stats, general=general, prune=prune,
                                                grams=grams, heldback=heldback, compensation=comp,
-                                               probe_max_tokens=probe_tokens(spec))
+                                               probe_max_tokens=probe_tokens(spec),
+                                               probe_precision=spec.probe_precision)
         for method in spec.baselines:
             key = content_key("baseline", model["fingerprint"], method, ratio, spec.layout,
                               [s["key"] for s in general], spec.seed, spec.ffn_multiple)

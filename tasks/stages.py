@@ -57,10 +57,12 @@ def collect_grams(stage: str, key: str, storage: dict, model: dict, corpus: dict
 @heavy_task("merge-masks")
 def merge_masks(stage: str, key: str, storage: dict, model: dict, stats: dict, general: list,
                 prune: dict, grams: list | None = None, heldback: dict | None = None,
-                compensation: dict | None = None, probe_max_tokens: int = 256) -> dict:
+                compensation: dict | None = None, probe_max_tokens: int = 256,
+                probe_precision: str = "float32") -> dict:
     return stages.cusprun_plan_stage(open_store_ref(storage), key, model, stats, general, prune,
                                      grams=grams, heldback=heldback, compensation=compensation,
-                                     probe_max_tokens=probe_max_tokens)
+                                     probe_max_tokens=probe_max_tokens,
+                                     probe_precision=probe_precision)
 
 
 @heavy_task("baseline-plan")

@@ -110,6 +110,7 @@ def test_build_plan_with_measured_allocation_records_the_search(setup):
                       probe=_probe(setup))
     search = plan.report["allocation_search"]
     assert search["chosen"] in [c["label"] for c in search["candidates"]]
+    assert search["precision"] == "float32"
     assert plan.report["score_kind"] == "centered"
     validate_plan(plan, model.config, model_fingerprint="fp")
     with pytest.raises(SpecError, match="allocation='measured' needs a damage probe"):
@@ -217,3 +218,15 @@ def test_dense_heldback_losses_are_shared_by_key(setup):
     assert all(p.dense == probes[0].dense and p.dense_per_doc == probes[0].dense_per_doc for p in probes)
     fresh = DamageProbe(model, tok, {"domain": HELD}, grams=gs)
     assert fresh.dense == pytest.approx(probes[0].dense)
+
+
+def test_bfloat16_probe_measures_close_to_float32_and_leaves_weights_float32(setup):
+    model, tok, stats, gs = setup
+    ad = Adapter.for_model(model)
+    sel = select_units(_scores(stats), ad, model.config, layout="uniform", target_ratio=0.3)
+    f32 = _probe(setup)
+    b16 = DamageProbe(model, tok, {"domain": HELD, "task": HELD[:1]}, grams=gs,
+                      compensation=CompensationConfig(mode="ls"), max_tokens=64, precision="bfloat16")
+    assert (f32.precision, b16.precision) == ("float32", "bfloat16")
+    assert b16.damage(b16.losses(sel)) == pytest.approx(f32.damage(f32.losses(sel)), abs=0.02)
+    assert all(p.dtype == torch.float32 for p in model.parameters())

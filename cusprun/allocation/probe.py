@@ -33,8 +33,11 @@ class DamageProbe:
 
     def __init__(self, model: nn.Module, tokenizer, heldback: Mapping[str, Sequence[str]], *,
                  grams: GramSet | None = None, compensation: CompensationConfig | None = None,
-                 max_tokens: int = 128, batch_size: int = 8, dense_key: str | None = None):
+                 max_tokens: int = 128, batch_size: int = 8, dense_key: str | None = None,
+                 precision: str = "float32"):
         from cusprun.evaluation.items import LossExample
+        from cusprun.models.loading import input_device
+        from cusprun.models.precision import resolve_precision
 
         if not heldback or any(not docs for docs in heldback.values()):
             raise CorpusError("The allocation search needs held-back documents for every dimension "
@@ -43,6 +46,8 @@ class DamageProbe:
         self.compensation = compensation or CompensationConfig(mode="none")
         self.grams = grams
         self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.device = input_device(model)
+        self.precision = resolve_precision(precision, self.device)   # forwards only; weights stay
         self.sets = {k: [LossExample(text=t) for t in docs] for k, docs in heldback.items()}
         self.session = MaskSession(model)
         self.n_evaluated = 0
@@ -74,11 +79,13 @@ class DamageProbe:
 
     def _losses(self) -> dict[str, float]:
         from cusprun.evaluation.likelihood import heldout_loss
+        from cusprun.models.precision import compute_precision
 
         t0 = time.perf_counter()
-        res = {k: heldout_loss(self.model, self.tokenizer, ex, max_tokens=self.max_tokens,
-                               batch_size=self.batch_size, name=f"held-back {k}", progress=False)
-               for k, ex in self.sets.items()}
+        with compute_precision(self.device, self.precision):
+            res = {k: heldout_loss(self.model, self.tokenizer, ex, max_tokens=self.max_tokens,
+                                   batch_size=self.batch_size, name=f"held-back {k}", progress=False)
+                   for k, ex in self.sets.items()}
         out = {k: r.loss for k, r in res.items()}
         self.per_doc = {k: r.per_doc for k, r in res.items()}
         self.n_evaluated += 1

@@ -71,6 +71,7 @@ class SearchResult:
                     "held-back documents",
             "dense_heldback_loss": {k: round(v, 4) for k, v in self.dense.items()},
             "heldback_tokens": probe.n_tokens,
+            "precision": probe.precision,
             "candidates": [{"label": t.label, "damage": round(t.damage, 4),
                             "heldback_loss": {k: round(v, 4) for k, v in t.losses.items()}}
                            for t in self.trials],

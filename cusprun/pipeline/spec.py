@@ -84,6 +84,10 @@ class ExpertSpec(BaseModel):
     allocation: Literal["measured", "rank"] = Field("measured", description=(
         "'measured': head structures and FFN widths chosen by the held-back loss of masked "
         "candidates; 'rank': by one global order of unit scores"))
+    probe_precision: Literal["float32", "auto", "bfloat16"] = Field("float32", description=(
+        "Precision of the allocation probes' forwards ('auto': bfloat16 where matmuls are native "
+        "in it). On the demo bfloat16 took 0.6x the time per candidate and shifted every "
+        "candidate's damage alike (-0.0007); float32 until the quality tables are re-measured"))
     holdback_docs: int = Field(8, ge=0, le=10_000, description=(
         "Calibration docs per dimension corpus kept out of the statistics to measure candidate "
         "allocations (allocation='measured')"))

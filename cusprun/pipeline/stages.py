@@ -141,7 +141,8 @@ def read_plan(store: ArtifactStore, plan: dict):
 def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[str, list[dict]],
                        general: list[dict], prune: dict, grams: list[dict] | None = None,
                        heldback: dict[str, list[dict]] | None = None,
-                       compensation: dict | None = None, probe_max_tokens: int = 256) -> dict:
+                       compensation: dict | None = None, probe_max_tokens: int = 256,
+                       probe_precision: str = "float32") -> dict:
     """Cus-Prun's plan. With allocation='measured' the dense model is loaded and candidate
     allocations are scored on the held-back documents of `heldback` (dimension -> corpora),
     masked and compensated with `compensation` from `grams`, as slicing will do it."""
@@ -162,12 +163,13 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[
             from cusprun.models import load_model
 
             m, tok = load_model(path)
-            dense_key = json.dumps([model["fingerprint"], probe_max_tokens, {
+            dense_key = json.dumps([model["fingerprint"], probe_max_tokens, probe_precision, {
                 d: [c["hash"] for c in cs] for d, cs in (heldback or {}).items()}], sort_keys=True)
             probe = DamageProbe(m, tok, heldback_texts(store, heldback or {}),
                                 grams=gram_set(store, grams or []),
                                 compensation=CompensationConfig.model_validate(compensation or {}),
-                                max_tokens=probe_max_tokens, dense_key=dense_key)
+                                max_tokens=probe_max_tokens, dense_key=dense_key,
+                                precision=probe_precision)
         plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
                           general=gen, probe=probe)
         if compensation:
