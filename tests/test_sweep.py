@@ -56,6 +56,7 @@ def test_known_points_are_not_measured_again(setup):
     got = {(r["method"], r["eval_set"]): (r["loss"], r["retention"]) for r in rows}
     assert got[("cusprun", "domain=health")] == (9.0, 0.5)
     assert got[("dense", "general=en")] == (4.0, 1.0)
+    assert all(r["seconds"] == 0.0 for r in rows)   # nothing was measured
 
 
 def test_table_and_plot(setup, tmp_path):

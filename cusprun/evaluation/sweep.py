@@ -41,8 +41,8 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
               precision: str = "float32") -> list[dict]:
     """Rows {method, ratio, compensation, eval_set, loss, n_tokens, retention, precision, seconds}
     for the dense model and for every plan (name -> (method, ratio, plan)) under every
-    compensation mode; `seconds`: what measuring the point took (masking included; about 0 when
-    it was known).
+    compensation mode; `seconds`: what measuring the point took (masking included; 0 when it
+    was known).
     `known`: (name, mode) -> {eval_set: (loss, n_tokens)} already measured in float32 on the
     sliced checkpoint (the published ratio), taken as they are instead of measured again;
     ('dense', 'none') likewise. Ignored when the sweep runs in bfloat16 (`precision`)."""
@@ -61,8 +61,9 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
         return out
 
     t0 = time.perf_counter()
-    dense = dict(known.get(("dense", "none")) or losses())
-    spent = time.perf_counter() - t0
+    known_dense = known.get(("dense", "none"))
+    dense = dict(known_dense) if known_dense else losses()
+    spent = 0.0 if known_dense else time.perf_counter() - t0
     rows = [{"method": "dense", "ratio": 0.0, "compensation": "none", "eval_set": s, "loss": l,
              "n_tokens": n, "retention": 1.0, "precision": precision, "seconds": spent}
             for s, (l, n) in dense.items()]
@@ -71,13 +72,13 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
         method, ratio, plan = plans[name]
         t0 = time.perf_counter()
         if (name, mode) in known:
-            measured = dict(known[(name, mode)])
+            measured, spent = dict(known[(name, mode)]), 0.0
         else:
             if mode != "none" and grams is None:
                 raise ValueError(f"sweep point {name} with compensation {mode!r} needs Grams")
             session.apply(plan, grams=grams, config=CompensationConfig(mode=mode, ridge=ridge))
             measured = losses()
-        spent = time.perf_counter() - t0
+            spent = time.perf_counter() - t0
         for s, (l, n) in measured.items():
             rows.append({"method": method, "ratio": float(ratio), "compensation": mode,
                          "eval_set": s, "loss": l, "n_tokens": n,

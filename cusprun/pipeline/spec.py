@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cusprun.errors import SpecError
+from cusprun.models.precision import Precision
 
 Dimension = Literal["language", "domain", "task"]
 DIMENSIONS: tuple[str, ...] = ("language", "domain", "task")
@@ -49,7 +50,7 @@ class EvaluationOptions(BaseModel):
         "memory) for the retention-vs-ratio table and plot; empty: no sweep"))
     sweep_compensation: bool = Field(True, description=(
         "Measure every sweep point with and without compensation (else only with the build's setting)"))
-    sweep_precision: Literal["auto", "float32", "bfloat16"] = Field("auto", description=(
+    sweep_precision: Precision = Field("auto", description=(
         "Precision of the sweep's forwards: bfloat16 halves their time where matmuls are native "
         "in bfloat16 (recent GPUs, CPUs with AVX512-BF16 or AMX; 'auto' picks it only there) and "
         "moved retention by 0.0007 on average on the demo (at most 0.015, a badly damaged baseline); "
@@ -84,7 +85,7 @@ class ExpertSpec(BaseModel):
     allocation: Literal["measured", "rank"] = Field("measured", description=(
         "'measured': head structures and FFN widths chosen by the held-back loss of masked "
         "candidates; 'rank': by one global order of unit scores"))
-    probe_precision: Literal["float32", "auto", "bfloat16"] = Field("float32", description=(
+    probe_precision: Precision = Field("float32", description=(
         "Precision of the allocation probes' forwards ('auto': bfloat16 where matmuls are native "
         "in it). On the demo bfloat16 took 0.6x the time per candidate and shifted every "
         "candidate's damage alike (-0.0007); float32 until the quality tables are re-measured"))
