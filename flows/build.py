@@ -113,13 +113,15 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
             else:
                 gram_futs[(g, i)] = submit(t.collect_grams, "grams", gkey, store, storage, refresh,
                                            model=model, corpus=c, max_tokens=gram_tokens(spec),
-                                           max_docs=spec.gram_docs, batch_size=spec.batch_size)
+                                           max_docs=spec.gram_docs, batch_size=spec.batch_size,
+                                           precision=spec.gram_precision)
     if spec.execution == "distributed":
         done = collect_stats_remote(jobs, storage, model, spec, refresh)
     else:
         futs = {j: submit(t.collect_stats, "stats", key, store, storage, refresh, model=model, corpus=c,
                           max_tokens=spec.max_tokens, batch_size=spec.batch_size,
-                          **({"grams_key": fused[j]} if j in fused else {}))
+                          **({"grams_key": fused[j], "grams_precision": spec.gram_precision}
+                             if j in fused else {}))
                 for j, (key, c) in jobs.items()}
         done = {j: f.result() for j, f in futs.items()}
     gram_done.update({j: f.result() for j, f in gram_futs.items()})
@@ -140,7 +142,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         prune = prune_config(spec, ratio)
         search = ({"grams": gram_keys, "heldback": {g: [c["hash"] for c in cs] for g, cs in heldback.items()},
                    "compensation": comp, "max_tokens": probe_tokens(spec),
-                   # only a non-default precision enters the key: float32 plans stay cached
+                   # float32 probes keep the key of before (the requested value: auto resolves per device)
                    **({"precision": spec.probe_precision} if spec.probe_precision != "float32" else {})}
                   if measured else None)
         key = content_key("plan", model["fingerprint"], [[s["key"] for s in stats[g]] for g in sorted(stats)],

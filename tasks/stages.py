@@ -33,7 +33,8 @@ def prepare_corpus(stage: str, key: str, storage: dict, corpus: dict) -> dict:
 
 @heavy_task("collect-stats")
 def collect_stats(stage: str, key: str, storage: dict, model: dict, corpus: dict,
-                  max_tokens: int, batch_size: int, grams_key: str | None = None) -> dict:
+                  max_tokens: int, batch_size: int, grams_key: str | None = None,
+                  grams_precision: str = "float32") -> dict:
     """Statistics of one calibration corpus; with grams_key, its compensation Grams too (one pass)."""
     label = f"{corpus['dimension']}={corpus['value']}"
     artifact = create_progress_artifact(0.0, description=f"Statistics for {label}")
@@ -43,15 +44,17 @@ def collect_stats(stage: str, key: str, storage: dict, model: dict, corpus: dict
 
     return stages.collect_stats_stage(open_store_ref(storage), key, model, corpus,
                                       max_tokens=max_tokens, batch_size=batch_size,
-                                      on_progress=progress, grams_key=grams_key)
+                                      on_progress=progress, grams_key=grams_key,
+                                      grams_precision=grams_precision)
 
 
 @heavy_task("collect-grams")
 def collect_grams(stage: str, key: str, storage: dict, model: dict, corpus: dict,
-                  max_tokens: int, batch_size: int, max_docs: int | None = None) -> dict:
+                  max_tokens: int, batch_size: int, max_docs: int | None = None,
+                  precision: str = "float32") -> dict:
     """Compensation Grams of one calibration corpus (layer by layer)."""
     return stages.grams_stage(open_store_ref(storage), key, model, corpus, max_tokens=max_tokens,
-                              batch_size=batch_size, max_docs=max_docs)
+                              batch_size=batch_size, max_docs=max_docs, precision=precision)
 
 
 @heavy_task("merge-masks")

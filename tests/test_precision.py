@@ -61,9 +61,9 @@ def test_spec_names_the_accepted_precisions():
     assert "'auto', 'float32' or 'bfloat16'" in str(e.value)
 
 
-def test_probe_precision_defaults_to_float32_and_names_the_choices():
+def test_probe_precision_defaults_to_auto_and_names_the_choices():
     from cusprun.pipeline.spec import ExpertSpec
 
-    assert ExpertSpec().probe_precision == "float32"
+    assert ExpertSpec().probe_precision == "auto"
     with pytest.raises(ValueError, match="probe_precision"):
         ExpertSpec(probe_precision="int8")

@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from cusprun.adapters import Adapter
 from cusprun.compensation.layerwise import capture_batches, layer_by_layer
 from cusprun.errors import CorpusError, SpecError
+from cusprun.models.loading import input_device
+from cusprun.models.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +67,14 @@ def gram_bytes(dims) -> int:
 
 
 def _xtx(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
-    """x^T x for x [T, n] float32. Wide inputs go by upper-triangular blocks, mirrored: the
-    product is symmetric, so that is about 5/8 of the multiply-adds (a third less time here)."""
+    """x^T x for x [T, n] (float32 or bfloat16; the result is float32). Wide inputs go by
+    upper-triangular blocks, mirrored: the product is symmetric, so that is about 5/8 of the
+    multiply-adds (a third less time here)."""
     n = x.shape[1]
     if n < 1024:
-        return x.t() @ x
+        return (x.t() @ x).float()
     xt = x.t().contiguous()
-    out = torch.empty((n, n), dtype=x.dtype, device=x.device)
+    out = torch.empty((n, n), dtype=torch.float32, device=x.device)
     e = [round(i * n / blocks) for i in range(blocks + 1)]
     for i in range(blocks):
         for j in range(i, blocks):
@@ -83,23 +86,48 @@ def _xtx(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
 
 
 class _Acc:
-    def __init__(self) -> None:
-        self.gram: dict[str, torch.Tensor] = {}
+    """One layer's running sums. The per-batch product runs in `precision` ('float32', or
+    'bfloat16': inputs rounded to bfloat16, products summed in float32 by the matmul); batches
+    add up in float32 for up to FLUSH batches, then into float64 (a float64 add per batch cost
+    about 2 ms per layer on the demo). The sums s always come from float32 inputs."""
+
+    FLUSH = 16
+
+    def __init__(self, precision: str = "float32") -> None:
+        self.gram: dict[str, torch.Tensor] = {}      # float64, after flush()
         self.total: dict[str, torch.Tensor] = {}
+        self._part: dict[str, list] = {}              # role -> [gram, total, batches] in float32
         self.mask: torch.Tensor | None = None
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
 
     def hook(self, role: str):
         def fn(_module, args):
             x = args[0]
             m = self.mask.to(x.device, torch.float32)
             xf = x.float().reshape(-1, x.shape[-1]) * m.reshape(-1, 1)
-            g, s = _xtx(xf), xf.sum(0)             # float32 matmul, float64 accumulation
-            if role in self.gram:
-                self.gram[role] += g.double()
-                self.total[role] += s.double()
+            g, s = _xtx(xf.to(self.dtype)), xf.sum(0)
+            part = self._part.get(role)
+            if part is None:
+                self._part[role] = [g, s, 1]
             else:
-                self.gram[role], self.total[role] = g.double(), s.double()
+                part[0] += g
+                part[1] += s
+                part[2] += 1
+                if part[2] >= self.FLUSH:
+                    self._flush(role)
         return fn
+
+    def _flush(self, role: str) -> None:
+        g, s, _ = self._part.pop(role)
+        if role in self.gram:
+            self.gram[role] += g.double()
+            self.total[role] += s.double()
+        else:
+            self.gram[role], self.total[role] = g.double(), s.double()
+
+    def flush(self) -> None:
+        for role in list(self._part):
+            self._flush(role)
 
 
 def _batches(tokenizer, texts: Sequence[str], max_tokens: int, batch_size: int):
@@ -114,6 +142,7 @@ def _batches(tokenizer, texts: Sequence[str], max_tokens: int, batch_size: int):
 
 
 def _write_layer(out: Path, li: int, acc: _Acc, resid: float, n_tokens: int) -> None:
+    acc.flush()
     tensors = {f"gram_{r}": acc.gram[r].float().cpu().contiguous() for r in ROLES}
     tensors.update({f"total_{r}": acc.total[r].cpu().contiguous() for r in ROLES})
     tensors["resid_sq"] = torch.tensor([resid], dtype=torch.float64)
@@ -139,9 +168,10 @@ class GramRecorder:
     then `write(...)` once: the same files collect_grams writes for the same documents and
     batches. Holds `gram_bytes(dims)` of float64 sums until then."""
 
-    def __init__(self, model: nn.Module, adapter: Adapter) -> None:
+    def __init__(self, model: nn.Module, adapter: Adapter, precision: str = "float32") -> None:
         self.adapter, self.dims = adapter, adapter.dims(model.config)
-        self.accs = [_Acc() for _ in range(self.dims.n_layers)]
+        self.precision = resolve_precision(precision, input_device(model))
+        self.accs = [_Acc(self.precision) for _ in range(self.dims.n_layers)]
         self.resid = [0.0] * self.dims.n_layers
         self.t0 = time.perf_counter()
         self._handles = []
@@ -177,22 +207,24 @@ class GramRecorder:
             acc.total.clear()               # (the hooks keep the _Acc itself until remove())
         return _write_summary(out, self.adapter, self.dims, n_docs=n_docs, n_tokens=n_tokens,
                               max_tokens=max_tokens, seconds=time.perf_counter() - self.t0,
-                              extra=extra)
+                              extra={"precision": self.precision, **(extra or {})})
 
 
 @torch.no_grad()
 def collect_grams(model: nn.Module, tokenizer, texts: Sequence[str], out_dir: str | Path, *,
                   max_tokens: int = 256, batch_size: int = 8, progress: bool = True,
-                  extra: dict | None = None) -> dict:
+                  extra: dict | None = None, precision: str = "float32") -> dict:
     """Write one `layer-NNNN.safetensors` per decoder layer (gram_down, total_down, gram_o,
     total_o, resid_sq: the squared norm of the hidden states entering it) and `grams.json`
-    (token count, shapes) into out_dir; returns the summary."""
+    (token count, shapes, precision) into out_dir; returns the summary. `precision`: of the
+    per-batch x^T x products (cusprun.models.precision; the forward itself stays float32)."""
     if isinstance(texts, str) or not texts:
         raise CorpusError("collect_grams needs a non-empty list of documents.")
     if max_tokens < 1 or batch_size < 1:
         raise SpecError(f"max_tokens={max_tokens} and batch_size={batch_size} must be positive.")
     adapter = Adapter.for_model(model)
     d = adapter.dims(model.config)
+    precision = resolve_precision(precision, input_device(model))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -201,7 +233,7 @@ def collect_grams(model: nn.Module, tokenizer, texts: Sequence[str], out_dir: st
     log.info("compensation Grams over %d docs (%d tokens), layer by layer", len(texts), n_tokens)
     bar = tqdm(total=d.n_layers, desc="compensation Grams", unit="layer", disable=not progress)
     for li, layer, run in layer_by_layer(model, batches):
-        acc = _Acc()
+        acc = _Acc(precision)
         resid = sum(float(((b.hidden.float() ** 2).sum(-1) * b.mask.to(b.hidden.device)).sum())
                     for b in batches)
         handles = [adapter.down_proj(layer).register_forward_pre_hook(acc.hook("down")),
@@ -215,7 +247,8 @@ def collect_grams(model: nn.Module, tokenizer, texts: Sequence[str], out_dir: st
         bar.update(1)
     bar.close()
     return _write_summary(out, adapter, d, n_docs=len(texts), n_tokens=n_tokens,
-                          max_tokens=max_tokens, seconds=time.perf_counter() - t0, extra=extra)
+                          max_tokens=max_tokens, seconds=time.perf_counter() - t0,
+                          extra={"precision": precision, **(extra or {})})
 
 
 class GramSet:

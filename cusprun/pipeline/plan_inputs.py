@@ -66,7 +66,9 @@ def fuse_grams(spec: ExpertSpec, model_config) -> bool:
 
 def grams_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
     cap = {"max_docs": spec.gram_docs} if spec.gram_docs else {}   # unset: the key of before
-    return content_key("grams", model_fp, corpus_hash, {"max_tokens": gram_tokens(spec), **cap})
+    # float32 products: the key of before (the requested precision, as 'auto' resolves per device)
+    prec = {"precision": spec.gram_precision} if spec.gram_precision != "float32" else {}
+    return content_key("grams", model_fp, corpus_hash, {"max_tokens": gram_tokens(spec), **cap, **prec})
 
 
 def calibration_corpora(spec: ExpertSpec) -> dict[str, list[dict]]:

@@ -85,10 +85,10 @@ class ExpertSpec(BaseModel):
     allocation: Literal["measured", "rank"] = Field("measured", description=(
         "'measured': head structures and FFN widths chosen by the held-back loss of masked "
         "candidates; 'rank': by one global order of unit scores"))
-    probe_precision: Precision = Field("float32", description=(
+    probe_precision: Precision = Field("auto", description=(
         "Precision of the allocation probes' forwards ('auto': bfloat16 where matmuls are native "
-        "in it). On the demo bfloat16 took 0.6x the time per candidate and shifted every "
-        "candidate's damage alike (-0.0007); float32 until the quality tables are re-measured"))
+        "in it, else float32). On the demo bfloat16 took 0.6x the time per candidate and shifted "
+        "every candidate's damage alike (-0.0007)"))
     holdback_docs: int = Field(8, ge=0, le=10_000, description=(
         "Calibration docs per dimension corpus kept out of the statistics to measure candidate "
         "allocations (allocation='measured')"))
@@ -105,6 +105,10 @@ class ExpertSpec(BaseModel):
         "Collect the compensation Grams inside the statistics pass (one forward pass instead of "
         "two) when every layer's float64 sums fit in this many GB per corpus; larger models (or "
         "0) get a separate layer-by-layer pass that holds one layer at a time. Same Grams either way"))
+    gram_precision: Precision = Field("auto", description=(
+        "Precision of the compensation Grams' per-batch x^T x products ('auto': bfloat16 where "
+        "matmuls are native in it, else float32; sums stay float64, the forward float32). On the "
+        "demo bfloat16 made them about half as costly and moved compensated retention by at most 0.002"))
     target_ratios: list[float] = Field(default_factory=lambda: [0.25],
                                        description="Fractions of prunable parameters to remove; the first is published")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")

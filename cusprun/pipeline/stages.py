@@ -53,10 +53,11 @@ def _corpus_table(store: ArtifactStore, corpus: dict, split: str | None):
 def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *,
                         max_tokens: int, batch_size: int,
                         on_progress: Callable[[int, int], None] | None = None,
-                        grams_key: str | None = None) -> dict:
+                        grams_key: str | None = None, grams_precision: str = "float32") -> dict:
     """Impact statistics of one calibration corpus. With `grams_key`, the same forward pass also
     collects its compensation Grams and commits them under grams/<grams_key> (before the
-    statistics), returned as result["grams"]: what grams_stage would have written."""
+    statistics), returned as result["grams"]: what grams_stage would have written (at
+    `grams_precision`)."""
     from cusprun.models import load_model
     from cusprun.scoring import collect_stats, save_stats
 
@@ -68,7 +69,7 @@ def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dic
         gram_out = scratch("grams", grams_key) if grams_key else None
         stats = collect_stats(m, tok, texts, max_tokens=max_tokens, batch_size=batch_size,
                               on_progress=on_progress, grams_dir=gram_out,
-                              grams_extra={"model_fingerprint": model["fingerprint"],
+                              grams_precision=grams_precision, grams_extra={"model_fingerprint": model["fingerprint"],
                                            "corpus_hash": corpus["hash"], "fused": True})
         grams = (_commit_grams(store, gram_out, grams_key, corpus, stats.summary["n_tokens"])
                  if grams_key else None)
@@ -88,9 +89,9 @@ def _commit_grams(store: ArtifactStore, out: Path, key: str, corpus: dict, n_tok
 
 
 def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, max_tokens: int,
-                batch_size: int, max_docs: int | None = None) -> dict:
+                batch_size: int, max_docs: int | None = None, precision: str = "float32") -> dict:
     """Input Gram matrices of down_proj / o_proj on (the first max_docs documents of) one
-    calibration corpus (compensation)."""
+    calibration corpus (compensation); `precision` of their products (collect_grams)."""
     from cusprun.compensation import collect_grams
     from cusprun.models import load_model
 
@@ -100,6 +101,7 @@ def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, ma
         m, tok = load_model(path)
         out = scratch("grams", key)
         summary = collect_grams(m, tok, texts, out, max_tokens=max_tokens, batch_size=batch_size,
+                                precision=precision,
                                 extra={"model_fingerprint": model["fingerprint"],
                                        "corpus_hash": corpus["hash"]})
         return _commit_grams(store, out, key, corpus, summary["n_tokens"])

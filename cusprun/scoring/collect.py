@@ -61,15 +61,16 @@ def _validate(texts, max_tokens: int, batch_size: int) -> None:
 def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_tokens: int = 512,
                   batch_size: int = 8, progress: bool = True,
                   on_progress: Callable[[int, int], None] | None = None,
-                  grams_dir: str | Path | None = None, grams_extra: dict | None = None
-                  ) -> DimensionStats:
+                  grams_dir: str | Path | None = None, grams_extra: dict | None = None,
+                  grams_precision: str = "float32") -> DimensionStats:
     """Impact statistics of every FFN neuron and query head on every document of `texts`.
 
     Runs the model once per batch (right-padded, sorted by length) with logits for the last
     position only; padded positions contribute nothing. `on_progress(done_docs, total_docs)` is
     called after each batch. With `grams_dir`, the same pass also writes the compensation Grams
     of these documents there (what collect_grams would write, without a second forward pass;
-    memory: every layer's Grams at once, see cusprun.compensation.grams.gram_bytes)."""
+    memory: every layer's Grams at once, see cusprun.compensation.grams.gram_bytes;
+    `grams_precision` as in collect_grams)."""
     _validate(texts, max_tokens, batch_size)
     adapter = Adapter.for_model(model)
     dims = adapter.dims(model.config)
@@ -102,7 +103,7 @@ def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_toke
     if grams_dir is not None:
         from cusprun.compensation.grams import GramRecorder
 
-        grams = GramRecorder(model, adapter)
+        grams = GramRecorder(model, adapter, grams_precision)
     done = 0
     try:
         bar = tqdm(total=n, desc="impact statistics", unit="doc", disable=not progress)
