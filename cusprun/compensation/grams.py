@@ -62,8 +62,9 @@ class LayerGrams:
 
 
 def gram_bytes(dims) -> int:
-    """Memory of every layer's float64 Gram sums at once (what a GramRecorder holds)."""
-    return 8 * dims.n_layers * (dims.ffn ** 2 + (dims.n_heads * dims.head_dim) ** 2)
+    """Memory of every layer's Gram sums at once (what a GramRecorder holds): float64 sums plus
+    the float32 partial sums of the batches since the last flush."""
+    return (8 + 4) * dims.n_layers * (dims.ffn ** 2 + (dims.n_heads * dims.head_dim) ** 2)
 
 
 def _xtx(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
@@ -166,7 +167,7 @@ class GramRecorder:
 
     Call `start_batch(mask)` before each forward (padding rows are zeroed, as in collect_grams),
     then `write(...)` once: the same files collect_grams writes for the same documents and
-    batches. Holds `gram_bytes(dims)` of float64 sums until then."""
+    batches. Holds `gram_bytes(dims)` of sums until then."""
 
     def __init__(self, model: nn.Module, adapter: Adapter, precision: str = "float32") -> None:
         self.adapter, self.dims = adapter, adapter.dims(model.config)
