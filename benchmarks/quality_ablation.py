@@ -60,7 +60,8 @@ def main() -> int:
             comp = CompensationConfig(mode=mode, ridge=spec.ridge)
             t = time.perf_counter()
             probe = (DamageProbe(model, tok, cal.heldback, grams=cal.grams, compensation=comp,
-                                 max_tokens=probe_tokens(spec)) if allocation == "measured" else None)
+                                 max_tokens=probe_tokens(spec), precision=spec.probe_precision)
+                     if allocation == "measured" else None)
             plan = build_plan(cal.stats, PruneConfig(target_ratio=args.ratio, score=score,
                                                      allocation=allocation, layout=layout),
                               model.config, base_fingerprint=fp, general=cal.general, probe=probe)

@@ -36,7 +36,7 @@ def setting(model, tok, fp, n_docs: int, max_tokens: int, sets, dense, work: Pat
     comp = CompensationConfig(mode=spec.compensation, ridge=spec.ridge)
     t = time.perf_counter()
     probe = DamageProbe(model, tok, cal.heldback, grams=cal.grams, compensation=comp,
-                        max_tokens=probe_tokens(spec))
+                        max_tokens=probe_tokens(spec), precision=spec.probe_precision)
     plan = build_plan(cal.stats, PruneConfig(target_ratio=0.25), model.config, base_fingerprint=fp,
                       general=cal.general, probe=probe)
     t_plan = time.perf_counter() - t

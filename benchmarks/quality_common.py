@@ -70,9 +70,10 @@ def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
             cal.stats.setdefault(dim, []).append(s)
             cal.heldback.setdefault(dim, []).extend(p.texts("holdback"))
             t = time.perf_counter()
-            g = work / f"grams-{dim}-{i}-{p.hash[:12]}-{gram_tokens(spec)}-{spec.gram_docs}"
+            g = work / (f"grams-{dim}-{i}-{p.hash[:12]}-{gram_tokens(spec)}-{spec.gram_docs}"
+                        f"-{spec.gram_precision}")
             collect_grams(model, tok, texts[:spec.gram_docs], g, max_tokens=gram_tokens(spec),
-                          progress=False)
+                          progress=False, precision=spec.gram_precision)
             grams.append(g)
             t_grams += time.perf_counter() - t
     cal.grams = GramSet(grams)
