@@ -10,7 +10,7 @@ with and without it: twice the sweep points), and 'with, same sweep' the default
 measured with compensation only (`sweep_compensation: false`: as many sweep points as 'without',
 so the difference is the allocation and compensation alone). All three sweep at the spec's
 default precision (`auto`: bf16 where matmuls are native). Prints the wall times and their
-ratios to 'without' (goal: <= 1.5), and where each run's report is.
+ratios to 'without' (goal: <= 1.5), and with --keep where each run's report is.
 
     python benchmarks/bench_quality_overhead.py [--keep DIR]
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,8 @@ def run(spec: dict, work: Path, name: str) -> tuple[float, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--keep", help="keep both artifact stores under this directory")
+    ap.add_argument("--keep", help="keep the three artifact stores (about 9 GB each) under this "
+                                   "directory; without it each is removed once its run is timed")
     args = ap.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cusprun-overhead-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -63,6 +65,8 @@ def main() -> int:
         spec = {**DEMO_SPEC, **over, "storage_root": str(work / f"store-{i}")}
         wall, report = run(spec, work, f"variant-{i}")
         rows.append((label, wall, report))
+        if not args.keep:
+            shutil.rmtree(work / f"store-{i}", ignore_errors=True)
         print(f"done: {label}: {wall:.0f}s", file=sys.stderr, flush=True)
     base = rows[0][1]
     print("| flow | wall time (s) | ratio |\n|---|---:|---:|")
@@ -70,7 +74,10 @@ def main() -> int:
         print(f"| {label} | {wall:.0f} | {wall / base:.2f} |")
     print(f"\nratio with/without: {rows[1][1] / base:.2f}; same sweep: {rows[2][1] / base:.2f} "
           "(goal <= 1.5)")
-    print(json.dumps({"reports": {label: report for label, _, report in rows}}, indent=1))
+    if args.keep:
+        print(json.dumps({"reports": {label: report for label, _, report in rows}}, indent=1))
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -65,6 +66,9 @@ def main() -> int:
     for d, k, s in diffs[:5]:
         print(f"  {k[0]}@{k[1]:g} {k[2]} {s}: float32 {f32[k][s]['retention']:.4f}, "
               f"bfloat16 {b16[k][s]['retention']:.4f}")
+    shutil.rmtree(work, ignore_errors=True)
+    if not args.store:                   # a temporary store: about 9 GB
+        shutil.rmtree(store, ignore_errors=True)
     return 0
 
 

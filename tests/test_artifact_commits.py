@@ -123,3 +123,30 @@ def test_scratch_directories_are_per_run_and_dead_processes_are_cleaned(tmp_path
     scratch("slice", "k")
     assert not dead.exists() and not legacy.exists() and a.is_dir()
     assert str(os.getpid()) in a.name
+
+
+def test_scratch_dir_is_removed_after_the_stage_committed_or_failed(tmp_path, monkeypatch):
+    """A stage's scratch copy goes once the artifact is in the store (every build used to leave
+    its sliced checkpoints behind in the local cache), and when the stage fails."""
+    from transformers import AutoConfig
+
+    from cusprun.pipeline.context import scratch_dir
+    from cusprun.pipeline.stages import _write_plan, read_plan
+    from cusprun.slicing.synthetic import random_plan
+    from cusprun.storage import ArtifactStore
+    from cusprun.testing import make_tiny_model
+
+    monkeypatch.setenv("CUSPRUN_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError):
+        with scratch_dir("slice", "k") as d:
+            (d / "x.bin").write_bytes(b"x")
+            raise RuntimeError("stage failed")
+    assert not d.exists()
+
+    _, path = make_tiny_model("LlamaForCausalLM", tmp_path / "m")
+    plan = random_plan(AutoConfig.from_pretrained(path), fingerprint="f" * 24, ffn=40, groups=1,
+                       heads_per_group=2, layout="uniform", seed=0)
+    store = ArtifactStore(str(tmp_path / "store"))
+    rec = _write_plan(store, "p1", plan)
+    assert read_plan(store, rec).layers == plan.layers
+    assert list((tmp_path / "cache" / "work" / "plan").iterdir()) == []

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +33,18 @@ def scratch(stage: str, key: str) -> Path:
     d = parent / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     d.mkdir()
     return d
+
+
+@contextmanager
+def scratch_dir(stage: str, key: str) -> Iterator[Path]:
+    """A `scratch` directory removed when the block ends, committed or failed: the artifact then
+    lives in the store, and every build would otherwise leave its checkpoints behind in the
+    local cache (gigabytes per build of the demo)."""
+    d = scratch(stage, key)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

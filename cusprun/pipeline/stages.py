@@ -4,12 +4,13 @@ uploads its artifact under a content key and marks it done last. Prefect tasks w
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 from cusprun.errors import SpecError
 from cusprun.models import resolve_model
-from cusprun.pipeline.context import commit, local_copy, scratch, timed
+from cusprun.pipeline.context import commit, local_copy, scratch_dir, timed
 from cusprun.storage import ArtifactStore
 
 
@@ -35,8 +36,7 @@ def prepare_corpus_stage(store: ArtifactStore, key: str, corpus: dict) -> dict:
     if corpus["source"].startswith("s3://") and not corpus.get("storage_options"):
         corpus = {**corpus, "storage_options": store.storage_options}  # same endpoint as the store
     spec = CorpusSpec.model_validate(corpus)
-    with timed(f"corpus {spec.source}"):
-        out = scratch("corpus", key)
+    with timed(f"corpus {spec.source}"), scratch_dir("corpus", key) as out:
         prepared = prepare_corpus(spec, out)
         return commit(store, out, f"corpora/{key}", {
             "hash": prepared.hash, "n_docs": prepared.n_docs, "n_calib": prepared.n_calib,
@@ -64,16 +64,18 @@ def collect_stats_stage(store: ArtifactStore, key: str, model: dict, corpus: dic
     texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()
     path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
     what = "statistics" + (" + compensation Grams" if grams_key else "")
-    with timed(f"{what} {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
+    with timed(f"{what} {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"), \
+            ExitStack() as tmp:
         m, tok = load_model(path)
-        gram_out = scratch("grams", grams_key) if grams_key else None
+        gram_out = tmp.enter_context(scratch_dir("grams", grams_key)) if grams_key else None
         stats = collect_stats(m, tok, texts, max_tokens=max_tokens, batch_size=batch_size,
                               on_progress=on_progress, grams_dir=gram_out,
-                              grams_precision=grams_precision, grams_extra={"model_fingerprint": model["fingerprint"],
+                              grams_precision=grams_precision,
+                              grams_extra={"model_fingerprint": model["fingerprint"],
                                            "corpus_hash": corpus["hash"], "fused": True})
         grams = (_commit_grams(store, gram_out, grams_key, corpus, stats.summary["n_tokens"])
                  if grams_key else None)
-        out = scratch("stats", key)
+        out = tmp.enter_context(scratch_dir("stats", key))
         save_stats(stats, out, model_fingerprint=model["fingerprint"], corpus_hash=corpus["hash"],
                    extra={"dimension": corpus["dimension"], "value": corpus["value"]})
         result = commit(store, out, f"stats/{key}", {
@@ -97,9 +99,10 @@ def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, ma
 
     texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()[:max_docs]
     path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
-    with timed(f"compensation Grams {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"):
+    with timed(f"compensation Grams {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"), \
+            ExitStack() as tmp:
         m, tok = load_model(path)
-        out = scratch("grams", key)
+        out = tmp.enter_context(scratch_dir("grams", key))
         summary = collect_grams(m, tok, texts, out, max_tokens=max_tokens, batch_size=batch_size,
                                 precision=precision,
                                 extra={"model_fingerprint": model["fingerprint"],
@@ -127,11 +130,11 @@ def _load_stats(store: ArtifactStore, stats: dict):
 
 
 def _write_plan(store: ArtifactStore, key: str, plan) -> dict:
-    out = scratch("plan", key)
-    (out / "plan.json").write_text(plan.model_dump_json(indent=2))
-    return commit(store, out, f"plans/{key}", {
-        "method": plan.method, "target_ratio": plan.target_ratio,
-        "achieved_ratio": plan.achieved_ratio, "layout": plan.layout})
+    with scratch_dir("plan", key) as out:
+        (out / "plan.json").write_text(plan.model_dump_json(indent=2))
+        return commit(store, out, f"plans/{key}", {
+            "method": plan.method, "target_ratio": plan.target_ratio,
+            "achieved_ratio": plan.achieved_ratio, "layout": plan.layout})
 
 
 def read_plan(store: ArtifactStore, plan: dict):
@@ -202,8 +205,8 @@ def slice_stage(store: ArtifactStore, key: str, model: dict, plan: dict, card: d
 
     p = read_plan(store, plan)
     comp = CompensationConfig.model_validate(compensation or {"mode": "none"})
-    with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f}, compensation {comp.mode})"):
-        out = scratch("slice", key)
+    with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f}, compensation {comp.mode})"), \
+            scratch_dir("slice", key) as out:
         slice_checkpoint(local_model(model["ref"], model["fingerprint"], store.storage_options or None),
                          p, out / "model", model_fingerprint=model["fingerprint"], card=card,
                          compensation=Compensation(comp, gram_set(store, grams or [], 0) if comp.enabled else None))
