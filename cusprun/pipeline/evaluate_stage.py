@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import ExitStack
 from pathlib import Path
 
 from cusprun.pipeline.context import commit, local_copy, scratch_dir, timed
@@ -122,7 +121,7 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
 
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
 
-    with timed(f"evaluate {len(candidates) + 1} models"), ExitStack() as tmp:
+    with timed(f"evaluate {len(candidates) + 1} models"), scratch_dir("evaluate", key) as out:
         loss_sets, mc_tasks = build_eval_inputs(
             store, eval_corpora, own_language=options.get("own_language"),
             max_docs=options["max_docs"], mc_items=options["mc_items"],
@@ -137,7 +136,6 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
                             speed_warmup=1, speed_decode_tokens=16,
                             **({} if options.get("measure_speed", True) else
                                {"metrics": [m for m in METRIC_FAMILIES if m != "speed"]}))
-        out = tmp.enter_context(scratch_dir("evaluate", key))
         overlap = read_plan(store, overlap_plan).report.get("overlap") if overlap_plan else None
         report = compare(entries, loss_sets, mc_tasks, out, config=config,
                          overlap=_overlap_pairs(overlap))
@@ -177,7 +175,8 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
             raise ValueError(f"checkpoint has {n} parameters, cusprun.json says {expected}")
         return {"params_total": n, "plan_method": meta.get("method"), "loads": True, "build": build}
 
-    with timed(f"publish expert {name}"), scratch_dir("publish", sliced["key"].replace("/", "-")) as staged:
+    with timed(f"publish expert {name}"), \
+            scratch_dir("publish", sliced["key"].replace("/", "-")) as staged:
         for f in src.iterdir():
             if f.is_file() and f.name != "DONE.json":
                 (staged / f.name).write_bytes(f.read_bytes())

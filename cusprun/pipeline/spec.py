@@ -104,8 +104,8 @@ class ExpertSpec(BaseModel):
     fused_grams_gb: float = Field(2.0, ge=0, le=4096, title="Fused Grams (GB)", description=(
         "Collect the compensation Grams inside the statistics pass (one forward pass instead of "
         "two) when every layer's sums (float64, plus float32 partials) fit in this many GB per "
-        "corpus; larger models (or "
-        "0) get a separate layer-by-layer pass that holds one layer at a time. Same Grams either way"))
+        "corpus; larger models (or 0) get a separate layer-by-layer pass that holds one layer at "
+        "a time. Same Grams either way"))
     gram_precision: Precision = Field("auto", description=(
         "Precision of the compensation Grams' per-batch x^T x products ('auto': bfloat16 where "
         "matmuls are native in it, else float32; sums stay float64, the forward float32). On the "

@@ -100,9 +100,8 @@ def grams_stage(store: ArtifactStore, key: str, model: dict, corpus: dict, *, ma
     texts = _corpus_table(store, corpus, "calib").column("text").to_pylist()[:max_docs]
     path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
     with timed(f"compensation Grams {corpus['dimension']}={corpus['value']} ({len(texts)} docs)"), \
-            ExitStack() as tmp:
+            scratch_dir("grams", key) as out:
         m, tok = load_model(path)
-        out = tmp.enter_context(scratch_dir("grams", key))
         summary = collect_grams(m, tok, texts, out, max_tokens=max_tokens, batch_size=batch_size,
                                 precision=precision,
                                 extra={"model_fingerprint": model["fingerprint"],
