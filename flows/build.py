@@ -20,7 +20,7 @@ from cusprun.pipeline.plan_inputs import (calibration_corpora, check_fits_model,
                                           evaluation_corpora, fuse_grams, gram_tokens, grams_key,
                                           needs_grams, probe_tokens, prune_config, stats_key,
                                           uses_holdback)
-from cusprun.pipeline.spec import ExpertSpec, Stage
+from cusprun.pipeline.spec import EvaluationOptions, ExpertSpec, Stage
 from flows.distributed import collect_stats_remote
 from tasks import stages as t
 from tasks.common import open_store_ref
@@ -181,7 +181,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         sweep = {f"{m}@{r:g}": {"plan": p, "method": m, "ratio": r} for (m, r), p in plans.items()
                  if r in spec.evaluation.sweep_ratios}
         key = content_key("evaluate", model["fingerprint"], sorted(s["key"] for s in sliced.values()),
-                          {n: c["hash"] for n, c in eval_corpora.items()}, options,
+                          {n: c["hash"] for n, c in eval_corpora.items()},
+                          {k: v for k, v in options.items() if k not in EvaluationOptions.SPEED_ONLY},
                           sorted(v["plan"]["key"] for v in sweep.values()), gram_keys)
         report = submit(t.evaluate, "evaluate", key, store, storage, refresh, model=model,
                         candidates=candidates, eval_corpora=eval_corpora, options=options,

@@ -128,7 +128,11 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert expert["report"]["allocation_search"]["candidates"]
 
     before = _stage_files(root)
-    second, t_second = run(spec)
+    # Sweep points measured one at a time instead of 'auto' (two at once here): same report,
+    # so the same key: nothing recomputes.
+    serial = tiny_spec(tiny_model, root, max_tokens=128,
+                       evaluation={**spec.evaluation.model_dump(), "sweep_workers": 1})
+    second, t_second = run(serial)
     heavy_second = [(n, s) for n, s in task_states(second) if n in HEAVY]
     assert len(heavy_second) == len(heavy_first)
     assert all(s == "Cached" for _, s in heavy_second), heavy_second

@@ -1,6 +1,8 @@
 """The ratio sweep: masked (and compensated) points on the loss sets, the table and the plot."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -91,3 +93,40 @@ def test_bfloat16_sweep_measures_every_point_itself_close_to_float32(setup):
         assert r["retention"] == pytest.approx(ref[key(r)]["retention"], abs=0.02)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert "measured in bfloat16" in sweep_markdown(b16, ["domain=health"])
+
+
+def test_points_measured_at_once_on_model_copies_give_the_same_rows(setup):
+    model, tok, gs, plans, sets = setup
+    before = [p.clone() for p in model.parameters()]
+    kw = dict(grams=gs, modes=["ls", "none"], ridge=0.1, max_tokens=32, progress=False)
+    one = run_sweep(model, tok, plans, sets, workers=1, **kw)
+    two = run_sweep(model, tok, plans, sets, workers=2, **kw)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(two) == drop(one)            # same order, bit-identical losses
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_a_compensated_point_without_grams_is_refused_before_any_measurement(setup):
+    model, tok, _, plans, sets = setup
+    with pytest.raises(ValueError, match="cusprun@0.1 with compensation 'ls' needs Grams"):
+        run_sweep(model, tok, plans, sets, grams=None, modes=["ls"], ridge=0.1, max_tokens=32,
+                  progress=False, workers=2)
+
+
+def test_a_gram_set_read_from_several_threads_reads_each_layer_once(setup, monkeypatch):
+    _, _, gs, _, _ = setup
+    fresh = GramSet(gs.dirs)
+    reads = []
+    real = fresh._read
+
+    def slow_read(li):   # a real read takes a while (megabytes per layer): threads overlap
+        reads.append(li)
+        time.sleep(0.01)
+        return real(li)
+
+    monkeypatch.setattr(fresh, "_read", slow_read)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda i: fresh.layer(i % fresh.n_layers), range(4 * fresh.n_layers)))
+    assert sorted(reads) == list(range(fresh.n_layers))
+    assert all(got[i] is got[i % fresh.n_layers] for i in range(len(got)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -281,18 +282,20 @@ class GramSet:
         self.n_tokens = sum(s["n_tokens"] for s in self.summaries)   # real tokens, unweighted
         self._cache: dict[int, LayerGrams] = {}
         self._cache_left = cache_bytes
+        self._lock = threading.Lock()   # sweep points measured at once share one GramSet
 
     def layer(self, li: int) -> LayerGrams:
         if not 0 <= li < self.n_layers:
             raise IndexError(f"layer {li} outside 0..{self.n_layers - 1}")
-        if li in self._cache:
-            return self._cache[li]
-        total = self._read(li)
-        size = sum(t.numel() * t.element_size() for t in (*total.gram.values(), *total.total.values()))
-        if size <= self._cache_left:
-            self._cache[li] = total
-            self._cache_left -= size
-        return total
+        with self._lock:
+            if li in self._cache:
+                return self._cache[li]
+            total = self._read(li)
+            size = sum(t.numel() * t.element_size() for t in (*total.gram.values(), *total.total.values()))
+            if size <= self._cache_left:
+                self._cache[li] = total
+                self._cache_left -= size
+            return total
 
     def _read(self, li: int) -> LayerGrams:
         total = None

@@ -79,7 +79,7 @@ def encode_item(tokenizer, item: MCItem, max_tokens: int = 512) -> list[Encoded]
     return [_fit(ctx, cont, longest, max_tokens) for ctx, cont in split]
 
 
-def _pad_id(tokenizer) -> int:
+def pad_id_of(tokenizer) -> int:
     for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if tid is not None:
             return int(tid)
@@ -137,12 +137,19 @@ class LossResult:
     """(negative log-likelihood sum, scored tokens) per document."""
 
 
-def heldout_loss(model, tokenizer, examples: Sequence[LossExample], *, max_tokens: int = 512,
-                 batch_size: int = 8, name: str = "loss", progress: bool = True) -> LossResult:
+def encode_loss_set(tokenizer, examples: Sequence[LossExample], *, max_tokens: int = 512,
+                    name: str = "loss") -> list[Encoded]:
+    """The scored sequences of a loss set (see encode)."""
     if not examples:
         raise EvaluationError(f"Eval set {name!r} is empty; give at least one text.")
-    enc = [encode(tokenizer, e.text, e.prompt, max_tokens) for e in examples]
-    scores = score_sequences(model, enc, batch_size=batch_size, pad_id=_pad_id(tokenizer),
+    return [encode(tokenizer, e.text, e.prompt, max_tokens) for e in examples]
+
+
+def encoded_loss(model, enc: Sequence[Encoded], *, pad_id: int, batch_size: int = 8,
+                 name: str = "loss", progress: bool = True) -> LossResult:
+    """heldout_loss on sequences already encoded (encode_loss_set): models measured at once
+    from several threads share the encoding instead of sharing one tokenizer."""
+    scores = score_sequences(model, enc, batch_size=batch_size, pad_id=pad_id,
                              desc=f"loss {name}", progress=progress)
     per_doc = [(-lp, n) for lp, n in scores]
     n_tokens = sum(n for _, n in per_doc)
@@ -150,9 +157,16 @@ def heldout_loss(model, tokenizer, examples: Sequence[LossExample], *, max_token
         raise EvaluationError(f"Eval set {name!r}: no scorable tokens (every text is a single "
                               "token or less); give longer texts.")
     loss = sum(nll for nll, _ in per_doc) / n_tokens
-    log.info("loss %s: %.4f over %d tokens in %d docs", name, loss, n_tokens, len(examples))
+    log.info("loss %s: %.4f over %d tokens in %d docs", name, loss, n_tokens, len(enc))
     return LossResult(loss=loss, perplexity=math.exp(min(loss, 700.0)), n_tokens=n_tokens,
-                      n_docs=len(examples), per_doc=per_doc)
+                      n_docs=len(enc), per_doc=per_doc)
+
+
+def heldout_loss(model, tokenizer, examples: Sequence[LossExample], *, max_tokens: int = 512,
+                 batch_size: int = 8, name: str = "loss", progress: bool = True) -> LossResult:
+    enc = encode_loss_set(tokenizer, examples, max_tokens=max_tokens, name=name)
+    return encoded_loss(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size,
+                        name=name, progress=progress)
 
 
 @dataclass
@@ -223,7 +237,7 @@ def mc_accuracy(model, tokenizer, items: Sequence[MCItem], *, normalization: str
     normalise(0.0, 1, "x", normalization)  # reject a bad normalisation before any scoring
     enc = [encode_item(tokenizer, it, max_tokens) for it in items]
     raw, n_packed = _raw_option_scores(model, enc, batch_size=batch_size,
-                                       pad_id=_pad_id(tokenizer), name=name, progress=progress,
+                                       pad_id=pad_id_of(tokenizer), name=name, progress=progress,
                                        shared_prefix=shared_prefix)
     scores = [[normalise(lp, n, it.options[o], normalization) for o, (lp, n) in enumerate(r)]
               for it, r in zip(items, raw)]

@@ -23,11 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from cusprun.compensation import CompensationConfig, GramSet
 from cusprun.compensation.apply import MaskSession
-from cusprun.evaluation.likelihood import heldout_loss
+from cusprun.evaluation.likelihood import encode_loss_set, encoded_loss, pad_id_of
+from cusprun.evaluation.replicas import Workers, replicate, resolve_workers, run_jobs
 from cusprun.models.loading import input_device
 from cusprun.models.precision import compute_precision, resolve_precision
 
@@ -38,54 +37,70 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
               loss_sets: Mapping[str, Sequence[Any]], *, grams: GramSet | None, modes: Sequence[str],
               ridge: float, max_tokens: int = 256, batch_size: int = 8, progress: bool = True,
               known: Mapping[tuple[str, str], Mapping[str, tuple[float, int]]] | None = None,
-              precision: str = "float32") -> list[dict]:
+              precision: str = "float32", workers: Workers = 1) -> list[dict]:
     """Rows {method, ratio, compensation, eval_set, loss, n_tokens, retention, precision, seconds}
     for the dense model and for every plan (name -> (method, ratio, plan)) under every
     compensation mode; `seconds`: what measuring the point took (masking included; 0 when it
     was known).
     `known`: (name, mode) -> {eval_set: (loss, n_tokens)} already measured in float32 on the
     sliced checkpoint (the published ratio), taken as they are instead of measured again;
-    ('dense', 'none') likewise. Ignored when the sweep runs in bfloat16 (`precision`)."""
+    ('dense', 'none') likewise. Ignored when the sweep runs in bfloat16 (`precision`).
+    `workers`: points measured at once, each on its own copy of the model
+    (cusprun.evaluation.replicas; 'auto': two on CPU where memory allows). The rows are the
+    same whatever the number."""
     device = input_device(model)
     precision = resolve_precision(precision, device)
     known = (known or {}) if precision == "float32" else {}
-    session = MaskSession(model)
+    for name, mode in ((n, m) for n in plans for m in modes):
+        if mode != "none" and grams is None and (name, mode) not in known:
+            raise ValueError(f"sweep point {name} with compensation {mode!r} needs Grams")
+    jobs = [("dense", "none")] + [(name, mode) for name in plans for mode in modes]
+    todo = [j for j in jobs if j not in known]
+    encoded = {s: encode_loss_set(tokenizer, ex, max_tokens=max_tokens, name=s)
+               for s, ex in loss_sets.items()}          # once, in this thread (see replicas)
+    pad_id = pad_id_of(tokenizer)
+    n = min(resolve_workers(workers, model), max(len(todo), 1))
+    sessions = [MaskSession(m) for m in replicate(model, n)]
+    if n > 1:
+        log.info("ratio sweep: %d points, %d at a time (one model copy each)", len(todo), n)
 
-    def losses() -> dict[str, tuple[float, int]]:
+    def measure(session: MaskSession, job: tuple[str, str]) -> tuple[dict, float]:
+        name, mode = job
+        t0 = time.perf_counter()
+        if name == "dense":
+            session.restore()
+        else:
+            session.apply(plans[name][2], grams=grams, config=CompensationConfig(mode=mode, ridge=ridge))
         out = {}
         with compute_precision(device, precision):
-            for name, ex in loss_sets.items():
-                r = heldout_loss(model, tokenizer, ex, max_tokens=max_tokens,
-                                 batch_size=batch_size, name=name, progress=False)
-                out[name] = (r.loss, r.n_tokens)
-        return out
+            for set_name, enc in encoded.items():
+                r = encoded_loss(session.model, enc, pad_id=pad_id, batch_size=batch_size,
+                                 name=set_name, progress=False)
+                out[set_name] = (r.loss, r.n_tokens)
+        spent = time.perf_counter() - t0
+        if name != "dense":
+            log.info("sweep %s (compensation %s) done in %.1fs", name, mode, spent)
+        return out, spent
 
-    t0 = time.perf_counter()
-    known_dense = known.get(("dense", "none"))
-    dense = dict(known_dense) if known_dense else losses()
-    spent = 0.0 if known_dense else time.perf_counter() - t0
-    rows = [{"method": "dense", "ratio": 0.0, "compensation": "none", "eval_set": s, "loss": l,
-             "n_tokens": n, "retention": 1.0, "precision": precision, "seconds": spent}
-            for s, (l, n) in dense.items()]
-    jobs = [(name, mode) for name in plans for mode in modes]
-    for name, mode in tqdm(jobs, desc="ratio sweep", disable=not progress):
-        method, ratio, plan = plans[name]
-        t0 = time.perf_counter()
-        if (name, mode) in known:
-            measured, spent = dict(known[(name, mode)]), 0.0
-        else:
-            if mode != "none" and grams is None:
-                raise ValueError(f"sweep point {name} with compensation {mode!r} needs Grams")
-            session.apply(plan, grams=grams, config=CompensationConfig(mode=mode, ridge=ridge))
-            measured = losses()
-            spent = time.perf_counter() - t0
-        for s, (l, n) in measured.items():
+    try:
+        measured = dict(zip(todo, run_jobs(sessions, todo, measure, desc="ratio sweep",
+                                           progress=progress)))
+    finally:
+        for session in sessions:
+            session.restore()
+        del sessions
+    results = {j: measured.get(j) or (dict(known[j]), 0.0) for j in jobs}
+    dense = results[("dense", "none")][0]
+    rows = []
+    for name, mode in jobs:
+        values, spent = results[(name, mode)]
+        method, ratio = ("dense", 0.0) if name == "dense" else plans[name][:2]
+        for s, (l, n_tok) in values.items():
             rows.append({"method": method, "ratio": float(ratio), "compensation": mode,
-                         "eval_set": s, "loss": l, "n_tokens": n,
-                         "retention": dense[s][0] / l if l > 0 else math.nan,
+                         "eval_set": s, "loss": l, "n_tokens": n_tok,
+                         "retention": 1.0 if name == "dense" else
+                         (dense[s][0] / l if l > 0 else math.nan),
                          "precision": precision, "seconds": spent})
-        log.info("sweep %s (compensation %s) done in %.1fs", name, mode, spent)
-    session.restore()
     return rows
 
 

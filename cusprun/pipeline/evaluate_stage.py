@@ -105,6 +105,7 @@ def _ratio_sweep(store: ArtifactStore, model: dict, sweep: dict[str, dict], loss
         rows = run_sweep(m, tok, plans, loss_sets, grams=gs, modes=modes, ridge=comp.get("ridge", 0.0),
                          max_tokens=options["max_tokens"],
                          precision=options.get("sweep_precision", "float32"),
+                         workers=options.get("sweep_workers", 1),
                          known=_known(report, loss_sets, comp["mode"]) if report is not None else None)
     (out / "sweep.json").write_text(json.dumps(rows, indent=1))
     plot_sweep(rows, out / "retention_vs_ratio.png", own)
