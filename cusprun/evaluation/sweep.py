@@ -2,7 +2,8 @@
 on the held-out loss sets, so a customer can pick a ratio by looking.
 
 Each point is the dense model with the plan's units pruned (and compensated) in memory: one
-dense load for the whole sweep, FFN neurons cut out and heads zeroed per point, restored between
+dense load for the whole sweep (on CPU plus one copy, so that two points are measured at once:
+cusprun.evaluation.replicas), FFN neurons cut out and heads zeroed per point, restored between
 points (cusprun.compensation.apply.MaskSession). It computes what the sliced checkpoint computes
 (tests/test_compensation.py), so no checkpoint is written for a sweep point. The plans are the
 same with and without compensation; only the closed-form correction differs, which isolates what
@@ -89,7 +90,7 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
         for session in sessions:
             session.restore()
         del sessions
-    results = {j: measured.get(j) or (dict(known[j]), 0.0) for j in jobs}
+    results = {j: measured[j] if j in measured else (dict(known[j]), 0.0) for j in jobs}
     dense = results[("dense", "none")][0]
     rows = []
     for name, mode in jobs:
