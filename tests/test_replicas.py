@@ -22,7 +22,7 @@ def test_explicit_worker_counts_are_taken_and_bad_ones_named():
 
 def test_auto_makes_a_copy_only_with_two_cores_and_room_for_it(monkeypatch):
     model, _ = make_tiny_model("LlamaForCausalLM")
-    size = replicas.model_bytes(model)
+    size = model.get_memory_footprint()
     monkeypatch.setattr(replicas, "cpu_cores", lambda: 2)
     monkeypatch.setattr(replicas, "available_memory", lambda: 100 * size)
     assert resolve_workers("auto", model) == 2

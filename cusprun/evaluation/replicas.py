@@ -51,10 +51,6 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def model_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
 def resolve_workers(workers: Workers, model) -> int:
     """How many models to measure at once: an explicit count as given; 'auto' two on a CPU with
     at least two cores when one more copy of `model` fits in a quarter of the free memory, else
@@ -65,7 +61,7 @@ def resolve_workers(workers: Workers, model) -> int:
         if input_device(model).type != "cpu" or cpu_cores() < 2:
             return 1
         free = available_memory()
-        extra = model_bytes(model) * (AUTO_WORKERS - 1)
+        extra = model.get_memory_footprint() * (AUTO_WORKERS - 1)   # parameters and buffers
         return AUTO_WORKERS if free is not None and extra <= MEMORY_SHARE * free else 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: give 'auto' or a whole number >= 1")
