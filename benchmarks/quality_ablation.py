@@ -51,7 +51,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sets = eval_sets(spec, work)
+        sets = eval_sets(spec, work, tok)
         dense = losses(model, tok, sets)
         cal = calibrate(model, tok, fp, spec, work)
         own = own_sets(sets, spec)

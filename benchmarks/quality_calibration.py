@@ -63,7 +63,7 @@ def main() -> int:
     model, tok, fp = demo_model()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sets = eval_sets(ExpertSpec.model_validate(DEMO), work)
+        sets = eval_sets(ExpertSpec.model_validate(DEMO), work, tok)
         dense = losses(model, tok, sets)
         grid = [(d, t) for d in args.docs for t in args.tokens]
         mid = sorted(args.docs)[len(args.docs) // 2]

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cusprun.compensation import GramSet, collect_grams  # noqa: E402
 from cusprun.corpora import prepare_corpus  # noqa: E402
 from cusprun.evaluation.likelihood import heldout_loss  # noqa: E402
+from cusprun.evaluation.likelihood import scored_tokens  # noqa: E402
 from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402
 from cusprun.models import load_model, resolve_model  # noqa: E402
 from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens  # noqa: E402
@@ -40,10 +41,13 @@ def demo_model():
     return model, tok, r.fingerprint
 
 
-def eval_sets(spec: ExpertSpec, work: Path) -> dict:
+def eval_sets(spec: ExpertSpec, work: Path, tokenizer, max_tokens: int = 128) -> dict:
+    """The demo report's held-out loss sets (same documents as `cusprun demo`'s report)."""
     tables = {n: prepare_corpus(c, work / "eval").read("eval")
               for n, c in evaluation_corpora(spec).items()}
-    return loss_sets_from_tables(tables, max_docs=spec.evaluation.max_docs)
+    ev = spec.evaluation
+    return loss_sets_from_tables(tables, max_docs=ev.max_docs, min_tokens=ev.min_loss_tokens,
+                                 count_tokens=scored_tokens(tokenizer, max_tokens))
 
 
 def losses(model, tok, sets: dict, max_tokens: int = 128) -> dict[str, float]:

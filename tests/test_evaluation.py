@@ -14,7 +14,7 @@ from cusprun.evaluation import (EvalConfig, EvaluationError, LossExample, MCItem
                                 build_topic_items, build_translation_items, checkpoint_bytes,
                                 build_answer_items, encode, heldout_loss, loss_examples_from_table,
                                 loss_sets_from_tables, mc_accuracy, mc_tasks_from_tables,
-                                retention, size_metrics, speed_metrics)
+                                retention, scored_tokens, size_metrics, speed_metrics)
 from cusprun.testing import make_tiny_model
 
 
@@ -253,6 +253,33 @@ def test_answer_items_and_tasks_from_tables():
     sets = loss_sets_from_tables({"task=qa": qa, "general=en": TOPICS}, max_docs=2)
     assert sets["task=qa"][0] == LossExample(prompt=qa["prompt"][0].as_py(), text=qa["answer"][0].as_py())
     assert len(sets["general=en"]) == 2 and sets["general=en"][0].prompt == ""
+
+
+def test_loss_sets_grow_to_min_tokens_where_documents_are_short(tiny):
+    _, tok, _ = tiny["LlamaForCausalLM"]
+    n = 40
+    qa = pa.table({"text": ["x"] * n, "value": ["qa"] * n,
+                   "prompt": [f"Question: What is T{i}?\nAnswer: " for i in range(n)],
+                   "answer": [f"T{i} is thing number {i}." for i in range(n)]})
+    long = pa.table({"text": [f"document {i} " + "with a good many words in it " * 12 for i in range(n)]})
+    count = scored_tokens(tok, 64)
+    sets = loss_sets_from_tables({"task=qa": qa, "general=en": long}, max_docs=3, min_tokens=150,
+                                 count_tokens=count)
+    qa_set, long_set = sets["task=qa"], sets["general=en"]
+    # long documents reach the budget within max_docs: the set is the same as without a budget
+    assert long_set == loss_sets_from_tables({"general=en": long}, max_docs=3)["general=en"]
+    # short answers: the first documents in order, just enough of them to score 150 tokens
+    assert qa_set == loss_examples_from_table(qa)[:len(qa_set)] and len(qa_set) > 3
+    scored = [count(e) for e in qa_set]
+    assert sum(scored) >= 150 > sum(scored[:-1])
+    # the counts are what heldout_loss scores
+    model = tiny["LlamaForCausalLM"][0]
+    assert heldout_loss(model, tok, qa_set, max_tokens=64, progress=False).n_tokens == sum(scored)
+    # a table too small for the budget gives all it has
+    few = loss_sets_from_tables({"task=qa": qa}, max_docs=3, min_tokens=10**6, count_tokens=count)
+    assert len(few["task=qa"]) == n
+    with pytest.raises(EvaluationError, match="count_tokens"):
+        loss_sets_from_tables({"task=qa": qa}, max_docs=3, min_tokens=150)
 
 
 def test_answer_options_can_be_clipped():

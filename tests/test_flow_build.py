@@ -118,6 +118,11 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     report_dir = store.key_of(result["report"])
     md = store.read_bytes(report_dir + "/report.md").decode()
     assert "## Retention vs pruning ratio" in md and "| cusprun | 0.25 | ls |" in md
+    # Every loss set scores the spec's min_loss_tokens (QA answers: several times max_docs of them).
+    rows = json.loads(store.read_bytes(report_dir + "/report.json"))["rows"]
+    scored = {r["eval_set"]: (r["n"], r["n_units"]) for r in rows if r["metric"] == "loss"}
+    assert scored and all(n >= spec.evaluation.min_loss_tokens for n, _ in scored.values()), scored
+    assert scored["task=qa"][1] > 2 * spec.evaluation.max_docs
     sweep = json.loads(store.read_bytes(report_dir + "/sweep.json"))
     assert {(r["method"], r["compensation"]) for r in sweep} >= {("cusprun", "ls"), ("cusprun", "none"),
                                                                  ("flap", "ls"), ("flap", "none")}

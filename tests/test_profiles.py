@@ -43,6 +43,12 @@ def test_french_health_profile_runs_on_gemma_with_enough_mc_items():
                      "general": ["bundled://general/fr"]}
     assert set(evaluation_corpora(s)) >= {"language=fr", "domain=health", "task=qa", "general=fr",
                                           "language=en", "language=es"}
+    # held-out pools large enough for min_loss_tokens of short documents (16+ tokens each)
+    assert {c["max_eval_docs"] for c in evaluation_corpora(s).values()} == {
+        max(s.evaluation.mc_items, s.evaluation.min_loss_tokens // 16)}
+    exact = s.model_copy(update={"evaluation": s.evaluation.model_copy(update={"min_loss_tokens": 0})})
+    assert {c["max_eval_docs"] for c in evaluation_corpora(exact).values()} == {
+        max(s.evaluation.max_docs, s.evaluation.mc_items)}
 
 
 def test_unknown_profile_lists_the_existing_ones():

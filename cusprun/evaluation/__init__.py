@@ -10,7 +10,7 @@ from cusprun.evaluation.items import (LossExample, MCItem, as_loss_examples, as_
                                       loss_examples_from_table)
 from cusprun.evaluation.intervals import Difference, paired_difference, samples_of, wilson
 from cusprun.evaluation.likelihood import (LossResult, MCResult, encode, encode_item, heldout_loss,
-                                           mc_accuracy, score_sequences)
+                                           mc_accuracy, score_sequences, scored_tokens)
 from cusprun.evaluation.metrics import METRICS, retention
 from cusprun.evaluation.plots import overlap_matrix, plot_overlap, plot_retention
 from cusprun.evaluation.report import ComparisonReport, ReportRow, build_report, write_report
@@ -26,5 +26,5 @@ __all__ = [
     "build_topic_items", "build_translation_items", "checkpoint_bytes", "compare", "encode",
     "evaluate_loaded", "evaluate_model", "first_sentence", "heldout_loss", "load_for_eval",
     "loss_examples_from_table", "loss_sets_from_tables", "mc_accuracy", "mc_tasks_from_tables", "overlap_matrix", "plot_overlap", "plot_retention",
-    "retention", "score_sequences", "size_metrics", "speed_metrics", "write_report",
+    "retention", "score_sequences", "scored_tokens", "size_metrics", "speed_metrics", "write_report",
 ]

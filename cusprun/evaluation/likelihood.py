@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -135,6 +135,11 @@ class LossResult:
     n_docs: int
     per_doc: list[tuple[float, int]] = field(default_factory=list, repr=False)
     """(negative log-likelihood sum, scored tokens) per document."""
+
+
+def scored_tokens(tokenizer, max_tokens: int = 512) -> Callable[[LossExample], int]:
+    """How many tokens heldout_loss scores for one example (for sizing loss sets by tokens)."""
+    return lambda e: encode(tokenizer, e.text, e.prompt, max_tokens).n_scored
 
 
 def encode_loss_set(tokenizer, examples: Sequence[LossExample], *, max_tokens: int = 512,

@@ -37,7 +37,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None, device: st
                device_map: str | dict | None = None, trust_remote_code: bool = False):
     """Return (model, tokenizer) in eval mode, placed by `default_device_map`: on CUDA a model
     larger than one GPU is spread over the worker's GPUs (accelerate); hooks work the same."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     import cusprun.slicing  # noqa: F401 - registers the per-layer expert model type
 
@@ -51,10 +51,18 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None, device: st
         if device_map is None:
             model.to(device)
         model.eval()
-        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        tok = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    return model, tok
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
+    """The model's tokenizer alone (padding with EOS where it has no pad token)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return model, tok
+    return tok
 
 
 def input_device(model) -> torch.device:

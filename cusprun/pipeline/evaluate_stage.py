@@ -30,17 +30,20 @@ def _has(table, *cols: str) -> bool:
 
 
 def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, own_language: str | None,
-                      max_docs: int, mc_items: int, seed: int, max_tokens: int = 256
-                      ) -> tuple[dict, dict]:
-    """Held-out loss sets per corpus, and the multiple-choice tasks the held-out data allows
-    (cusprun.evaluation.mc_tasks_from_tables), completed from what an expert's corpora hold:
-    definition QA from domain/general articles when there is no QA task corpus, and translation
-    selection between the expert's language and another verse-aligned language."""
+                      max_docs: int, mc_items: int, seed: int, max_tokens: int = 256,
+                      min_loss_tokens: int = 0, tokenizer=None) -> tuple[dict, dict]:
+    """Held-out loss sets per corpus (max_docs documents, more where they score fewer than
+    min_loss_tokens tokens with `tokenizer`), and the multiple-choice tasks the held-out data
+    allows (cusprun.evaluation.mc_tasks_from_tables), completed from what an expert's corpora
+    hold: definition QA from domain/general articles when there is no QA task corpus, and
+    translation selection between the expert's language and another verse-aligned language."""
     from cusprun.evaluation import (build_definition_items, build_translation_items,
-                                    loss_sets_from_tables, mc_tasks_from_tables)
+                                    loss_sets_from_tables, mc_tasks_from_tables, scored_tokens)
 
     tables = {name: _corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
-    loss_sets = loss_sets_from_tables(tables, max_docs=max_docs)
+    count = scored_tokens(tokenizer, max_tokens) if min_loss_tokens else None
+    loss_sets = loss_sets_from_tables(tables, max_docs=max_docs, min_tokens=min_loss_tokens,
+                                      count_tokens=count)
     mc = mc_tasks_from_tables(tables, n_items=mc_items, seed=seed, max_option_chars=OPTION_CHARS,
                               max_article_chars=article_chars(max_tokens))
     articles = [n for n in sorted(tables) if n.split("=")[0] in ("domain", "general")
@@ -122,13 +125,17 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
 
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
 
+    from cusprun.models.loading import load_tokenizer
+
     with timed(f"evaluate {len(candidates) + 1} models"), scratch_dir("evaluate", key) as out:
+        dense = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
+        min_tokens = options.get("min_loss_tokens", 0)
         loss_sets, mc_tasks = build_eval_inputs(
             store, eval_corpora, own_language=options.get("own_language"),
             max_docs=options["max_docs"], mc_items=options["mc_items"],
-            seed=options.get("seed", 0), max_tokens=options["max_tokens"])
-        entries = {"dense": ModelEntry(path=local_model(model["ref"], model["fingerprint"], store.storage_options or None),
-                                       method="dense", ratio=0.0)}
+            seed=options.get("seed", 0), max_tokens=options["max_tokens"],
+            min_loss_tokens=min_tokens, tokenizer=load_tokenizer(dense) if min_tokens else None)
+        entries = {"dense": ModelEntry(path=dense, method="dense", ratio=0.0)}
         for name, c in candidates.items():
             entries[name] = ModelEntry(path=local_copy(store, c["key"]), method=c["method"],
                                        ratio=c["ratio"])

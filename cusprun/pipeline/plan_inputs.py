@@ -79,6 +79,12 @@ def calibration_corpora(spec: ExpertSpec) -> dict[str, list[dict]]:
     return out
 
 
+def eval_pool_docs(ev) -> int:
+    """Held-out documents asked of each evaluation corpus: enough for max_docs, the MC items, and
+    for min_loss_tokens where documents average 16+ scored tokens."""
+    return max(ev.max_docs, ev.mc_items, -(-ev.min_loss_tokens // 16))
+
+
 def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
     """'dimension=value' -> a held-out-only corpus spec. Held-out documents are chosen by a stable
     hash of their id, so they are never in any calibration corpus of the same source; keeping them
@@ -86,7 +92,7 @@ def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
     if not spec.evaluation.enabled:
         return {}
     ev = spec.evaluation
-    n = max(ev.max_docs, ev.mc_items)
+    n = eval_pool_docs(ev)
     dims = dict(spec.dimensions())
     if spec.general:
         dims["general"] = spec.general

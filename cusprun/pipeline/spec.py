@@ -42,6 +42,10 @@ class EvaluationOptions(BaseModel):
     other_languages: list[str] = Field(default_factory=lambda: ["de", "fr"],
                                        description="Languages measured to show what the expert gave up")
     max_docs: int = Field(24, ge=1, le=10_000, description="Held-out documents per evaluation set")
+    min_loss_tokens: int = Field(1024, ge=0, le=1_000_000, description=(
+        "Scored tokens each loss set reaches where its held-out documents allow: a set of short "
+        "documents (QA answers, ~25 tokens each) takes more than max_docs of them, so its loss "
+        "is not noise; 0: exactly max_docs"))
     mc_items: int = Field(24, ge=1, le=10_000, title="MC items",
                           description="Multiple-choice items per task")
     max_tokens: int = Field(256, ge=16, le=4096)
