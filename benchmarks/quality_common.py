@@ -12,8 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cusprun.compensation import GramSet, collect_grams  # noqa: E402
 from cusprun.corpora import prepare_corpus  # noqa: E402
-from cusprun.evaluation.likelihood import heldout_loss  # noqa: E402
-from cusprun.evaluation.likelihood import scored_tokens  # noqa: E402
+from cusprun.evaluation.likelihood import heldout_loss, scored_tokens  # noqa: E402
 from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402
 from cusprun.models import load_model, resolve_model  # noqa: E402
 from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens  # noqa: E402
