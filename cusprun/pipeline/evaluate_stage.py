@@ -41,6 +41,8 @@ def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, ow
                                     loss_sets_from_tables, mc_tasks_from_tables, scored_tokens)
 
     tables = {name: _corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
+    if min_loss_tokens and tokenizer is None:
+        raise ValueError("build_eval_inputs(min_loss_tokens=...) needs the model's tokenizer")
     count = scored_tokens(tokenizer, max_tokens) if min_loss_tokens else None
     loss_sets = loss_sets_from_tables(tables, max_docs=max_docs, min_tokens=min_loss_tokens,
                                       count_tokens=count)
@@ -124,7 +126,6 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
     from cusprun.pipeline.stages import read_plan
 
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
-
     from cusprun.models.loading import load_tokenizer
 
     with timed(f"evaluate {len(candidates) + 1} models"), scratch_dir("evaluate", key) as out:
