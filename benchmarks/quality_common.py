@@ -40,13 +40,13 @@ def demo_model():
     return model, tok, r.fingerprint
 
 
-def eval_sets(spec: ExpertSpec, work: Path, tokenizer, max_tokens: int = 128) -> dict:
+def eval_sets(spec: ExpertSpec, work: Path, tokenizer) -> dict:
     """The demo report's held-out loss sets (same documents as `cusprun demo`'s report)."""
     tables = {n: prepare_corpus(c, work / "eval").read("eval")
               for n, c in evaluation_corpora(spec).items()}
     ev = spec.evaluation
     return loss_sets_from_tables(tables, max_docs=ev.max_docs, min_tokens=ev.min_loss_tokens,
-                                 count_tokens=scored_tokens(tokenizer, max_tokens))
+                                 count_tokens=scored_tokens(tokenizer, ev.max_tokens))
 
 
 def losses(model, tok, sets: dict, max_tokens: int = 128) -> dict[str, float]:

@@ -41,9 +41,7 @@ def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, ow
                                     loss_sets_from_tables, mc_tasks_from_tables, scored_tokens)
 
     tables = {name: _corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
-    if min_loss_tokens and tokenizer is None:
-        raise ValueError("build_eval_inputs(min_loss_tokens=...) needs the model's tokenizer")
-    count = scored_tokens(tokenizer, max_tokens) if min_loss_tokens else None
+    count = scored_tokens(tokenizer, max_tokens) if tokenizer is not None else None
     loss_sets = loss_sets_from_tables(tables, max_docs=max_docs, min_tokens=min_loss_tokens,
                                       count_tokens=count)
     mc = mc_tasks_from_tables(tables, n_items=mc_items, seed=seed, max_option_chars=OPTION_CHARS,
