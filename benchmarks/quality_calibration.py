@@ -22,7 +22,7 @@ from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, markd
 
 from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
-from cusprun.compensation.apply import MaskSession
+from cusprun.engine import MaskSession
 from cusprun.masks import PruneConfig, build_plan
 from cusprun.pipeline.plan_inputs import probe_tokens
 from cusprun.pipeline.spec import ExpertSpec

@@ -10,7 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cusprun.compensation import GramSet, collect_grams  # noqa: E402
+from cusprun.compensation import GramSet  # noqa: E402
+from cusprun.scoring import collect_grams  # noqa: E402
 from cusprun.corpora import prepare_corpus  # noqa: E402
 from cusprun.evaluation.likelihood import heldout_loss, scored_tokens  # noqa: E402
 from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402

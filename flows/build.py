@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
-from transformers import AutoConfig
+from cusprun.models.loading import load_config
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from cusprun.models.embedded import license_card
@@ -73,7 +73,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     model = t.resolve_base_model(spec.base_model, storage)
     log.info("base model %s: %s, fingerprint %s", spec.base_model, model["architecture"],
              model["fingerprint"])
-    config = AutoConfig.from_pretrained(model["path"])
+    config = load_config(model["path"])
     check_fits_model(spec, config)
 
     # Corpora: calibration corpora per dimension (+ general text), held-out evaluation corpora.

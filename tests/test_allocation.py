@@ -9,7 +9,8 @@ import torch
 
 from cusprun.adapters import Adapter
 from cusprun.allocation import DamageProbe, search_allocation
-from cusprun.compensation import CompensationConfig, GramSet, collect_grams
+from cusprun.compensation import CompensationConfig, GramSet
+from cusprun.scoring import collect_grams
 from cusprun.errors import CorpusError, SpecError
 from cusprun.masks import PruneConfig, build_plan
 from cusprun.masks.heads import valid_structures
@@ -197,15 +198,15 @@ def test_dense_heldback_losses_are_shared_by_key(setup):
     key = "test-dense-key"
     probe_mod._DENSE.pop(key, None)
     made = []
-    real = DamageProbe._losses
+    real = DamageProbe._measure
 
-    def counted(self):
-        made.append(1)
-        return real(self)
+    def counted(self, plan):
+        made.append(plan is None)
+        return real(self, plan)
 
     probes = []
     try:
-        DamageProbe._losses = counted
+        DamageProbe._measure = counted
         threads = [threading.Thread(target=lambda: probes.append(DamageProbe(
             model, tok, {"domain": HELD}, grams=gs, dense_key=key))) for _ in range(3)]
         for t in threads:
@@ -213,8 +214,8 @@ def test_dense_heldback_losses_are_shared_by_key(setup):
         for t in threads:
             t.join()
     finally:
-        DamageProbe._losses = real
-    assert len(made) == 1 and len(probes) == 3
+        DamageProbe._measure = real
+    assert made == [True] and len(probes) == 3
     assert all(p.dense == probes[0].dense and p.dense_per_doc == probes[0].dense_per_doc for p in probes)
     fresh = DamageProbe(model, tok, {"domain": HELD}, grams=gs)
     assert fresh.dense == pytest.approx(probes[0].dense)

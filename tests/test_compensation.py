@@ -11,7 +11,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from cusprun.adapters import Adapter
-from cusprun.compensation import CompensationConfig, GramSet, collect_grams, compensate, mask_model
+from cusprun.compensation import CompensationConfig, GramSet, compensate
+from cusprun.engine import mask_model
+from cusprun.scoring import collect_grams
 from cusprun.errors import SpecError
 from cusprun.slicing import slice_checkpoint
 from cusprun.slicing.compensated import Compensation
@@ -85,7 +87,7 @@ def test_grams_from_the_statistics_pass_equal_the_layerwise_pass(arch, tiny, tmp
     writes: every tensor of every layer, the residual norms and the summary's counts."""
     from safetensors.torch import load_file
 
-    from cusprun.compensation.grams import SUMMARY_FILE, layer_file
+    from cusprun.compensation.gram_set import SUMMARY_FILE, layer_file
     from cusprun.scoring import collect_stats
 
     model, _ = make_tiny_model(arch)
@@ -131,7 +133,7 @@ def test_float32_solve_agrees_with_float64_and_small_ridges_stay_float64():
 
 
 def test_wide_grams_by_triangular_blocks_equal_the_plain_product():
-    from cusprun.compensation.grams import _xtx
+    from cusprun.compensation.gram_set import xtx as _xtx
 
     x = torch.randn(300, 1100, generator=torch.Generator().manual_seed(0))
     want = x.t() @ x
@@ -140,16 +142,32 @@ def test_wide_grams_by_triangular_blocks_equal_the_plain_product():
     assert torch.equal(_xtx(x[:, :500]), x[:, :500].t() @ x[:, :500])   # narrow: one product
 
 
-def test_gram_bytes_of_known_models():
-    """SmolLM2-135M's fused Grams take about 0.97 GB; Llama 3.2 1B's about 14 GB (too many for
-    the default cap, so it gets the layer-by-layer pass)."""
-    from cusprun.adapters import Dims
-    from cusprun.compensation.grams import gram_bytes
+def test_few_tokens_store_the_inputs_and_read_back_the_same_grams(tmp_path):
+    """A corpus with fewer tokens than a role's width keeps the tokens' inputs (tokens x width)
+    instead of the width x width Gram (Llama-3-8B's down_proj: 29 MB instead of 0.8 GB per layer
+    for 512 tokens); GramSet reads back the same Gram, alone or summed with a stored Gram."""
+    from safetensors.torch import load_file
 
-    smol = Dims(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, head_dim=64, ffn=1536)
-    assert gram_bytes(smol) == 12 * 30 * (1536 ** 2 + 576 ** 2) == 968_785_920
-    llama1b = Dims(n_layers=16, hidden=2048, n_heads=32, n_kv_heads=8, head_dim=64, ffn=8192)
-    assert 13.5e9 < gram_bytes(llama1b) < 13.8e9
+    from cusprun.compensation.gram_set import gram_file_bytes, layer_file
+
+    model, _ = make_tiny_model("LlamaForCausalLM", intermediate_size=256)
+    few = TEXTS[:2]                                    # 78 tokens: < 256 (down), > 64 (o)
+    collect_grams(model, tiny_tokenizer(), few, tmp_path / "few", max_tokens=48, progress=False)
+    stored = load_file(str(tmp_path / "few" / layer_file(0)))
+    assert "factor_down" in stored and "gram_down" not in stored and "gram_o" in stored
+    n = stored["factor_down"].shape[0]
+    assert n == sum(len(tiny_tokenizer()(t)["input_ids"]) for t in few) < 256
+    ref = _direct_grams(model, few)
+    g = GramSet([tmp_path / "few"]).layer(1)
+    for role in ("down", "o"):
+        want = ref[(role, 1)]
+        assert torch.allclose(g.gram[role], want, rtol=1e-4, atol=1e-4 * want.abs().max())
+    collect_grams(model, tiny_tokenizer(), TEXTS, tmp_path / "all", max_tokens=48, progress=False)
+    both = GramSet([tmp_path / "few", tmp_path / "all"], weights=[2.0, 1.0]).layer(1)
+    alone = GramSet([tmp_path / "all"]).layer(1)
+    torch.testing.assert_close(both.gram["down"], alone.gram["down"] + 2 * g.gram["down"])
+    assert gram_file_bytes(32, {"down": 14336, "o": 4096}, 512) < 4e9 < \
+        gram_file_bytes(32, {"down": 14336, "o": 4096}, 50_000)
 
 
 def _down_error(model, plan_layers, grams: GramSet, mode: str) -> float:
@@ -309,7 +327,7 @@ def test_mask_session_cuts_ffn_and_computes_what_the_zeroed_model_computes(arch,
     """The sweep's and the allocation probe's in-memory pruning: FFN neurons cut out for real
     (narrower matmuls), same logits as mask_model's zeroing, and restore() gives the dense model
     back bit for bit, plan after plan."""
-    from cusprun.compensation.apply import MaskSession
+    from cusprun.engine import MaskSession
 
     dense_dir, grams_dir = tiny[arch]
     cfg = AutoConfig.from_pretrained(dense_dir)

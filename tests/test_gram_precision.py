@@ -7,8 +7,11 @@ import json
 import pytest
 import torch
 
-from cusprun.compensation import CompensationConfig, GramSet, collect_grams, mask_model
-from cusprun.compensation import grams as G
+from cusprun.compensation import CompensationConfig, GramSet
+from cusprun.compensation import gram_set as G
+from cusprun.engine import mask_model
+from cusprun.scoring import collect_grams
+from cusprun.scoring import grams as GR
 from cusprun.slicing.synthetic import random_plan
 from cusprun.testing import make_tiny_model, tiny_tokenizer
 
@@ -61,7 +64,7 @@ def test_bfloat16_grams_compensate_about_as_well(tmp_path):
 def test_partial_sums_flush_to_the_same_grams(tmp_path, monkeypatch):
     """One batch per document, flushed every 2 batches: the same Grams as the usual batching."""
     _, ref = _grams(tmp_path, "ref", batch_size=6)
-    monkeypatch.setattr(G._Acc, "FLUSH", 2)
+    monkeypatch.setattr(GR, "FLUSH", 2)
     _, got = _grams(tmp_path, "flushed", batch_size=1)
     for li in range(ref.n_layers):
         for role in G.ROLES:

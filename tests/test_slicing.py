@@ -13,7 +13,7 @@ import cusprun
 from cusprun.adapters import Adapter, count_params, zero_units
 from cusprun.masks.plan import PruningPlan
 from cusprun.slicing import slice_checkpoint
-from cusprun.slicing.per_layer import MODEL_TYPE
+from cusprun.models.per_layer import MODEL_TYPE
 from cusprun.slicing.synthetic import random_plan
 from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
 
@@ -296,7 +296,7 @@ def test_bundled_smollm2_uniform_expert(tmp_path):
 def test_layer_modules_are_rebuilt_through_opaque_init_wrappers():
     """transformers >= 5.25 wraps attention classes' __init__ in the `kernels` hub's
     new_init(self, *args, **kwargs): layer_idx must still reach the real __init__."""
-    from cusprun.slicing.per_layer import _construct
+    from cusprun.models.per_layer import _construct
 
     def opaque(cls):
         orig = cls.__init__

@@ -7,7 +7,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cusprun.errors import CusprunError
-from cusprun.slicing.st_io import OutTensor, read_header, read_tensor, split_shards, write_shard
+from cusprun.models.st_io import OutTensor, read_header, read_tensor, split_shards, write_shard
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int8,
           torch.uint8, torch.bool, torch.float8_e4m3fn]

@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from cusprun.compensation import GramSet, collect_grams
+from cusprun.compensation import GramSet
+from cusprun.scoring import collect_grams
 from cusprun.evaluation.items import LossExample
 from cusprun.evaluation.likelihood import heldout_loss
 from cusprun.evaluation.sweep import plot_sweep, run_sweep, sweep_markdown

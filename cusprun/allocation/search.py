@@ -34,7 +34,7 @@ import torch
 
 from cusprun.adapters import Adapter
 from cusprun.allocation.probe import DamageProbe
-from cusprun.compensation.apply import head_channels
+from cusprun.compensation.layer import head_channels
 from cusprun.compensation.solve import compensate
 from cusprun.masks.heads import HeadStructure
 from cusprun.masks.select import Allocation, Selection, UnitScores, select_units, uniform_structures
@@ -141,22 +141,21 @@ def _uniform_search(s: _Search, patience: int) -> Trial:
 def layer_errors(sel: Selection, probe: DamageProbe) -> np.ndarray:
     """Per layer: compensated output error of down_proj + o_proj on the calibration tokens
     (from the Grams) over the squared norm of the residual stream entering the layer."""
-    ad = Adapter.for_model(probe.model)
-    d = ad.dims(probe.model.config)
-    mode = probe.compensation.mode if probe.compensation.mode in ("ls", "ls+bias") else "ls"
+    lm = probe.lm
+    ad, d = lm.adapter, lm.dims
     out = []
-    for li, (layer, keep) in enumerate(zip(ad.layers(probe.model), sel.layers)):
+    for li, keep in enumerate(sel.layers):
         g = probe.grams.layer(li)
         err = 0.0
-        for role, lin, cols in (("down", ad.down_proj(layer), keep.ffn),
-                                ("o", ad.o_proj(layer), head_channels(keep.heads, d.head_dim))):
-            w = lin.weight.detach().double()
-            kept, _ = compensate(w, None, cols, g.gram[role], g.total[role], g.n_tokens,
-                                 mode="ls" if mode == "ls+bias" else mode,
-                                 ridge=probe.compensation.ridge)
-            delta = w.clone()
-            delta[:, cols] -= kept
-            err += float(torch.einsum("oi,ij,oj->", delta, g.gram[role].to(delta), delta))
+        with lm.layer(li) as layer:     # streamed models: one layer's weights at a time
+            for role, lin, cols in (("down", ad.down_proj(layer), keep.ffn),
+                                    ("o", ad.o_proj(layer), head_channels(keep.heads, d.head_dim))):
+                w = lin.weight.detach().double()
+                kept, _ = compensate(w, None, cols, g.gram[role], g.total[role], g.n_tokens,
+                                     mode="ls", ridge=probe.compensation.ridge)
+                delta = w.clone()
+                delta[:, cols] -= kept
+                err += float(torch.einsum("oi,ij,oj->", delta, g.gram[role].to(delta), delta))
         out.append(err / max(g.resid_sq, 1e-30))
     return np.asarray(out)
 

@@ -5,6 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
+from cusprun.errors import SpecError
 from cusprun.masks.config import SpecModel
 
 Mode = Literal["none", "bias", "ls", "ls+bias"]
@@ -34,3 +35,12 @@ class CompensationConfig(SpecModel):
     @property
     def adds_bias(self) -> bool:
         return self.mode in ("bias", "ls+bias")
+
+
+def check_bias_support(adapter, config: CompensationConfig) -> None:
+    """Bias compensation needs a stock config key that gives down_proj and o_proj a bias
+    (`adapter`: a cusprun.adapters.Adapter)."""
+    if config.adds_bias and not (adapter.spec.down_bias_key and adapter.spec.o_bias_key):
+        raise SpecError(
+            f"compensation mode {config.mode!r} adds output biases, which {adapter.spec.family} "
+            f"({adapter.architecture}) cannot carry in its stock config; use mode 'ls' or 'none'.")

@@ -83,9 +83,9 @@ def load_for_eval(path: str | Path, config: EvalConfig):
         model.to(dtype=dtype)
     model.eval()
     if tok is None:
-        from transformers import AutoTokenizer
+        from cusprun.models.loading import load_tokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path))
+        tok = load_tokenizer(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

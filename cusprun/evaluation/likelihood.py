@@ -2,9 +2,9 @@
 
 Sequences are left-padded with explicit position ids (each sequence starts at position 0), and
 padded positions are masked out of attention and never scored, so a padded batch scores each
-sequence as if it ran alone (up to float rounding). Left padding aligns every sequence's scored
-tokens at the end of the batch, so the LM head runs only on the last positions (`logits_to_keep`):
-for MC options that avoids materialising vocabulary-sized logits for the whole context."""
+sequence as if it ran alone (up to float rounding). Passes go through cusprun.engine, so the
+same code scores a model held whole and one streamed from disk, and the LM head runs on scored
+positions only, in vocabulary chunks."""
 from __future__ import annotations
 
 import logging
@@ -13,116 +13,78 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
+from cusprun.engine import Batch, LayeredModel, Picks, Variant, pick_logprobs
 from cusprun.evaluation.config import EvaluationError
+from cusprun.evaluation.encoding import Encoded, encode, encode_item
 from cusprun.evaluation.items import LossExample, MCItem
+from cusprun.evaluation.packed import can_pack, pack, score_packed, window_of
+from cusprun.models.loading import pad_id_of
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Encoded:
-    """Token ids of one sequence; the last n_scored of them are scored."""
-
-    ids: list[int]
-    n_scored: int
+__all__ = ["Encoded", "LossResult", "MCResult", "encode", "encode_item", "encode_loss_set",
+           "encoded_loss", "heldout_loss", "mc_accuracy", "normalise", "pad_id_of",
+           "score_sequences", "scored_tokens", "sequence_batches"]
 
 
-def _ids(tokenizer, text: str, special: bool) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+def as_layered(model: nn.Module | LayeredModel) -> LayeredModel:
+    return model if isinstance(model, LayeredModel) else LayeredModel.resident(model)
 
 
-def _split(tokenizer, text: str, prompt: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, continuation ids): the continuation's tokens are read off the encoding of
-    prompt+continuation where its prefix equals the prompt's encoding (so boundary merges match
-    how the model would see the full text); trailing whitespace of the prompt moves to the
-    continuation."""
-    stripped = prompt.rstrip()
-    cont_text = prompt[len(stripped):] + text
-    ctx = _ids(tokenizer, stripped, True)
-    whole = _ids(tokenizer, stripped + cont_text, True)
-    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return ctx, whole[len(ctx):]
-    return ctx, _ids(tokenizer, cont_text, False)
-
-
-def _fit(ctx: list[int], cont: list[int], longest: int, max_tokens: int) -> Encoded:
-    """Cut the prompt from the left (it keeps at least half the budget if it needs it; the budget
-    left by the longest continuation otherwise) and the continuation from the right."""
-    keep_ctx = min(len(ctx), max(max_tokens - longest, max_tokens // 2))
-    ctx = ctx[len(ctx) - keep_ctx:]
-    cont = cont[: max_tokens - keep_ctx]
-    if not ctx:  # nothing to condition the first continuation token on
-        return Encoded(cont, max(len(cont) - 1, 0))
-    return Encoded(ctx + cont, len(cont))
-
-
-def encode(tokenizer, text: str, prompt: str = "", max_tokens: int = 512) -> Encoded:
-    """Encode a document (prompt empty: every token after the first is scored) or a prompt plus a
-    continuation (only continuation tokens are scored; see _split and _fit). Over max_tokens, a
-    document keeps its first max_tokens tokens."""
-    if not prompt:
-        ids = _ids(tokenizer, text, True)[:max_tokens]
-        return Encoded(ids, max(len(ids) - 1, 0))
-    ctx, cont = _split(tokenizer, text, prompt)
-    return _fit(ctx, cont, len(cont), max_tokens)
-
-
-def encode_item(tokenizer, item: MCItem, max_tokens: int = 512) -> list[Encoded]:
-    """Every option of an MC item after the same question: when the longest option needs the
-    question cut, every option gets the same cut question (so all are judged on one context)."""
-    if not item.question:
-        return [encode(tokenizer, o, "", max_tokens) for o in item.options]
-    split = [_split(tokenizer, o, item.question) for o in item.options]
-    longest = max(len(cont) for _, cont in split)
-    return [_fit(ctx, cont, longest, max_tokens) for ctx, cont in split]
-
-
-def pad_id_of(tokenizer) -> int:
-    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if tid is not None:
-            return int(tid)
-    return 0
-
-
-@torch.no_grad()
-def score_sequences(model, sequences: Sequence[Encoded], *, batch_size: int = 8, pad_id: int = 0,
-                    desc: str = "scoring", progress: bool = True) -> list[tuple[float, int]]:
-    """(sum of log-probs of the scored tokens, number of scored tokens) for each sequence, in order.
-
-    Sequences are sorted by length so that batches waste little padding."""
-    from cusprun.models.loading import input_device
-
-    dev = input_device(model)
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
-    starts = range(0, len(order), batch_size)
-    for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        idx = [i for i in order[s:s + batch_size] if sequences[i].n_scored > 0]
-        if not idx:
-            continue
+def sequence_batches(sequences: Sequence[Encoded], batch_size: int, pad_id: int
+                     ) -> tuple[list[Batch], list[Picks], list[list[int]]]:
+    """Left-padded batches of the sequences that have scored tokens (longest first), the scored
+    positions of each, and which sequence each scored position belongs to."""
+    order = [i for i in sorted(range(len(sequences)), key=lambda i: -len(sequences[i].ids))
+             if sequences[i].n_scored > 0]
+    batches, picks, owners = [], [], []
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
         width = max(len(sequences[i].ids) for i in idx)
-        keep = max(sequences[i].n_scored for i in idx) + 1
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         pos = torch.zeros((len(idx), width), dtype=torch.long)
+        rows, cols, owner = [], [], []
         for row, i in enumerate(idx):
-            seq = sequences[i].ids
+            seq, n = sequences[i].ids, sequences[i].n_scored
             ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
             mask[row, width - len(seq):] = 1
             pos[row, width - len(seq):] = torch.arange(len(seq))
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                       logits_to_keep=keep).logits  # positions width-keep .. width-1
-        for row, i in enumerate(idx):
-            n = sequences[i].n_scored
-            # the logit at position t predicts token t+1: the last n tokens need the n logits
-            # before the final one
-            lp = torch.log_softmax(logits[row, keep - n - 1: keep - 1].float(), dim=-1)
-            target = ids[row, width - n:].to(lp.device)
-            out[i] = (float(lp.gather(1, target[:, None]).double().sum()), n)
-        del logits
-    return out
+            # the hidden state at position t predicts token t+1: the last n tokens need the n
+            # positions before the final one
+            rows += [row] * n
+            cols += list(range(width - n - 1, width - 1))
+            owner += [i] * n
+        batches.append(Batch(ids, mask, idx, {"attention_mask": mask, "position_ids": pos}))
+        picks.append(Picks(torch.tensor(rows), torch.tensor(cols),
+                           ids[torch.tensor(rows), torch.tensor(cols) + 1]))
+        owners.append(owner)
+    return batches, picks, owners
+
+
+def sums_by_owner(lp: torch.Tensor, owners: list[list[int]], n: int) -> list[tuple[float, int]]:
+    out = [[0.0, 0] for _ in range(n)]
+    for i, v in zip((o for batch in owners for o in batch), lp.double().tolist()):
+        out[i][0] += v
+        out[i][1] += 1
+    return [(s, k) for s, k in out]
+
+
+@torch.no_grad()
+def score_sequences(model: nn.Module | LayeredModel, sequences: Sequence[Encoded], *,
+                    batch_size: int = 8, pad_id: int = 0, desc: str = "scoring",
+                    progress: bool = True, variants: Sequence[Variant] | None = None
+                    ) -> list[tuple[float, int]] | dict[str, list[tuple[float, int]]]:
+    """(sum of log-probs of the scored tokens, number of scored tokens) for each sequence, in
+    order. With `variants` (cusprun.engine.Variant), one pass scores every variant and the
+    result is variant name -> that list."""
+    lm = as_layered(model)
+    batches, picks, owners = sequence_batches(sequences, batch_size, pad_id)
+    lp = pick_logprobs(lm, batches, picks, variants or (Variant(),), desc=desc, progress=progress)
+    scored = {name: sums_by_owner(v, owners, len(sequences)) for name, v in lp.items()}
+    return scored if variants else scored["dense"]
 
 
 @dataclass
@@ -205,8 +167,6 @@ def _raw_option_scores(model, enc: list[list[Encoded]], *, batch_size: int, pad_
                        ) -> tuple[list[list[tuple[float, int]]], int]:
     """(log-prob sum, scored tokens) per item and option: packed items share their question's
     forward pass; the others are scored one sequence per option."""
-    from cusprun.evaluation.packed import can_pack, pack, score_packed, window_of
-
     packed: dict[int, object] = {}
     if shared_prefix and can_pack(model):
         window = window_of(model)

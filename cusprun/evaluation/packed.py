@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
-from cusprun.evaluation.likelihood import Encoded
+from cusprun.engine import Batch, LayeredModel, Picks, pick_logprobs
+from cusprun.evaluation.encoding import Encoded
 
 log = logging.getLogger(__name__)
 
@@ -119,32 +119,21 @@ def _targets(items: Sequence[PackedItem]):
 def score_packed(model, items: Sequence[PackedItem], *, batch_size: int = 8, pad_id: int = 0,
                  desc: str = "scoring", progress: bool = True) -> list[list[float]]:
     """Sum of log-probs of every option's tokens given its question, per item and option."""
-    from cusprun.models.loading import input_device
-
-    dev = input_device(model)
-    dtype = model.get_input_embeddings().weight.dtype
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    softcap = getattr(model.config, "final_logit_softcapping", None)
+    lm = model if isinstance(model, LayeredModel) else LayeredModel.resident(model)
     out = [[0.0] * len(it.options) for it in items]
     order = sorted(range(len(items)), key=lambda i: -items[i].length)
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+    batches, picks, owners = [], [], []
+    for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         batch = [items[i] for i in idx]
         ids, pos, seg = _layout(batch, pad_id)
-        hidden = decoder(input_ids=ids.to(dev), position_ids=pos.to(dev),
-                         attention_mask=block_mask(pos, seg, dtype).to(dev),
-                         use_cache=False).last_hidden_state
+        call = {"position_ids": pos, "attention_mask": block_mask(pos, seg, lm.dtype)}
+        batches.append(Batch(ids, (seg >= 0).long(), idx, call))
         tg = _targets(batch)
-        where = {rc: n for n, rc in enumerate(dict.fromkeys((t[0], t[1]) for t in tg))}
-        rows = torch.tensor([rc[0] for rc in where], device=hidden.device)
-        cols = torch.tensor([rc[1] for rc in where], device=hidden.device)
-        logits = head(hidden[rows, cols].to(head.weight.device))  # each scored position once
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        lp = torch.log_softmax(logits.float(), dim=-1)
-        at = torch.tensor([where[(t[0], t[1])] for t in tg], device=lp.device)
-        picked = lp[at, torch.tensor([t[2] for t in tg], device=lp.device)]
-        for (_, _, _, b, k), v in zip(tg, picked.double().tolist()):
-            out[idx[b]][k] += v
-        del hidden, logits, lp
+        picks.append(Picks(torch.tensor([t[0] for t in tg]), torch.tensor([t[1] for t in tg]),
+                           torch.tensor([t[2] for t in tg])))
+        owners.append([(idx[t[3]], t[4]) for t in tg])
+    lp = pick_logprobs(lm, batches, picks, desc=desc, progress=progress)["dense"]
+    for (i, k), v in zip((o for b in owners for o in b), lp.double().tolist()):
+        out[i][k] += v
     return out

@@ -12,13 +12,14 @@ start (a fast tokenizer may not be called from several threads), and a GramSet l
 from __future__ import annotations
 
 import copy
-import os
 import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Literal, TypeVar
 
 from tqdm.auto import tqdm
+
+from cusprun.system import available_memory, cpu_cores  # noqa: F401 - re-exported
 
 Workers = int | Literal["auto"]
 S = TypeVar("S")
@@ -27,28 +28,6 @@ R = TypeVar("R")
 
 AUTO_WORKERS = 2          # the measured best on 2 cores (above)
 MEMORY_SHARE = 0.25       # 'auto' makes copies only while they fit in this share of free memory
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux MemAvailable), None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def resolve_workers(workers: Workers, model) -> int:

@@ -4,7 +4,8 @@ on the held-out loss sets, so a customer can pick a ratio by looking.
 Each point is the dense model with the plan's units pruned (and compensated) in memory: one
 dense load for the whole sweep (on CPU plus one copy, so that two points are measured at once:
 cusprun.evaluation.replicas), FFN neurons cut out and heads zeroed per point, restored between
-points (cusprun.compensation.apply.MaskSession). It computes what the sliced checkpoint computes
+points (cusprun.engine.MaskSession). A model streamed from disk (cusprun.engine) measures every
+point in one pass instead: each layer is read once and run under every point's mask. It computes what the sliced checkpoint computes
 (tests/test_compensation.py), so no checkpoint is written for a sweep point. The plans are the
 same with and without compensation; only the closed-form correction differs, which isolates what
 compensation contributes.
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from cusprun.compensation import CompensationConfig, GramSet
-from cusprun.compensation.apply import MaskSession
-from cusprun.evaluation.likelihood import encode_loss_set, encoded_loss, pad_id_of
+from cusprun.engine import LayeredModel, MaskSession, Variant, plan_edit
+from cusprun.evaluation.likelihood import encode_loss_set, encoded_loss, pad_id_of, score_sequences
 from cusprun.evaluation.replicas import Workers, replicate, resolve_workers, run_jobs
 from cusprun.models.loading import input_device
 from cusprun.models.precision import compute_precision, resolve_precision
@@ -49,7 +50,8 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
     `workers`: points measured at once, each on its own copy of the model
     (cusprun.evaluation.replicas; 'auto': two on CPU where memory allows). The rows are the
     same whatever the number."""
-    device = input_device(model)
+    streamed = isinstance(model, LayeredModel) and model.checkpoint is not None
+    device = model.device if isinstance(model, LayeredModel) else input_device(model)
     precision = resolve_precision(precision, device)
     known = (known or {}) if precision == "float32" else {}
     for name, mode in ((n, m) for n in plans for m in modes):
@@ -60,6 +62,13 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
     encoded = {s: encode_loss_set(tokenizer, ex, max_tokens=max_tokens, name=s)
                for s, ex in loss_sets.items()}          # once, in this thread (see replicas)
     pad_id = pad_id_of(tokenizer)
+    if streamed:
+        measured = _one_pass(model, todo, plans, encoded, grams=grams, ridge=ridge,
+                             batch_size=batch_size, pad_id=pad_id, precision=precision,
+                             progress=progress)
+        return _rows(jobs, plans, measured, known, precision)
+    if isinstance(model, LayeredModel):
+        model = model.model
     n = min(resolve_workers(workers, model), max(len(todo), 1))
     sessions = [MaskSession(m) for m in replicate(model, n)]
     if n > 1:
@@ -90,6 +99,34 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
         for session in sessions:
             session.restore()
         del sessions
+    return _rows(jobs, plans, measured, known, precision)
+
+
+def _one_pass(lm: LayeredModel, todo: list[tuple[str, str]], plans, encoded, *, grams, ridge: float,
+              batch_size: int, pad_id: int, precision: str, progress: bool) -> dict:
+    """Every point as a variant of one pass over a streamed model (see module docstring)."""
+    t0 = time.perf_counter()
+    variants = [Variant(f"{name}|{mode}", None if name == "dense" else plan_edit(
+        lm.adapter, lm.dims, plans[name][2], grams=grams,
+        config=CompensationConfig(mode=mode, ridge=ridge))) for name, mode in todo]
+    seqs = [e for enc in encoded.values() for e in enc]
+    with compute_precision(lm.device, precision):
+        scored = score_sequences(lm, seqs, batch_size=batch_size, pad_id=pad_id,
+                                 desc="ratio sweep (one pass)", progress=progress, variants=variants)
+    spent = (time.perf_counter() - t0) / max(len(todo), 1)
+    out = {}
+    for (name, mode), v in zip(todo, variants):
+        per, start = {}, 0
+        for set_name, enc in encoded.items():
+            part = scored[v.name][start:start + len(enc)]
+            start += len(enc)
+            n_tok = sum(n for _, n in part)
+            per[set_name] = (-sum(lp for lp, _ in part) / max(n_tok, 1), n_tok)
+        out[(name, mode)] = (per, spent)
+    return out
+
+
+def _rows(jobs, plans, measured: dict, known: Mapping, precision: str) -> list[dict]:
     results = {j: measured[j] if j in measured else (dict(known[j]), 0.0) for j in jobs}
     dense = results[("dense", "none")][0]
     rows = []

@@ -48,7 +48,8 @@ def convert_gguf(gguf_path: str | Path, cache_dir: Path) -> Path:
 
     log.info("converting %s to safetensors in %s (once)", src.name, out)
     try:
-        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name,
+                                            local_files_only=True)
         facts, vocab, types = _gguf_facts(src)
     except Exception as e:  # noqa: BLE001 - gguf loader raises many types
         raise ModelSourceError(f"Could not read GGUF file {str(src)!r}: {e}") from e
@@ -59,7 +60,8 @@ def convert_gguf(gguf_path: str | Path, cache_dir: Path) -> Path:
         tok.add_bos_token = bool(facts["add_bos"])
     check_tokenizer(tok, vocab, types, facts, src.name)  # before the slow weight conversion
     try:
-        qmodel = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+        qmodel = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name,
+                                                      local_files_only=True, use_kernels=False)
     except Exception as e:  # noqa: BLE001 - gguf loader raises many types
         raise ModelSourceError(f"Could not read the weights of GGUF file {str(src)!r}: {e}") from e
     # save_pretrained refuses a model carrying the GGUF quantization config: rebuild without it.

@@ -1,4 +1,11 @@
-"""Load a resolved local HF-format directory for computation."""
+"""Load a resolved local HF-format directory for computation, without ever reaching the hub.
+
+Model sources (cusprun.models.sources) fetch weights once; everything after that reads a local
+directory. transformers 5 would still call the hub at load time: it turns on Hub kernels by
+default (`use_kernels=None` means yes), and on a CUDA device with compute capability 9.0 that
+downloads 'kernels-community/rotary', so an air-gapped GPU worker failed at its first load.
+Every load here passes `use_kernels=False` unless the caller asks for kernels, and
+`local_files_only=True`."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +13,8 @@ import threading
 from pathlib import Path
 
 import torch
+
+import cusprun.models.per_layer  # noqa: F401 - registers the per-layer expert model type
 
 log = logging.getLogger(__name__)
 
@@ -18,36 +27,38 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def default_dtype(device: str | None = None) -> torch.dtype:
-    """bf16 on CUDA, fp32 on CPU (CPU bf16 matmuls are slow and less exact)."""
-    return torch.bfloat16 if (device or default_device()).startswith("cuda") else torch.float32
+def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """bf16 on CUDA, fp32 on CPU (CPU passes run bf16 matmuls under autocast where asked)."""
+    return torch.bfloat16 if str(device or default_device()).startswith("cuda") else torch.float32
 
 
-def default_device_map(device: str, device_map: str | dict | None = None) -> str | dict | None:
-    """The device_map from_pretrained gets. Plain "cuda" (no index) means "every visible GPU":
-    accelerate's "auto" then spreads a model larger than one GPU over all of them (and over CPU
-    memory when even that is not enough; the scoring hooks onload offloaded weights). A given
-    device_map, "cpu" or an explicit "cuda:N" is used as it is."""
-    if device_map is None and device == "cuda":
-        return "auto"
-    return device_map
+def offline_kwargs(trust_remote_code: bool = False) -> dict:
+    """Keyword arguments of every from_pretrained on a local directory."""
+    return {"local_files_only": True, "trust_remote_code": trust_remote_code}
+
+
+def load_config(path: str | Path, *, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(path), **offline_kwargs(trust_remote_code))
 
 
 def load_model(path: str | Path, *, dtype: torch.dtype | None = None, device: str | None = None,
-               device_map: str | dict | None = None, trust_remote_code: bool = False):
-    """Return (model, tokenizer) in eval mode, placed by `default_device_map`: on CUDA a model
-    larger than one GPU is spread over the worker's GPUs (accelerate); hooks work the same."""
+               device_map: str | dict | None = None, trust_remote_code: bool = False,
+               kernels: bool = False):
+    """(model, tokenizer) in eval mode on `device` (the whole model; cusprun.engine streams a
+    model that does not fit). `kernels=True` lets transformers use Hub kernels (needs the hub or
+    a populated kernel cache); `device_map` is passed to accelerate as given."""
     from transformers import AutoModelForCausalLM
-
-    import cusprun.slicing  # noqa: F401 - registers the per-layer expert model type
 
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    device_map = default_device_map(device, device_map)
-    log.info("loading %s (%s, %s)", path, dtype, device_map or device)
+    log.info("loading %s (%s, %s%s)", path, dtype, device_map or device,
+             ", hub kernels" if kernels else "")
     with _LOAD_LOCK:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+            str(path), dtype=dtype, device_map=device_map, use_kernels=kernels,
+            **offline_kwargs(trust_remote_code))
         if device_map is None:
             model.to(device)
         model.eval()
@@ -59,10 +70,18 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     """The model's tokenizer alone (padding with EOS where it has no pad token)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(str(path), **offline_kwargs(trust_remote_code))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id padding uses: the pad token, else EOS, else 0 (padding is masked everywhere)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
 
 
 def input_device(model) -> torch.device:

@@ -52,9 +52,11 @@ class ArchSummary:
 
 def summarize(path: str | Path) -> ArchSummary:
     """Shapes from config; parameter counts from a meta-device instantiation (no weights read)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(path))
+    from cusprun.models.loading import load_config
+
+    config = load_config(path)
     ad = Adapter.for_config(config)
     d = ad.dims(config)
     with torch.device("meta"):

@@ -132,7 +132,7 @@ def check_fits_model(spec: ExpertSpec, model_config) -> None:
     from cusprun.errors import SpecError
 
     from cusprun.compensation import CompensationConfig
-    from cusprun.compensation.apply import check_bias_support
+    from cusprun.compensation.config import check_bias_support
 
     adapter = Adapter.for_config(model_config)
     check_bias_support(adapter, CompensationConfig.model_validate(compensation_config(spec)))

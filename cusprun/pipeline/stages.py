@@ -150,7 +150,7 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[
     """Cus-Prun's plan. With allocation='measured' the dense model is loaded and candidate
     allocations are scored on the held-back documents of `heldback` (dimension -> corpora),
     masked and compensated with `compensation` from `grams`, as slicing will do it."""
-    from transformers import AutoConfig
+    from cusprun.models.loading import load_config
 
     from cusprun.masks import PruneConfig, build_plan
 
@@ -159,7 +159,7 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, stats: dict[
         loaded = {dim: [_load_stats(store, s) for s in items] for dim, items in stats.items()}
         gen = [_load_stats(store, s) for s in general] or None
         path = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
-        model_config = AutoConfig.from_pretrained(path)
+        model_config = load_config(path)
         probe = None
         if config.rule == "exact-ratio" and config.allocation == "measured":
             from cusprun.allocation import DamageProbe

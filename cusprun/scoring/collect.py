@@ -1,21 +1,25 @@
-"""collect_stats: one hooked forward pass per batch over a corpus -> DimensionStats."""
+"""Statistics passes: the impact statistics (and, where wanted, the compensation Grams) of one or
+more calibration corpora from one pass over the model (cusprun.engine), layer by layer."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from cusprun.adapters import Adapter
+from cusprun.compensation.gram_set import SUMMARY_FILE
+from cusprun.engine import LayeredModel, Variant, document_batches, run_pass
 from cusprun.errors import CorpusError, SpecError
-from cusprun.models.loading import input_device
-from cusprun.scoring.hooks import ImpactRecorder
-from cusprun.scoring.percentile import rank_percentile
+from cusprun.models.loading import pad_id_of
+from cusprun.models.precision import resolve_precision
+from cusprun.scoring.grams import GramRecorder
+from cusprun.scoring.impact import ImpactRecorder
 from cusprun.scoring.stats import DimensionStats
 
 log = logging.getLogger(__name__)
@@ -25,22 +29,6 @@ def tokenize_docs(tokenizer, texts: Sequence[str], max_tokens: int) -> list[list
     """Token ids per document, truncated to max_tokens (never the model's max context)."""
     enc = tokenizer(list(texts), truncation=True, max_length=max_tokens, add_special_tokens=True)
     return [list(ids) for ids in enc["input_ids"]]
-
-
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Document indices grouped into batches of similar length (longest first) to limit padding."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def pad_right(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _validate(texts, max_tokens: int, batch_size: int) -> None:
@@ -57,92 +45,124 @@ def _validate(texts, max_tokens: int, batch_size: int) -> None:
         raise SpecError(f"batch_size={batch_size!r} must be a positive integer (e.g. 8).")
 
 
-@torch.no_grad()
-def collect_stats(model: nn.Module, tokenizer, texts: Sequence[str], *, max_tokens: int = 512,
-                  batch_size: int = 8, progress: bool = True,
+def as_layered(model: nn.Module | LayeredModel) -> LayeredModel:
+    return model if isinstance(model, LayeredModel) else LayeredModel.resident(model)
+
+
+@dataclass
+class CorpusJob:
+    """What one corpus of a pass asks for: statistics, Grams into `grams_dir`, or both."""
+
+    texts: Sequence[str]
+    stats: bool = True
+    grams_dir: str | Path | None = None
+    grams_max_docs: int | None = None
+    grams_extra: dict | None = None
+
+
+def collect_corpora(model: nn.Module | LayeredModel, tokenizer, jobs: Mapping[str, CorpusJob], *,
+                    max_tokens: int = 512, batch_size: int = 8, grams_precision: str = "float32",
+                    progress: bool = True, on_progress: Callable[[int, int], None] | None = None
+                    ) -> dict[str, DimensionStats | None]:
+    """One pass for every corpus of `jobs`: name -> its DimensionStats (None where only Grams
+    were asked; those are written to the job's grams_dir, one layer file at a time)."""
+    if not jobs:
+        raise CorpusError("collect_corpora needs at least one corpus.")
+    for job in jobs.values():
+        _validate(job.texts, max_tokens, batch_size)
+    lm = as_layered(model)
+    pad = pad_id_of(tokenizer)
+    precision = resolve_precision(grams_precision, lm.device)
+    batches, seqs_of, skipped = [], {}, {}
+    for name, job in jobs.items():
+        seqs = tokenize_docs(tokenizer, job.texts, max_tokens)
+        empty = [i for i, s in enumerate(seqs) if not s]
+        if len(empty) == len(seqs):
+            raise CorpusError(f"All {len(seqs)} documents of {name!r} tokenize to zero tokens; "
+                              "nothing to measure.")
+        if empty:
+            log.warning("%s: skipping %d documents that tokenize to zero tokens (first: %d)",
+                        name, len(empty), empty[0])
+        seqs = [s for s in seqs if s]
+        seqs_of[name], skipped[name] = seqs, len(empty)
+        batches += document_batches(seqs, batch_size, pad, group=name)
+    recorders, impacts, grams = [], {}, {}
+    for name, job in jobs.items():
+        n_tok = sum(len(s) for s in seqs_of[name])
+        if job.stats:
+            impacts[name] = ImpactRecorder(lm.adapter, lm.dims, len(seqs_of[name]), n_tok, lm.device,
+                                           group=name)
+            recorders.append(impacts[name])
+        if job.grams_dir is not None:
+            grams[name] = GramRecorder(lm.adapter, lm.dims, batches, job.grams_dir,
+                                       precision=precision, group=name,
+                                       max_docs=job.grams_max_docs,
+                                       extra={"max_tokens": max_tokens, **(job.grams_extra or {})})
+            recorders.append(grams[name])
+    what = "statistics" if impacts else "compensation Grams"
+    if impacts and grams:
+        what += " + compensation Grams"
+    log.info("%s of %d corpora (%d docs, %d tokens) in one pass over %d layers%s", what,
+             len(jobs), sum(len(s) for s in seqs_of.values()),
+             sum(len(t) for s in seqs_of.values() for t in s), lm.dims.n_layers,
+             " streamed from disk" if lm.checkpoint is not None else "")
+    t0 = time.perf_counter()
+    done = run_pass(lm, batches, [Variant("dense", recorders=recorders)], desc=what,
+                    progress=progress, on_layer=on_progress)
+    seconds = time.perf_counter() - t0
+    out: dict[str, DimensionStats | None] = {name: None for name in jobs}
+    for name, rec in impacts.items():
+        out[name] = _stats(rec, lm, seqs_of[name], skipped[name], max_tokens, seconds)
+    log.info("%s: done in %.1fs (%.2f GB read)", what, seconds, done["bytes_read"] / 1e9)
+    return out
+
+
+def _stats(rec: ImpactRecorder, lm: LayeredModel, seqs: list[list[int]], skipped: int,
+           max_tokens: int, seconds: float) -> DimensionStats:
+    n, lengths = len(seqs), [len(s) for s in seqs]
+    cpu = lambda t: t.cpu()  # noqa: E731 - the one host copy of each accumulator
+    summary = {
+        "n_docs": n, "n_tokens": int(sum(lengths)), "n_skipped_empty": skipped,
+        "architecture": lm.adapter.architecture, "dims": dataclasses.asdict(lm.dims),
+        "max_tokens": max_tokens, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(seconds, 3)}
+    return DimensionStats(
+        ffn_pct=cpu(rec.ffn_pct), head_pct=cpu(rec.head_pct),
+        ffn_impact_mean=cpu(rec.ffn_mean / n).float(), head_impact_mean=cpu(rec.head_mean / n).float(),
+        ffn_centered=cpu(rec.ffn_centered), head_centered=cpu(rec.head_centered),
+        down_sum=cpu(rec.down_sum), down_sumsq=cpu(rec.down_sumsq),
+        o_sum=cpu(rec.o_sum), o_sumsq=cpu(rec.o_sumsq),
+        doc_tokens=torch.tensor(lengths, dtype=torch.int32), summary=summary)
+
+
+def collect_stats(model: nn.Module | LayeredModel, tokenizer, texts: Sequence[str], *,
+                  max_tokens: int = 512, batch_size: int = 8, progress: bool = True,
                   on_progress: Callable[[int, int], None] | None = None,
                   grams_dir: str | Path | None = None, grams_extra: dict | None = None,
                   grams_precision: str = "float32") -> DimensionStats:
-    """Impact statistics of every FFN neuron and query head on every document of `texts`.
-
-    Runs the model once per batch (right-padded, sorted by length) with logits for the last
-    position only; padded positions contribute nothing. `on_progress(done_docs, total_docs)` is
-    called after each batch. With `grams_dir`, the same pass also writes the compensation Grams
-    of these documents there (what collect_grams would write, without a second forward pass;
-    memory: every layer's Grams at once, see cusprun.compensation.grams.gram_bytes;
-    `grams_precision` as in collect_grams)."""
+    """Impact statistics of every FFN neuron and query head on every document of `texts`
+    (right-padded batches of similar length; padding contributes nothing). With `grams_dir`
+    the same pass also writes the corpus's compensation Grams there. `on_progress(done,
+    total)` is called as the pass finishes each layer."""
     _validate(texts, max_tokens, batch_size)
-    adapter = Adapter.for_model(model)
-    dims = adapter.dims(model.config)
-    seqs = tokenize_docs(tokenizer, texts, max_tokens)
-    empty = [i for i, s in enumerate(seqs) if not s]
-    if len(empty) == len(seqs):
-        raise CorpusError(f"All {len(seqs)} documents tokenize to zero tokens; nothing to measure.")
-    if empty:
-        log.warning("skipping %d documents that tokenize to zero tokens (first: %d)", len(empty), empty[0])
-    keep = [i for i, s in enumerate(seqs) if s]
-    seqs = [seqs[i] for i in keep]
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    device = input_device(model)
-    L, I, H = dims.n_layers, dims.ffn, dims.n_heads
-    n = len(seqs)
-    ffn_pct = torch.empty((n, L, I), dtype=torch.float16)
-    head_pct = torch.empty((n, L, H), dtype=torch.float16)
-    ffn_mean = torch.zeros((L, I), dtype=torch.float64)
-    head_mean = torch.zeros((L, H), dtype=torch.float64)
-    lengths = [len(s) for s in seqs]
-    batches = length_batches(lengths, batch_size)
-    log.info("statistics%s over %d docs (%d tokens, max %d per doc) in %d batches",
-             " + compensation Grams" if grams_dir is not None else "", n, sum(lengths), max_tokens,
-             len(batches))
-    t0 = time.perf_counter()
-    recorder = ImpactRecorder(model, adapter, dims)
-    grams = None
-    if grams_dir is not None:
-        from cusprun.compensation.grams import GramRecorder
+    job = CorpusJob(texts, grams_dir=grams_dir, grams_extra=grams_extra)
+    return collect_corpora(model, tokenizer, {"corpus": job}, max_tokens=max_tokens,
+                           batch_size=batch_size, grams_precision=grams_precision,
+                           progress=progress, on_progress=on_progress)["corpus"]
 
-        grams = GramRecorder(model, adapter, grams_precision)
-    done = 0
-    try:
-        bar = tqdm(total=n, desc="impact statistics", unit="doc", disable=not progress)
-        for idx in batches:
-            ids, mask = pad_right([seqs[i] for i in idx], pad_id, device)
-            recorder.start_batch(mask)
-            if grams is not None:
-                grams.start_batch(mask)
-            model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
-            ffn, heads = recorder.take_batch()
-            ffn_mean += ffn.sum(0).double()
-            head_mean += heads.sum(0).double()
-            rows = torch.tensor(idx)
-            ffn_pct[rows] = rank_percentile(ffn).half()
-            head_pct[rows] = rank_percentile(heads).half()
-            done += len(idx)
-            bar.update(len(idx))
-            if on_progress is not None:
-                on_progress(done, n)
-        bar.close()
-        ffn_centered, head_centered = recorder.centered_impacts(int(sum(lengths)))
-        if grams is not None:
-            grams.write(grams_dir, n_docs=len(texts), n_tokens=int(sum(lengths)),
-                        max_tokens=max_tokens, extra=grams_extra)
-    finally:
-        recorder.remove()
-        if grams is not None:
-            grams.remove()
-    summary = {
-        "n_docs": n, "n_tokens": int(sum(lengths)), "n_skipped_empty": len(empty),
-        "architecture": adapter.architecture, "dims": dataclasses.asdict(dims),
-        "max_tokens": max_tokens, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    cat = lambda accs, name: torch.stack([getattr(a, name).cpu() for a in accs])  # noqa: E731
-    return DimensionStats(
-        ffn_pct=ffn_pct, head_pct=head_pct,
-        ffn_impact_mean=(ffn_mean / n).float(), head_impact_mean=(head_mean / n).float(),
-        ffn_centered=ffn_centered, head_centered=head_centered,
-        down_sum=cat(recorder.ffn, "sum"), down_sumsq=cat(recorder.ffn, "sumsq"),
-        o_sum=cat(recorder.heads, "sum"), o_sumsq=cat(recorder.heads, "sumsq"),
-        doc_tokens=torch.tensor(lengths, dtype=torch.int32), summary=summary)
+
+def collect_grams(model: nn.Module | LayeredModel, tokenizer, texts: Sequence[str],
+                  out_dir: str | Path, *, max_tokens: int = 256, batch_size: int = 8,
+                  progress: bool = True, extra: dict | None = None, precision: str = "float32",
+                  max_docs: int | None = None) -> dict:
+    """Write one `layer-NNNN.safetensors` per decoder layer (cusprun.compensation.gram_set) and
+    `grams.json` into out_dir from a pass of their own; returns the summary. `max_docs`: only
+    the first that many documents count. `precision`: of the per-batch x^T x products."""
+    if isinstance(texts, str) or not texts:
+        raise CorpusError("collect_grams needs a non-empty list of documents.")
+    if max_tokens < 1 or batch_size < 1:
+        raise SpecError(f"max_tokens={max_tokens} and batch_size={batch_size} must be positive.")
+    job = CorpusJob(texts, stats=False, grams_dir=out_dir, grams_max_docs=max_docs, grams_extra=extra)
+    collect_corpora(model, tokenizer, {"corpus": job}, max_tokens=max_tokens,
+                    batch_size=batch_size, grams_precision=precision, progress=progress)
+    return json.loads((Path(out_dir) / SUMMARY_FILE).read_text())

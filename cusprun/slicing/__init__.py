@@ -3,7 +3,7 @@
 Importing this package registers model_type 'cusprun_per_layer' with transformers' AutoConfig /
 AutoModelForCausalLM (per-layer experts load without remote code)."""
 from cusprun.slicing.loading import load_expert
-from cusprun.slicing.per_layer import MODEL_TYPE, CusprunPerLayerConfig, per_layer_classes, register
+from cusprun.models.per_layer import MODEL_TYPE, CusprunPerLayerConfig, per_layer_classes, register
 from cusprun.slicing.slicer import slice_checkpoint
 from cusprun.slicing.validate import LayerWidths, removed_params, validate_plan
 

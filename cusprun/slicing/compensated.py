@@ -11,13 +11,14 @@ from typing import Any
 import torch
 
 from cusprun.adapters import Adapter
-from cusprun.compensation.apply import check_bias_support, head_channels
+from cusprun.compensation.config import check_bias_support
+from cusprun.compensation.layer import head_channels
 from cusprun.compensation.config import CompensationConfig
-from cusprun.compensation.grams import GramSet
+from cusprun.compensation.gram_set import GramSet
 from cusprun.compensation.solve import compensate
 from cusprun.errors import SpecError
 from cusprun.masks.plan import PruningPlan
-from cusprun.slicing.st_io import OutTensor, TensorInfo, read_tensor
+from cusprun.models.st_io import OutTensor, TensorInfo, read_tensor
 
 
 @dataclass
@@ -111,7 +112,7 @@ def missing_biases(cfg: dict, outputs: list[OutTensor], dtype: str) -> list[OutT
     """Zero tensors for every bias the model built from `cfg` has but `outputs` lacks."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    import cusprun.slicing.per_layer  # noqa: F401 - registers the per-layer model type
+    import cusprun.models.per_layer  # noqa: F401 - registers the per-layer model type
 
     conf = AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
     with torch.device("meta"):

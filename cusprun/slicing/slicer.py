@@ -19,35 +19,16 @@ from cusprun.compensation.config import CompensationConfig
 from cusprun.slicing.card import model_card
 from cusprun.slicing.compensated import Compensation, bias_config, compensated_outputs, missing_biases
 from cusprun.slicing.indices import layer_slices
-from cusprun.slicing.per_layer import per_layer_config_dict
-from cusprun.slicing.st_io import DTYPES, OutTensor, TensorInfo, read_header, split_shards, write_shard
+from cusprun.models.per_layer import per_layer_config_dict
+from cusprun.models.checkpoint import INDEX_FILE, checkpoint_tensors
+from cusprun.models.st_io import DTYPES, OutTensor, TensorInfo, split_shards, write_shard
 from cusprun.slicing.validate import LayerWidths, check_identity, validate_plan
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 _EXTRA_FILE_GLOBS = ("tokenizer*", "special_tokens*", "vocab*", "merges*", "chat_template*",
                      "added_tokens*", "*.tiktoken", "spiece.model", "generation_config.json")
-
-
-def _input_tensors(model_dir: Path) -> dict[str, TensorInfo]:
-    index = model_dir / INDEX_FILE
-    if index.exists():
-        files = sorted({model_dir / f for f in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise CusprunError(f"No safetensors weights in {model_dir}; cusprun slices safetensors "
-                           "checkpoints only (convert .bin/.pt checkpoints with transformers first)")
-    tensors: dict[str, TensorInfo] = {}
-    for f in files:
-        infos, meta = read_header(f)
-        for name, info in infos.items():
-            if name in tensors:
-                raise CusprunError(f"Tensor {name!r} appears in both {tensors[name].file.name} and {f.name}")
-            tensors[name] = info
-    return tensors
 
 
 def _plan_outputs(adapter: Adapter, config: Any, plan: PruningPlan,
@@ -146,7 +127,7 @@ def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: s
     `compensation` corrects the kept down_proj / o_proj columns (and adds output biases) in
     closed form from calibration Grams, one layer in memory at a time.
     Everything is checked before any weight is read; the directory appears atomically."""
-    from transformers import AutoConfig
+    from cusprun.models.loading import load_config
 
     import cusprun
 
@@ -157,10 +138,10 @@ def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: s
     if not (model_dir / "config.json").exists():
         raise CusprunError(f"{model_dir} has no config.json; give a local Hugging Face model directory")
     dense_cfg = json.loads((model_dir / "config.json").read_text())
-    config = AutoConfig.from_pretrained(model_dir)
+    config = load_config(model_dir)
     adapter = Adapter.for_config(config)
     widths = validate_plan(plan, config, model_fingerprint=model_fingerprint)
-    tensors = _input_tensors(model_dir)
+    tensors = checkpoint_tensors(model_dir)
     outputs = _plan_outputs(adapter, config, plan, tensors)
     comp = compensation or Compensation(CompensationConfig(mode="none"))
     comp.check(adapter, len(widths))

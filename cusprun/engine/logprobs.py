@@ -1,0 +1,86 @@
+"""Log-probabilities of chosen next tokens from final hidden states, the LM head in chunks.
+
+Only scored positions reach the head, and the head runs over the vocabulary in row chunks with a
+running log-sum-exp, so neither [positions x vocabulary] logits (262k columns for Gemma 3) nor,
+for a streamed model, the whole head matrix is ever in memory. Every variant's positions share
+each chunk, so a streamed head is read once per pass."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cusprun.engine.batches import Batch
+from cusprun.engine.model import LayeredModel
+from cusprun.engine.run import Variant, run_pass
+from cusprun.models.precision import compute_precision
+
+LOGITS_BUDGET = 256 << 20   # bytes of float32 logits per chunk
+
+
+def chunk_rows(n_positions: int, vocab: int, budget: int = LOGITS_BUDGET) -> int:
+    return max(1, min(vocab, budget // max(4 * n_positions, 1)))
+
+
+@torch.no_grad()
+def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
+                   targets: Mapping[str, torch.Tensor], *, precision: str = "float32",
+                   budget: int = LOGITS_BUDGET) -> dict[str, torch.Tensor]:
+    """name -> log p(targets[name][k] | hidden[name][k]) (float32, on CPU) for final-normed
+    hidden states [N, hidden] of one or more variants."""
+    names = [n for n in hidden if hidden[n].shape[0]]
+    out = {n: torch.zeros(0) for n in hidden if n not in names}
+    if not names:
+        return out
+    vocab = lm.config.vocab_size
+    total = sum(hidden[n].shape[0] for n in names)
+    step = chunk_rows(total, vocab, budget)
+    lse = {n: torch.full((hidden[n].shape[0],), -torch.inf, device=lm.device) for n in names}
+    picked = {n: torch.zeros(hidden[n].shape[0], device=lm.device) for n in names}
+    tg = {n: targets[n].to(lm.device) for n in names}
+    for start in range(0, vocab, step):
+        stop = min(vocab, start + step)
+        with lm.head(start, stop) as head, compute_precision(lm.device, precision):
+            for n in names:
+                logits = F.linear(hidden[n].to(lm.device), head.weight, head.bias)
+                if head.softcap:
+                    logits = torch.tanh(logits / head.softcap) * head.softcap
+                logits = logits.float()
+                lse[n] = torch.logaddexp(lse[n], torch.logsumexp(logits, dim=-1))
+                inside = (tg[n] >= start) & (tg[n] < stop)
+                if inside.any():
+                    rows = inside.nonzero().flatten()
+                    picked[n][rows] = logits[rows, tg[n][rows] - start]
+                del logits
+    out.update({n: (picked[n] - lse[n]).cpu() for n in names})
+    return out
+
+
+@dataclass
+class Picks:
+    """The scored positions of one batch: hidden states at [rows, cols] predict `targets`."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    targets: torch.Tensor
+
+
+def pick_logprobs(lm: LayeredModel, batches: Sequence[Batch], picks: Sequence[Picks],
+                  variants: Sequence[Variant] = (Variant(),), *, precision: str = "float32",
+                  desc: str = "scoring", progress: bool = True) -> dict[str, torch.Tensor]:
+    """variant -> log-prob of every pick, batch after batch in order (float32, CPU): one pass,
+    then the final norm and the head on the picked positions only."""
+    hidden: dict[str, list[torch.Tensor]] = {v.name: [] for v in variants}
+
+    def on_final(name: str, i: int, _b: Batch, h: torch.Tensor) -> None:
+        p = picks[i]
+        hidden[name].append(lm.norm(h[p.rows.to(h.device), p.cols.to(h.device)]))
+
+    run_pass(lm, batches, variants, precision=precision, on_final=on_final, desc=desc,
+             progress=progress)
+    targets = torch.cat([p.targets for p in picks]) if picks else torch.zeros(0, dtype=torch.long)
+    width = lm.dims.hidden
+    joined = {n: torch.cat(hs) if hs else torch.zeros((0, width)) for n, hs in hidden.items()}
+    return token_logprobs(lm, joined, {n: targets for n in joined}, precision=precision)
