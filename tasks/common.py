@@ -1,18 +1,13 @@
-"""How every heavy cusprun task is cached: by a content key the flow computes, never by run id.
+"""How every heavy cusprun task runs: the artifact store is the one cache layer.
 
-Results are tiny JSON dicts (URIs, hashes, counts); the artifacts themselves live in the
-artifact store. A cached result is only trusted while its artifact still exists there: the
-flow passes refresh_cache=True when the store lost it, or when the user asks to refresh a stage.
-"""
+A stage function returns its artifact's commit record, computing it only when the store does not
+hold it under the stage's content key (cusprun.pipeline.stages.common.reused). Tasks carry no
+Prefect cache of their own (two caches could disagree, and Prefect's result storage is not shared
+by workers that share a store); a stage that found its artifact ends in a Completed state named
+'Cached', so the UI still shows what was reused. Results are tiny JSON dicts."""
 from __future__ import annotations
 
 from typing import Any, Callable
-
-from prefect import task
-
-
-def _key_from_params(_ctx: Any, params: dict) -> str:
-    return f"{params['stage']}-{params['key']}"
 
 
 def retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -26,11 +21,23 @@ def retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
 
 
 def heavy_task(name: str, **options) -> Callable:
-    """A task cached by its `stage` + `key` parameters, results serialised as JSON."""
-    return task(name=name, cache_key_fn=_key_from_params, persist_result=True,
-                result_serializer="json", retries=options.pop("retries", 1),
+    """A stage task: retried once on transient failures, never cached by Prefect (see above)."""
+    from prefect import task
+
+    return task(name=name, retries=options.pop("retries", 1),
                 retry_delay_seconds=options.pop("retry_delay_seconds", 5),
                 retry_condition_fn=retry_if_transient, **options)
+
+
+def finished(result: Any, records: list[dict] | None = None):
+    """`result` as the task's return value: in a 'Cached' Completed state when every record
+    (`records`, default [result]) was reused from the store."""
+    from prefect.states import Completed
+
+    records = [result] if records is None else records
+    if records and all(r and r.get("reused") for r in records):
+        return Completed(data=result, name="Cached", message="reused from the artifact store")
+    return result
 
 
 def open_store_ref(storage: dict):

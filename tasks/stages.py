@@ -1,14 +1,21 @@
-"""Prefect tasks: thin wrappers that open the artifact store and call a library stage.
-Every heavy task is cached by `stage` + content `key` (see tasks.common)."""
+"""Prefect tasks: thin wrappers that open the artifact store and call a library stage."""
 from __future__ import annotations
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from cusprun.pipeline import evaluate_stage as ev
-from cusprun.pipeline import preflight, stages
+from cusprun.pipeline import preflight
 from cusprun.pipeline.spec import ExpertSpec
-from tasks.common import heavy_task, open_store_ref, retry_if_transient
+from cusprun.pipeline.stages import baselines as baselines_stage
+from cusprun.pipeline.stages import common
+from cusprun.pipeline.stages import corpus as corpus_stage
+from cusprun.pipeline.stages import evaluation as evaluation_stage
+from cusprun.pipeline.stages import plans as plans_stage
+from cusprun.pipeline.stages import publish as publish_stage
+from cusprun.pipeline.stages import scores as scores_stage
+from cusprun.pipeline.stages import slicing as slicing_stage
+from cusprun.pipeline.stages import statistics as statistics_stage
+from tasks.common import finished, heavy_task, open_store_ref, retry_if_transient
 
 
 @task(name="check-inputs", retries=1, retry_delay_seconds=5,
@@ -23,75 +30,65 @@ def check_inputs(spec: ExpertSpec, storage: dict) -> None:
       retry_condition_fn=retry_if_transient)
 def resolve_base_model(ref: str, storage: dict) -> dict:
     """Fetch (or find in the local cache) the base model and fingerprint it."""
-    return stages.model_info(ref, open_store_ref(storage).storage_options or None)
+    return common.model_info(ref, open_store_ref(storage).storage_options or None)
 
 
 @heavy_task("prepare-corpus")
-def prepare_corpus(stage: str, key: str, storage: dict, corpus: dict) -> dict:
-    return stages.prepare_corpus_stage(open_store_ref(storage), key, corpus)
+def prepare_corpus(key: str, storage: dict, corpus: dict, refresh: bool = False):
+    return finished(corpus_stage.prepare_corpus_stage(open_store_ref(storage), key, corpus, refresh))
 
 
-@heavy_task("collect-stats")
-def collect_stats(stage: str, key: str, storage: dict, model: dict, corpus: dict,
-                  max_tokens: int, batch_size: int, grams_key: str | None = None,
-                  grams_precision: str = "float32") -> dict:
-    """Statistics of one calibration corpus; with grams_key, its compensation Grams too (one pass)."""
-    label = f"{corpus['dimension']}={corpus['value']}"
-    artifact = create_progress_artifact(0.0, description=f"Statistics for {label}")
+@heavy_task("collect-statistics")
+def collect_statistics(storage: dict, jobs: list[dict], model: dict, runtime: dict,
+                       max_tokens: int, batch_size: int, refresh: list[str] = ()):
+    """Statistics (and Grams) of every calibration corpus missing from the store, one pass."""
+    artifact = create_progress_artifact(0.0, description="Statistics pass (layers done)")
 
     def progress(done: int, total: int) -> None:
         update_progress_artifact(artifact, 100.0 * done / max(total, 1))
 
-    return stages.collect_stats_stage(open_store_ref(storage), key, model, corpus,
+    out = statistics_stage.statistics_stage(open_store_ref(storage), jobs, model, runtime,
                                       max_tokens=max_tokens, batch_size=batch_size,
-                                      on_progress=progress, grams_key=grams_key,
-                                      grams_precision=grams_precision)
+                                      refresh=list(refresh), on_progress=progress)
+    return finished(out, [r for o in out for r in o.values() if r is not None])
 
 
-@heavy_task("collect-grams")
-def collect_grams(stage: str, key: str, storage: dict, model: dict, corpus: dict,
-                  max_tokens: int, batch_size: int, max_docs: int | None = None,
-                  precision: str = "float32") -> dict:
-    """Compensation Grams of one calibration corpus (layer by layer)."""
-    return stages.grams_stage(open_store_ref(storage), key, model, corpus, max_tokens=max_tokens,
-                              batch_size=batch_size, max_docs=max_docs, precision=precision)
+@heavy_task("baseline-scores")
+def baseline_scores(key: str, storage: dict, model: dict, runtime: dict, methods: list[str],
+                    general: list[str], seed: int, refresh: bool = False):
+    return finished(scores_stage.baseline_scores_stage(open_store_ref(storage), key, model, runtime,
+                                                 methods, general, seed, refresh))
 
 
 @heavy_task("merge-masks")
-def merge_masks(stage: str, key: str, storage: dict, model: dict, stats: dict, general: list,
-                prune: dict, grams: list | None = None, heldback: dict | None = None,
-                compensation: dict | None = None, probe_max_tokens: int = 256,
-                probe_precision: str = "float32") -> dict:
-    return stages.cusprun_plan_stage(open_store_ref(storage), key, model, stats, general, prune,
-                                     grams=grams, heldback=heldback, compensation=compensation,
-                                     probe_max_tokens=probe_max_tokens,
-                                     probe_precision=probe_precision)
+def merge_masks(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
+                refresh: bool = False):
+    return finished(plans_stage.cusprun_plan_stage(open_store_ref(storage), key, model, runtime,
+                                             refresh=refresh, **inputs))
 
 
-@heavy_task("baseline-plan")
-def baseline_plan(stage: str, key: str, storage: dict, model: dict, method: str, ratio: float,
-                  layout: str, general: list, seed: int, ffn_multiple: int = 1) -> dict:
-    return stages.baseline_plan_stage(open_store_ref(storage), key, model, method, ratio, layout,
-                                      general, seed, ffn_multiple)
+@heavy_task("baseline-plans")
+def baseline_plans(storage: dict, jobs: list[dict], model: dict, refresh: bool = False):
+    out = baselines_stage.baseline_plans_stage(open_store_ref(storage), jobs, model, refresh)
+    return finished(out, out)
 
 
 @heavy_task("slice-weights")
-def slice_weights(stage: str, key: str, storage: dict, model: dict, plan: dict, card: dict,
-                  grams: list | None = None, compensation: dict | None = None) -> dict:
-    return stages.slice_stage(open_store_ref(storage), key, model, plan, card, grams=grams,
-                              compensation=compensation)
+def slice_weights(key: str, storage: dict, model: dict, card: dict, inputs: dict,
+                  refresh: bool = False):
+    return finished(slicing_stage.slice_stage(open_store_ref(storage), key, model, card=card,
+                                        refresh=refresh, **inputs))
 
 
 @heavy_task("evaluate")
-def evaluate(stage: str, key: str, storage: dict, model: dict, candidates: dict,
-             eval_corpora: dict, options: dict, overlap_plan: dict | None = None,
-             sweep: dict | None = None, grams: list | None = None) -> dict:
-    return ev.evaluate_stage(open_store_ref(storage), key, model, candidates, eval_corpora, options,
-                             overlap_plan, sweep=sweep, grams=grams)
+def evaluate(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
+             refresh: bool = False):
+    return finished(evaluation_stage.evaluate_stage(open_store_ref(storage), key, model, runtime,
+                                              refresh=refresh, **inputs))
 
 
 @task(name="publish-expert", retries=2, retry_delay_seconds=5,
       retry_condition_fn=retry_if_transient)
-def publish(storage: dict, name: str, sliced: dict, report: dict | None) -> dict:
+def publish_expert(storage: dict, name: str, sliced: dict, report: dict | None) -> dict:
     """Not cached: every build publishes a new immutable version (atomically)."""
-    return ev.publish_stage(open_store_ref(storage), name, sliced, report)
+    return publish_stage.publish_stage(open_store_ref(storage), name, sliced, report)

@@ -12,8 +12,8 @@ import pytest
 pytestmark = pytest.mark.prefect
 pytest_plugins = ["prefect_server"]  # one real `prefect server start` per test session
 
-HEAVY = {"prepare-corpus", "collect-stats", "collect-grams", "merge-masks", "baseline-plan",
-         "slice-weights", "evaluate"}
+HEAVY = {"prepare-corpus", "collect-statistics", "baseline-scores", "merge-masks",
+         "baseline-plans", "slice-weights", "evaluate"}
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,9 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     spec = tiny_spec(tiny_model, root, max_tokens=128)  # enough real work to compare against
     first, t_first = run(spec)
     heavy_first = [(n, s) for n, s in task_states(first) if n in HEAVY]
-    # The Grams ride the statistics pass (they fit in memory): no pass of their own.
-    assert {n for n, _ in heavy_first} == HEAVY - {"collect-grams"}
+    # Statistics and Grams of the four calibration corpora come from one pass (one task).
+    assert {n for n, _ in heavy_first} == HEAVY
+    assert [n for n, _ in heavy_first].count("collect-statistics") == 1
     assert all(s == "Completed" for _, s in heavy_first), heavy_first
     from pathlib import Path
     assert len([p for p in Path(root, "grams").glob("*/grams.json")]) == 3
@@ -155,17 +156,20 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
     # Compensation of every checkpoint reads the domain's Grams (recollected by its statistics
     # pass): all five slices redo their solve.
-    assert recomputed == ["collect-stats", "evaluate", "merge-masks", "prepare-corpus",
+    assert recomputed == ["collect-statistics", "evaluate", "merge-masks", "prepare-corpus",
                           *["slice-weights"] * 5]
     cached = [n for n, s in states if s == "Cached"]
-    assert cached.count("collect-stats") == 3 and cached.count("baseline-plan") == 4
-    assert "collect-grams" not in cached   # the unchanged corpora's Grams: their store records
+    assert cached.count("baseline-scores") == 1 and cached.count("baseline-plans") == 1
+    after = _stage_files(root)
+    calib = lambda files: {f.split("/")[1] for f in files if f.startswith(("stats/", "grams/"))}  # noqa: E731
+    assert len(calib(after) - calib(before)) == 2     # the domain's new statistics and Grams
+    assert all(after[f] == before[f] for f in before if f.startswith(("stats/", "grams/")))
 
 
-def test_grams_get_their_own_pass_when_stats_are_cached_or_they_do_not_fit(prefect_server, tiny_model,
-                                                                           tmp_path):
-    """Refreshing only the Grams (statistics cached) runs the layer-by-layer Gram pass; so does a
-    fused_grams_gb too small for them. Either way the plan (keyed by the Grams' keys) is the same."""
+def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(prefect_server,
+                                                                           tiny_model, tmp_path):
+    """With the statistics in the store, refreshing the Grams runs a pass for the Grams alone;
+    they equal the ones the statistics pass made, so the plan (keyed by their keys) is the same."""
     from pathlib import Path
 
     from cusprun.compensation import GramSet
@@ -173,22 +177,18 @@ def test_grams_get_their_own_pass_when_stats_are_cached_or_they_do_not_fit(prefe
     over = {"baselines": [], "evaluation": {"enabled": False}}
     root = tmp_path / "a"
     first, _ = run(tiny_spec(tiny_model, str(root), **over))
-    fused_dirs = sorted(Path(root, "grams").iterdir())
-    fused = [GramSet([d]).layer(1) for d in fused_dirs]
+    gram_dirs = sorted(Path(root, "grams").iterdir())
+    fused = [GramSet([d]).layer(1) for d in gram_dirs]
+    stats_before = {k: v for k, v in _stage_files(str(root)).items() if k.startswith("stats/")}
     again, _ = run(tiny_spec(tiny_model, str(root), **over), refresh=["grams"])
-    states = task_states(again)
-    assert sorted(s for n, s in states if n == "collect-grams") == ["Completed"] * 3
-    assert {s for n, s in states if n == "collect-stats"} == {"Cached"}
-    for d, want in zip(fused_dirs, fused):
+    states = dict(task_states(again))
+    assert states["collect-statistics"] == "Completed" and states["merge-masks"] == "Cached"
+    assert {k: v for k, v in _stage_files(str(root)).items() if k.startswith("stats/")} == stats_before
+    for d, want in zip(gram_dirs, fused):
         got = GramSet([d]).layer(1)
         assert got.n_tokens == want.n_tokens
         assert torch.allclose(got.gram["down"], want.gram["down"], rtol=1e-4, atol=1e-6)
-
-    small = tiny_spec(tiny_model, str(tmp_path / "b"), fused_grams_gb=0, **over)
-    other, _ = run(small)
-    names = [n for n, s in task_states(other) if s == "Completed"]
-    assert names.count("collect-grams") == 3 and names.count("collect-stats") == 4
-    assert other.result()["plans"] == first.result()["plans"]
+    assert again.result()["plans"] == first.result()["plans"]
 
 
 def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,
@@ -202,8 +202,9 @@ def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_exper
     aligned, _ = run(tiny_spec(tiny_model, root, ffn_multiple=16, **over))
     states = task_states(aligned)
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
-    assert recomputed == ["baseline-plan", "merge-masks", "slice-weights", "slice-weights"]
-    assert not [n for n, s in states if n in ("prepare-corpus", "collect-stats") and s != "Cached"]
+    assert recomputed == ["baseline-plans", "merge-masks", "slice-weights", "slice-weights"]
+    assert not [n for n, s in states if n in ("prepare-corpus", "collect-statistics",
+                                              "baseline-scores") and s != "Cached"]
     expert = get_expert(open_store(root), "tiny-expert", aligned.result()["expert"]["version"],
                         tmp_path / "cache", progress=False)
     meta = json.loads((expert / "cusprun.json").read_text())
@@ -233,7 +234,7 @@ def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
     spec = tiny_spec(tiny_model, str(tmp_path / "a"), baselines=[], evaluation={"enabled": False})
     run(spec)
     again, _ = run(spec, refresh=["stats"])
-    st = [s for n, s in task_states(again) if n == "collect-stats"]
+    st = [s for n, s in task_states(again) if n == "collect-statistics"]
     assert st and all(s == "Completed" for s in st)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from cusprun.errors import SpecError
-from cusprun.storage import (ArtifactNotFoundError, ArtifactStore, StorageError, corpus_key,
-                             expert_key, plan_key, report_key, stats_key)
+from cusprun.storage import (ArtifactNotFoundError, ArtifactStore, StorageError, expert_key,
+                             stage_key)
 
 
 def _tree(root, files: dict[str, bytes]):
@@ -33,10 +33,10 @@ def test_uri_and_keys(tmp_path, s3_bucket):
 
 
 def test_layout_keys():
-    assert corpus_key("c1") == "corpora/c1"
-    assert stats_key("fp", "c1", "cfg") == "stats/fp/c1/cfg"
-    assert plan_key("p1") == "plans/p1"
-    assert report_key("r1") == "reports/r1"
+    assert stage_key("corpus", "c1") == "corpora/c1"
+    assert stage_key("stats", "s1") == "stats/s1" and stage_key("grams", "g1") == "grams/g1"
+    assert stage_key("plan", "p1") == stage_key("baseline", "p1") == "plans/p1"
+    assert stage_key("slice", "x") == "sliced/x" and stage_key("evaluate", "r1") == "reports/r1"
     assert expert_key("med-fr", "v1.0") == "experts/med-fr/v1.0"
     for bad in ["", "..", "a/b", "-x", "a" * 129]:
         with pytest.raises(SpecError, match="Invalid"):

@@ -2,20 +2,24 @@
 
 Same units as Cus-Prun: FFN neuron k owns row k of gate and up and column k of down; query
 head h owns its rows of q and its columns of o. Channel statistics come from the general corpus
-(DimensionStats of the base model on general text)."""
+(DimensionStats of the base model on general text). `unit_scores` computes every asked method in
+one walk over the layers (cusprun.engine: a streamed model is read once), so a build scores each
+method once whatever the number of ratios."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from cusprun.adapters import Adapter, Dims
+from cusprun.engine import LayeredModel
 from cusprun.scoring.stats import DimensionStats
 
 Scores = tuple[np.ndarray, np.ndarray]           # ffn [L, I], heads [L, H]
-Scorer = Callable[[nn.Module, Adapter, Dims, "DimensionStats | None", int], Scores]
+LayerScorer = Callable[[nn.Module, Adapter, Dims, int, "DimensionStats | None"],
+                       tuple[torch.Tensor, torch.Tensor]]
 
 
 def _per_head(x: torch.Tensor, dims: Dims) -> torch.Tensor:
@@ -23,70 +27,70 @@ def _per_head(x: torch.Tensor, dims: Dims) -> torch.Tensor:
     return x.view(dims.n_heads, dims.head_dim).sum(-1)
 
 
-def _np(rows: list[torch.Tensor]) -> np.ndarray:
-    return torch.stack([r.detach().float().cpu() for r in rows]).double().numpy()
+@torch.no_grad()
+def magnitude(layer, adapter, dims, li, general):
+    """L2 norm of all of a unit's weights."""
+    sq = adapter.down_proj(layer).weight.float().pow(2).sum(0)
+    for part in adapter.ffn_in_parts(layer, dims):
+        rows = part.linear.weight[part.start:part.start + part.width]
+        sq = sq + rows.float().pow(2).sum(1).to(sq.device)
+    q = adapter.qkv_parts(layer, dims.n_heads, dims.n_kv_heads, dims.head_dim)["q"]
+    qw = q.linear.weight[q.start:q.start + q.width].float().pow(2).sum(1)
+    ow = adapter.o_proj(layer).weight.float().pow(2).sum(0)
+    return sq.sqrt(), (_per_head(qw, dims).to(ow.device) + _per_head(ow, dims)).sqrt()
 
 
-def random_scores(model, adapter, dims, general, seed) -> Scores:
+@torch.no_grad()
+def wanda_sp(layer, adapter, dims, li, general):
+    """Structured Wanda: sum over the unit's down/o weights of |W_ij| * ||X_j||_2, with ||X_j|| the
+    input channel's L2 norm over the general corpus's tokens."""
+    x_down = general.channel_sq_norm("down")[li].sqrt().float()
+    x_o = general.channel_sq_norm("o")[li].sqrt().float()
+    down = adapter.down_proj(layer).weight.float().abs().sum(0).cpu()
+    o = adapter.o_proj(layer).weight.float().abs().sum(0).cpu()
+    return down * x_down, _per_head(o * x_o, dims)
+
+
+@torch.no_grad()
+def flap(layer, adapter, dims, li, general):
+    """FLAP fluctuation: per input channel, variance over tokens times the squared norm of the
+    weight column it feeds; summed over a head's channels."""
+    var_down = general.channel_moments("down")[1][li].float()
+    var_o = general.channel_moments("o")[1][li].float()
+    down = adapter.down_proj(layer).weight.float().pow(2).sum(0).cpu()
+    o = adapter.o_proj(layer).weight.float().pow(2).sum(0).cpu()
+    return down * var_down, _per_head(o * var_o, dims)
+
+
+LAYER_SCORERS: dict[str, LayerScorer] = {"magnitude": magnitude, "wanda-sp": wanda_sp, "flap": flap}
+BASELINES: tuple[str, ...] = ("random", "magnitude", "wanda-sp", "flap")
+NEEDS_GENERAL = frozenset({"wanda-sp", "flap"})
+
+
+def random_scores(dims: Dims, seed: int) -> Scores:
     g = np.random.default_rng(seed)
     return g.random((dims.n_layers, dims.ffn)), g.random((dims.n_layers, dims.n_heads))
 
 
-@torch.no_grad()
-def magnitude_scores(model, adapter, dims, general, seed) -> Scores:
-    """L2 norm of all of a unit's weights."""
-    ffn, heads = [], []
-    for layer in adapter.layers(model):
-        down = adapter.down_proj(layer).weight.float()
-        sq = down.pow(2).sum(0)
-        for part in adapter.ffn_in_parts(layer, dims):
-            rows = part.linear.weight[part.start:part.start + part.width]
-            sq = sq + rows.float().pow(2).sum(1).to(sq.device)
-        ffn.append(sq.sqrt())
-        q = adapter.qkv_parts(layer, dims.n_heads, dims.n_kv_heads, dims.head_dim)["q"]
-        qw = q.linear.weight[q.start:q.start + q.width].float().pow(2).sum(1)
-        ow = adapter.o_proj(layer).weight.float().pow(2).sum(0)
-        heads.append((_per_head(qw, dims).to(ow.device) + _per_head(ow, dims)).sqrt())
-    return _np(ffn), _np(heads)
-
-
-@torch.no_grad()
-def wanda_sp_scores(model, adapter, dims, general, seed) -> Scores:
-    """Structured Wanda: sum over the unit's down/o weights of |W_ij| * ||X_j||_2, with ||X_j|| the
-    input channel's L2 norm over the general corpus's tokens."""
-    x_down = general.channel_sq_norm("down").sqrt().float()
-    x_o = general.channel_sq_norm("o").sqrt().float()
-    ffn, heads = [], []
-    for li, layer in enumerate(adapter.layers(model)):
-        down = adapter.down_proj(layer).weight.float().abs().sum(0).cpu()
-        ffn.append(down * x_down[li])
-        o = adapter.o_proj(layer).weight.float().abs().sum(0).cpu()
-        heads.append(_per_head(o * x_o[li], dims))
-    return _np(ffn), _np(heads)
-
-
-@torch.no_grad()
-def flap_scores(model, adapter, dims, general, seed) -> Scores:
-    """FLAP fluctuation: per input channel, variance over tokens times the squared norm of the
-    weight column it feeds; summed over a head's channels."""
-    _, var_down = general.channel_moments("down")
-    _, var_o = general.channel_moments("o")
-    ffn, heads = [], []
-    for li, layer in enumerate(adapter.layers(model)):
-        down = adapter.down_proj(layer).weight.float().pow(2).sum(0).cpu()
-        ffn.append(down * var_down[li].float())
-        o = adapter.o_proj(layer).weight.float().pow(2).sum(0).cpu()
-        heads.append(_per_head(o * var_o[li].float(), dims))
-    return _np(ffn), _np(heads)
-
-
-BASELINES: dict[str, Scorer] = {
-    "random": random_scores,
-    "magnitude": magnitude_scores,
-    "wanda-sp": wanda_sp_scores,
-    "flap": flap_scores,
-}
-NEEDS_GENERAL = frozenset({"wanda-sp", "flap"})
+def unit_scores(model: nn.Module | LayeredModel, methods: Sequence[str],
+                general: DimensionStats | None = None, seed: int = 0) -> dict[str, Scores]:
+    """method -> (ffn [L, I], heads [L, H]) raw scores, every method from one walk over the
+    layers."""
+    lm = model if isinstance(model, LayeredModel) else LayeredModel.resident(model)
+    ad, d = lm.adapter, lm.dims
+    out = {m: random_scores(d, seed) for m in methods if m == "random"}
+    walk = [m for m in methods if m in LAYER_SCORERS]
+    rows: dict[str, list] = {m: [] for m in walk}
+    if walk:
+        for li in range(d.n_layers):
+            with lm.layer(li) as layer:
+                for m in walk:
+                    f, h = LAYER_SCORERS[m](layer, ad, d, li, general)
+                    rows[m].append((f.detach().float().cpu(), h.detach().float().cpu()))
+    for m in walk:
+        out[m] = (torch.stack([f for f, _ in rows[m]]).double().numpy(),
+                  torch.stack([h for _, h in rows[m]]).double().numpy())
+    return {m: out[m] for m in methods}
 
 
 def standardise(x: np.ndarray) -> np.ndarray:

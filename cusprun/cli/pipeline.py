@@ -9,9 +9,12 @@ import contextlib
 import logging
 import os
 import time
+from typing import get_args
 
 from cusprun.errors import SpecError
-from cusprun.pipeline.spec import DimensionSpec, ExpertSpec, load_spec
+from cusprun.pipeline.spec import DimensionSpec, ExpertSpec, Stage, load_spec
+
+STAGES: tuple[str, ...] = get_args(Stage)
 
 _EXAMPLE = {"language": "de", "domain": "health", "task": "qa"}
 
@@ -56,13 +59,15 @@ def _spec_from_args(args) -> ExpertSpec:
     if args.no_evaluation:
         data["evaluation"] = {**(data.get("evaluation") or {}), "enabled": False}
     for field in ("name", "base_model", "rule", "layout", "storage_root", "execution", "score",
-                  "allocation", "compensation"):
+                  "allocation", "compensation", "streaming", "device"):
         if getattr(args, field, None):
             data[field] = getattr(args, field)
     if args.ratio:
         data["target_ratios"] = args.ratio
     if getattr(args, "ffn_multiple", None) is not None:
         data["ffn_multiple"] = args.ffn_multiple
+    if getattr(args, "hub_kernels", False):
+        data["hub_kernels"] = True
     if args.baselines is not None:
         data["baselines"] = [b for b in args.baselines.split(",") if b]
     return load_spec(data)
@@ -193,8 +198,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--baselines", help="comma-separated: random,magnitude,wanda-sp,flap ('' for none)")
     b.add_argument("--storage-root", help="artifact store: local dir or s3://bucket/prefix")
     b.add_argument("--execution", choices=["local", "distributed"])
-    b.add_argument("--refresh", action="append", default=[],
-                   choices=["corpus", "stats", "grams", "plan", "baseline", "slice", "evaluate"],
+    b.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where passes run (default auto: CUDA when available)")
+    b.add_argument("--streaming", choices=["auto", "always", "never"],
+                   help="read one decoder layer at a time from the checkpoint ('always'), load the "
+                        "model whole ('never'), or decide from free memory (default auto)")
+    b.add_argument("--hub-kernels", action="store_true",
+                   help="let transformers fetch Hub kernels at load (needs the hub; off by default "
+                        "so air-gapped workers load)")
+    b.add_argument("--refresh", action="append", default=[], choices=list(STAGES),
                    help="force a stage to recompute (repeatable)")
     b.set_defaults(func=_build)
 
@@ -206,6 +218,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--profile", help="run this customer profile of deployments/customers/ instead "
                                      "of the fast English demo (e.g. fr-health-qa)")
     d.add_argument("--storage-root", help="artifact store (default ./artifacts)")
-    d.add_argument("--refresh", action="append", default=[],
-                   choices=["corpus", "stats", "grams", "plan", "baseline", "slice", "evaluate"])
+    d.add_argument("--refresh", action="append", default=[], choices=list(STAGES))
     d.set_defaults(func=_demo)

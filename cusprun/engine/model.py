@@ -142,13 +142,14 @@ class LayeredModel:
         if self.checkpoint is None:
             yield
             return
+        emb = self.model.get_input_embeddings()
+        meta = emb._parameters["weight"]      # tied heads keep pointing at this Parameter
         _set_param(self.model, self._embed_param,
                    self.checkpoint.read(self._embed_param, self.dtype, self.device))
         try:
             yield
         finally:
-            emb = self.model.get_input_embeddings()
-            emb._parameters["weight"] = nn.Parameter(emb.weight.to("meta"), requires_grad=False)
+            emb._parameters["weight"] = meta
 
     @torch.no_grad()
     def capture(self, batches: Sequence[Batch]) -> list[torch.Tensor]:

@@ -52,6 +52,12 @@ def compare(models: Mapping[str, ModelEntry | Mapping], eval_sets: Mapping[str, 
     config = config or EvalConfig()
     entries = _entries(models)
     loss_sets, mc = prepare_inputs(eval_sets, mc_tasks, config)
+    if config.streaming == "auto":     # one way for every model, decided by the largest
+        from cusprun.engine import decide, model_bytes
+
+        biggest = max(entries.values(), key=lambda e: model_bytes(e.path, config.resolved_dtype()))
+        stream = decide(biggest.path, config.resolved_device(), config.resolved_dtype())
+        config = config.model_copy(update={"streaming": "always" if stream else "never"})
     pairs = _overlap(overlap)
     jaccard = bool(overlap) and not all(isinstance(k, tuple) for k in overlap)
     results = [evaluate_model(name, e, loss_sets, mc, config)

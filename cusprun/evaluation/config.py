@@ -50,6 +50,9 @@ class EvalConfig(BaseModel):
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """'auto': bf16 on CUDA, fp32 elsewhere (cusprun.models.loading.default_dtype)."""
+    streaming: Literal["auto", "always", "never"] = "auto"
+    """How each model is held: whole, or streamed one decoder layer at a time from its
+    checkpoint (cusprun.engine; 'auto': when it does not fit). Same numbers either way."""
     progress: bool = True
 
     @model_validator(mode="after")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,43 +61,30 @@ def prepare_inputs(eval_sets: Mapping[str, Sequence[Any]] | None,
 
 
 def load_for_eval(path: str | Path, config: EvalConfig):
-    """(model, tokenizer) in eval mode. Uses cusprun.load_expert when the slicing module provides
-    it (per-layer experts), otherwise stock AutoModelForCausalLM via cusprun.models.load_model."""
+    """(model, tokenizer) in eval mode: the whole model (either expert layout loads stock), or a
+    cusprun.engine.LayeredModel streamed from disk when config.streaming says so ('auto': when
+    the weights take more than half the free memory)."""
+    from cusprun.engine import LayeredModel, decide
+    from cusprun.models.loading import load_model, load_tokenizer
+
     device, dtype = config.resolved_device(), config.resolved_dtype()
-    try:
-        from cusprun import load_expert  # type: ignore[attr-defined]
-    except ImportError:
-        load_expert = None
-    if load_expert is None:
-        from cusprun.models.loading import load_model
-
-        return load_model(path, dtype=dtype, device=device)
-    params = inspect.signature(load_expert).parameters
-    kwargs = {k: v for k, v in (("dtype", dtype), ("device", device)) if k in params}
-    got = load_expert(path, **kwargs)
-    model, tok = got if isinstance(got, tuple) else (got, None)
-    if "device" not in params:
-        model.to(device=device)
-    if "dtype" not in params:
-        model.to(dtype=dtype)
-    model.eval()
-    if tok is None:
-        from cusprun.models.loading import load_tokenizer
-
-        tok = load_tokenizer(path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
+    if decide(path, device, dtype, config.streaming):
+        return LayeredModel.streamed(path, device=device, dtype=dtype), load_tokenizer(path)
+    return load_model(path, dtype=dtype, device=device)
 
 
 def evaluate_loaded(model, tokenizer, loss_sets: Mapping[str, list[LossExample]],
                     mc_tasks: Mapping[str, list[MCItem]], config: EvalConfig,
                     path: str | Path | None = None, name: str = "model") -> list[MetricValue]:
     """Every configured metric for an already loaded model (inputs as from prepare_inputs)."""
+    from cusprun.engine import LayeredModel
+
     out: list[MetricValue] = []
     fams, bar = set(config.metrics), config.progress
+    streamed = isinstance(model, LayeredModel) and model.checkpoint is not None
     if "size" in fams:
-        out += [MetricValue(metric=k, value=v) for k, v in size_metrics(model, path).items()]
+        whole = model.model if isinstance(model, LayeredModel) else model
+        out += [MetricValue(metric=k, value=v) for k, v in size_metrics(whole, path).items()]
     if "loss" in fams:
         for set_name, ex in tqdm(loss_sets.items(), desc=f"{name}: loss sets", disable=not bar):
             r = heldout_loss(model, tokenizer, ex, max_tokens=config.max_tokens,
@@ -118,7 +104,9 @@ def evaluate_loaded(model, tokenizer, loss_sets: Mapping[str, list[LossExample]]
             out.append(MetricValue(metric="mc_accuracy", eval_set=task, value=r.accuracy,
                                    chance=r.chance, n=r.n_items, n_units=r.n_items, ci_low=lo,
                                    ci_high=hi, unit_num=[float(c) for c in r.correct]))
-    if "speed" in fams:
+    if "speed" in fams and streamed:
+        log.info("%s: speed not measured (the model is streamed from disk: it does not fit)", name)
+    elif "speed" in fams:
         sp = speed_metrics(model, tokenizer, prompt_tokens=config.speed_prompt_tokens,
                            decode_tokens=config.speed_decode_tokens, warmup=config.speed_warmup,
                            iters=config.speed_iters)

@@ -12,11 +12,28 @@ Score = Literal["centered", "impact", "percentile"]
 AllocationName = Literal["measured", "rank"]
 LayoutName = Literal["uniform", "per_layer"]
 
+MAX_RATIO = 0.9   # beyond this, too little of a layer is left to be a model
+
+
+def ratio_problem(ratio) -> str | None:
+    """Why `ratio` is not a fraction of prunable parameters that can be removed, or None."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= MAX_RATIO:
+        return f"ratio {ratio!r} is outside (0, {MAX_RATIO:g}]"
+    return None
+
+
+def check_ratio(ratio, what: str = "target_ratio") -> float:
+    """`ratio` itself, or a SpecError naming it and the accepted range."""
+    if (problem := ratio_problem(ratio)) is not None:
+        raise SpecError(f"{what}: {problem} (a fraction of prunable parameters to remove).")
+    return float(ratio)
+
+
 _ALLOWED = {
     "rule": "'exact-ratio' or 'paper'",
     "score": "'centered', 'impact' or 'percentile'",
     "allocation": "'measured' or 'rank'",
-    "target_ratio": "a fraction of prunable parameters in (0, 0.9]",
+    "target_ratio": f"a fraction of prunable parameters in (0, {MAX_RATIO:g}]",
     "sigma": "a per-document irrelevant fraction in (0, 1)",
     "layout": "'uniform' or 'per_layer'",
     "min_docs": "an integer >= 1",
@@ -71,7 +88,7 @@ class PruneConfig(SpecModel):
         "exact-ratio's budget split between heads and FFN neurons and over layers. 'measured': "
         "candidate allocations are scored by the held-back loss of the masked (and compensated) "
         "model; 'rank': one global order of unit scores decides"))
-    target_ratio: float = Field(0.25, gt=0, le=0.9,
+    target_ratio: float = Field(0.25, gt=0, le=MAX_RATIO,
                                 description="Fraction of prunable parameters to remove (exact-ratio)")
     sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (paper rule)")
     layout: LayoutName = Field("uniform", description=(

@@ -16,6 +16,7 @@ import numpy as np
 
 from cusprun.adapters import Adapter
 from cusprun.errors import SpecError
+from cusprun.masks.config import check_ratio
 from cusprun.masks.heads import HeadStructure, choose_heads, structure_cost, valid_structures
 from cusprun.masks.align import _align, _align_note, distribute
 from cusprun.masks.plan import LayerKeep, PruningPlan
@@ -301,8 +302,7 @@ def select_units(scores: UnitScores, adapter: Adapter, config: Any, *, layout: s
     ctx = _Ctx(scores, adapter, config)
     m = _check_multiple(ctx, ffn_multiple)
     if target_params is None:
-        if target_ratio is None or not 0 < target_ratio <= 0.9:
-            raise SpecError(f"target_ratio={target_ratio!r} must be in (0, 0.9].")
+        check_ratio(target_ratio)
         target_params = int(round(target_ratio * ctx.prunable))
     t = int(target_params)
     if allocation is None:

@@ -1,8 +1,8 @@
-"""Turn an ExpertSpec into the concrete work list of a build: which corpora, with which keys.
-Pure functions (no I/O), so the flow stays a readable wiring diagram and tests can check keys."""
+"""What an ExpertSpec implies before anything runs: its calibration and evaluation corpora and
+the settings each stage derives from it. Pure functions (no I/O); keys are made from these by
+cusprun.pipeline.worklist."""
 from __future__ import annotations
 
-from cusprun.pipeline.keys import content_key
 from cusprun.pipeline.spec import DimensionSpec, ExpertSpec
 
 
@@ -52,25 +52,6 @@ def needs_grams(spec: ExpertSpec) -> bool:
     return spec.compensation != "none" or (uses_holdback(spec) and spec.layout == "per_layer")
 
 
-def fuse_grams(spec: ExpertSpec, model_config) -> bool:
-    """Whether the statistics pass also collects the Grams (saving the Gram pass's forward):
-    only when they are wanted for the statistics' own documents and tokens (no gram_docs cap),
-    statistics run in this flow, and every layer's sums fit in spec.fused_grams_gb."""
-    from cusprun.adapters import Adapter
-    from cusprun.compensation.grams import gram_bytes
-
-    if not needs_grams(spec) or spec.gram_docs or spec.execution != "local":
-        return False
-    return gram_bytes(Adapter.for_config(model_config).dims(model_config)) <= spec.fused_grams_gb * 1e9
-
-
-def grams_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
-    cap = {"max_docs": spec.gram_docs} if spec.gram_docs else {}   # unset: the key of before
-    # float32 products: the key of before (the requested precision, as 'auto' resolves per device)
-    prec = {"precision": spec.gram_precision} if spec.gram_precision != "float32" else {}
-    return content_key("grams", model_fp, corpus_hash, {"max_tokens": gram_tokens(spec), **cap, **prec})
-
-
 def calibration_corpora(spec: ExpertSpec) -> dict[str, list[dict]]:
     """dimension (and 'general') -> calibration corpus specs."""
     out = {d: corpus_specs(d, dim, spec) for d, dim in spec.dimensions().items()}
@@ -109,15 +90,6 @@ def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
             "max_eval_docs": n, "min_eval_docs": 1, "seed": spec.seed,
             "dimension": dimension, "value": dim.value}
     return out
-
-
-def corpus_key(corpus: dict) -> str:
-    return content_key("corpus", corpus)
-
-
-def stats_key(model_fp: str, corpus_hash: str, spec: ExpertSpec) -> str:
-    # batch_size is not identity: padding contributes nothing to the statistics.
-    return content_key("stats", model_fp, corpus_hash, {"max_tokens": spec.max_tokens})
 
 
 def prune_config(spec: ExpertSpec, ratio: float) -> dict:

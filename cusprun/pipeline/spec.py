@@ -8,13 +8,16 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cusprun.errors import SpecError
+from cusprun.engine.placement import Streaming
+from cusprun.masks.config import MAX_RATIO, ratio_problem
 from cusprun.models.precision import Precision
 
 Dimension = Literal["language", "domain", "task"]
 DIMENSIONS: tuple[str, ...] = ("language", "domain", "task")
 BaselineName = Literal["random", "magnitude", "wanda-sp", "flap"]
-Stage = Literal["corpus", "stats", "grams", "plan", "baseline", "slice", "evaluate"]
+Stage = Literal["corpus", "stats", "grams", "scores", "plan", "baseline", "slice", "evaluate"]
 ExecutionMode = Literal["local", "distributed"]
+DeviceName = Literal["auto", "cpu", "cuda"]
 
 
 class DimensionSpec(BaseModel):
@@ -77,8 +80,8 @@ class EvaluationOptions(BaseModel):
     @classmethod
     def _sweep(cls, v: list[float]) -> list[float]:
         for r in v:
-            if not 0 < r <= 0.9:
-                raise ValueError(f"sweep ratio {r} is outside (0, 0.9]")
+            if (problem := ratio_problem(r)) is not None:
+                raise ValueError(f"sweep {problem}")
         return sorted(set(v))
 
 
@@ -118,11 +121,6 @@ class ExpertSpec(BaseModel):
         "Cap on the calibration docs per corpus whose activations feed the compensation Grams "
         "(the first ones; unset: all). The Grams cost a forward pass plus a width^2 product per "
         "token; on the demo, halving them cost up to 0.03 of held-out retention on short QA texts"))
-    fused_grams_gb: float = Field(2.0, ge=0, le=4096, title="Fused Grams (GB)", description=(
-        "Collect the compensation Grams inside the statistics pass (one forward pass instead of "
-        "two) when every layer's sums (float64, plus float32 partials) fit in this many GB per "
-        "corpus; larger models (or 0) get a separate layer-by-layer pass that holds one layer at "
-        "a time. Same Grams either way"))
     gram_precision: Precision = Field("auto", description=(
         "Precision of the compensation Grams' per-batch x^T x products ('auto': bfloat16 where "
         "matmuls are native in it, else float32; sums stay float64, the forward float32). On the "
@@ -141,6 +139,16 @@ class ExpertSpec(BaseModel):
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
     storage_root: str = Field("./artifacts", description="Local directory or s3://bucket/prefix")
     execution: ExecutionMode = Field("local", description="'distributed' runs statistics on the gpu work pool")
+    device: DeviceName = Field("auto", description=(
+        "Where passes run: 'cuda', 'cpu', or 'auto' (CUDA when this worker has it; the gpu work "
+        "pool in distributed mode). Part of every cache key: CPU and GPU numbers differ"))
+    streaming: Streaming = Field("auto", description=(
+        "How passes hold the model: 'always' reads one decoder layer at a time from its "
+        "safetensors checkpoint (memory: one layer), 'never' loads it whole, 'auto' streams only "
+        "when the weights take more than half the device's free memory. Same numbers either way"))
+    hub_kernels: bool = Field(False, description=(
+        "Let transformers fetch Hub kernels at model load (needs the hub or a populated kernel "
+        "cache; off: every load works on an air-gapped worker)"))
     seed: int = 0
 
     @field_validator("name")
@@ -154,10 +162,10 @@ class ExpertSpec(BaseModel):
     @classmethod
     def _ratios(cls, v: list[float]) -> list[float]:
         if not v:
-            raise ValueError("target_ratios must hold at least one ratio in (0, 0.9]")
+            raise ValueError(f"target_ratios must hold at least one ratio in (0, {MAX_RATIO:g}]")
         for r in v:
-            if not 0 < r <= 0.9:
-                raise ValueError(f"target ratio {r} is outside (0, 0.9]")
+            if (problem := ratio_problem(r)) is not None:
+                raise ValueError(f"target {problem}")
         return v
 
     @model_validator(mode="after")

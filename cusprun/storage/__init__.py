@@ -5,8 +5,8 @@ from cusprun.storage.errors import (ArtifactNotFoundError, ExpertNotFoundError, 
 from cusprun.storage.experts import (ExpertManifest, FileEntry, PublishedExpert, gc_incomplete,
                                      get_expert, latest_version, list_versions, publish_expert,
                                      read_expert)
-from cusprun.storage.layout import (corpus_key, expert_key, expert_prefix, latest_key,
-                                    manifest_key, plan_key, report_key, stats_key)
+from cusprun.storage.layout import (STAGE_PREFIX, expert_key, expert_prefix, latest_key,
+                                    manifest_key, stage_key)
 from cusprun.storage.localcache import sha256_file
 from cusprun.storage.retry import RetryPolicy, is_transient
 from cusprun.storage.store import DEFAULT_ROOT, ArtifactStore, ObjectInfo
@@ -14,7 +14,7 @@ from cusprun.storage.store import DEFAULT_ROOT, ArtifactStore, ObjectInfo
 __all__ = [
     "ArtifactStore", "ObjectInfo", "DEFAULT_ROOT", "RetryPolicy", "is_transient",
     "StorageError", "ArtifactNotFoundError", "ExpertNotFoundError", "PublishError",
-    "corpus_key", "stats_key", "plan_key", "report_key", "expert_prefix", "expert_key",
+    "STAGE_PREFIX", "stage_key", "expert_prefix", "expert_key",
     "manifest_key", "latest_key",
     "publish_expert", "list_versions", "latest_version", "read_expert", "get_expert",
     "gc_incomplete", "PublishedExpert", "ExpertManifest", "FileEntry", "sha256_file",

@@ -1,11 +1,14 @@
-"""Where artifacts live in the store. Everything but experts is addressed by content hashes
-(see cusprun.pipeline.keys.content_key), so equal inputs map to the same key and a finished
-stage is found again instead of recomputed.
+"""Where artifacts live in the store: the one module that knows the layout. Stage artifacts are
+addressed by content keys (cusprun.pipeline.keys), so equal inputs map to the same place and a
+finished stage is found again instead of recomputed.
 
-    corpora/<corpus_hash>/
-    stats/<model_fp>/<corpus_hash>/<config_hash>/
-    plans/<plan_hash>/
-    reports/<report_hash>/
+    corpora/<key>/      prepared corpus (parquet)
+    stats/<key>/        impact statistics of one corpus
+    grams/<key>/        compensation Grams of one corpus (one file per layer)
+    scores/<key>/       baseline unit scores (every method at once)
+    plans/<key>/        a pruning plan (Cus-Prun or a baseline)
+    sliced/<key>/       a sliced checkpoint
+    reports/<key>/      an evaluation report
     experts/<name>/<version>/...        (+ MANIFEST.json, written last)
     experts/<name>/LATEST.json          (pointer, updated after the manifest)
 
@@ -20,10 +23,9 @@ from cusprun.errors import SpecError
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-CORPORA = "corpora"
-STATS = "stats"
-PLANS = "plans"
-REPORTS = "reports"
+STAGE_PREFIX = {"corpus": "corpora", "stats": "stats", "grams": "grams", "scores": "scores",
+                "plan": "plans", "baseline": "plans", "slice": "sliced", "evaluate": "reports",
+                "dense-eval": "dense-evals"}
 EXPERTS = "experts"
 MANIFEST = "MANIFEST.json"
 LATEST = "LATEST.json"
@@ -37,21 +39,17 @@ def segment(value: str, what: str) -> str:
     return value
 
 
-def corpus_key(corpus_hash: str) -> str:
-    return f"{CORPORA}/{segment(corpus_hash, 'corpus hash')}"
+def stage_key(stage: str, key: str) -> str:
+    """The store key of a stage's artifact."""
+    if stage not in STAGE_PREFIX:
+        raise SpecError(f"Unknown stage {stage!r}; stages: {', '.join(STAGE_PREFIX)}")
+    return f"{STAGE_PREFIX[stage]}/{segment(key, f'{stage} key')}"
 
 
-def stats_key(model_fp: str, corpus_hash: str, config_hash: str) -> str:
-    return (f"{STATS}/{segment(model_fp, 'model fingerprint')}/"
-            f"{segment(corpus_hash, 'corpus hash')}/{segment(config_hash, 'config hash')}")
-
-
-def plan_key(plan_hash: str) -> str:
-    return f"{PLANS}/{segment(plan_hash, 'plan hash')}"
-
-
-def report_key(report_hash: str) -> str:
-    return f"{REPORTS}/{segment(report_hash, 'report hash')}"
+def stage_of(store_key: str) -> str | None:
+    """The stage whose artifacts live under the first segment of `store_key`, if any."""
+    prefix = store_key.split("/", 1)[0]
+    return next((s for s, p in STAGE_PREFIX.items() if p == prefix), None)
 
 
 def expert_prefix(name: str) -> str:

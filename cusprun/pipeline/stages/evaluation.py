@@ -1,13 +1,16 @@
-"""Evaluation and publishing stages: compare dense, Cus-Prun and baselines; publish atomically."""
+"""The evaluation stage: dense, Cus-Prun and baselines compared on held-out data (loss sets,
+multiple-choice tasks, size, speed), plus the ratio sweep of masked plans. Models that do not fit
+are streamed from disk (cusprun.engine), with the same numbers."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
 
-from cusprun.pipeline.context import commit, local_copy, scratch_dir, timed
-from cusprun.pipeline.stages import _corpus_table, local_model
-from cusprun.storage import ArtifactStore, publish_expert
+from cusprun.pipeline.context import scratch_dir, timed
+from cusprun.pipeline.stages.common import (artifact_dir, base_path, commit_stage, corpus_table,
+                                            gram_set, open_base, read_plan, reused)
+from cusprun.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, ow
     from cusprun.evaluation import (build_definition_items, build_translation_items,
                                     loss_sets_from_tables, mc_tasks_from_tables, scored_tokens)
 
-    tables = {name: _corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
+    tables = {name: corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
     count = scored_tokens(tokenizer, max_tokens) if tokenizer is not None else None
     loss_sets = loss_sets_from_tables(tables, max_docs=max_docs, min_tokens=min_loss_tokens,
                                       count_tokens=count)
@@ -85,13 +88,12 @@ def _known(report, loss_sets: dict, mode: str) -> dict:
     return {k: v for k, v in out.items() if set(v) == set(loss_sets)}
 
 
-def _ratio_sweep(store: ArtifactStore, model: dict, sweep: dict[str, dict], loss_sets: dict,
-                 options: dict, grams: list[dict] | None, out: Path, report=None) -> str:
+def _ratio_sweep(store: ArtifactStore, model: dict, runtime: dict, sweep: dict[str, dict],
+                 loss_sets: dict, options: dict, grams: list[str] | None, out: Path,
+                 report=None) -> str:
     """Masked (and compensated) sweep points on the loss sets: sweep.json, the retention-vs-
     ratio plot and the markdown section appended to report.md."""
     from cusprun.evaluation.sweep import plot_sweep, run_sweep, sweep_markdown
-    from cusprun.models import load_model
-    from cusprun.pipeline.stages import gram_set, read_plan
 
     comp = options.get("compensation") or {"mode": "none", "ridge": 0.0}
     modes = [comp["mode"]] + (["none"] if comp["mode"] != "none" and options.get("sweep_compensation", True)
@@ -103,7 +105,7 @@ def _ratio_sweep(store: ArtifactStore, model: dict, sweep: dict[str, dict], loss
     # the main tables at the published ratio).
     loss_sets = {n: ex for n, ex in loss_sets.items() if n in own or n.startswith("general=")}
     with timed(f"ratio sweep: {len(plans)} plans x {len(modes)} compensation settings"):
-        m, tok = load_model(local_model(model["ref"], model["fingerprint"], store.storage_options or None))
+        m, tok = open_base(store, model, runtime)
         gs = gram_set(store, grams or []) if comp["mode"] != "none" else None
         rows = run_sweep(m, tok, plans, loss_sets, grams=gs, modes=modes, ridge=comp.get("ridge", 0.0),
                          max_tokens=options["max_tokens"],
@@ -115,19 +117,23 @@ def _ratio_sweep(store: ArtifactStore, model: dict, sweep: dict[str, dict], loss
     return sweep_markdown(rows, own)
 
 
-def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict[str, dict],
-                   eval_corpora: dict[str, dict], options: dict, overlap_plan: dict | None = None,
-                   sweep: dict[str, dict] | None = None, grams: list[dict] | None = None) -> dict:
-    """`candidates`: name -> {key (sliced artifact), method, ratio}; the dense model is added.
-    `overlap_plan`: the Cus-Prun plan whose report holds the overlap between dimensions.
-    `sweep`: name -> {plan, method, ratio}: masked sweep points (with `grams` for compensation)."""
-    from cusprun.pipeline.stages import read_plan
-
+def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
+                   candidates: dict[str, dict], eval_corpora: dict[str, dict], options: dict,
+                   overlap_plan: str | None = None, sweep: dict[str, dict] | None = None,
+                   grams: list[str] | None = None, refresh: bool = False) -> dict:
+    """`candidates`: name -> {key (slice key), method, ratio}; the dense model is added.
+    `overlap_plan`: the key of the Cus-Prun plan whose report holds the overlap between
+    dimensions. `sweep`: name -> {plan (key), method, ratio}: masked sweep points (with `grams`,
+    keys, for compensation)."""
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
     from cusprun.models.loading import load_tokenizer
+    from cusprun.pipeline.runtime import Runtime
 
+    if (done := reused(store, "evaluate", key, refresh)) is not None:
+        return done
+    rt = Runtime.model_validate(runtime)
     with timed(f"evaluate {len(candidates) + 1} models"), scratch_dir("evaluate", key) as out:
-        dense = local_model(model["ref"], model["fingerprint"], store.storage_options or None)
+        dense = base_path(store, model)
         min_tokens = options.get("min_loss_tokens", 0)
         loss_sets, mc_tasks = build_eval_inputs(
             store, eval_corpora, own_language=options.get("own_language"),
@@ -136,9 +142,10 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
             min_loss_tokens=min_tokens, tokenizer=load_tokenizer(dense) if min_tokens else None)
         entries = {"dense": ModelEntry(path=dense, method="dense", ratio=0.0)}
         for name, c in candidates.items():
-            entries[name] = ModelEntry(path=local_copy(store, c["key"]), method=c["method"],
-                                       ratio=c["ratio"])
+            entries[name] = ModelEntry(path=artifact_dir(store, "slice", c["key"]),
+                                       method=c["method"], ratio=c["ratio"])
         config = EvalConfig(max_tokens=options["max_tokens"], n_mc_items=options["mc_items"],
+                            device=rt.device, dtype=rt.dtype, streaming=rt.streaming,
                             seed=options.get("seed", 0), speed_iters=options.get("speed_iters", 3),
                             speed_warmup=1, speed_decode_tokens=16,
                             **({} if options.get("measure_speed", True) else
@@ -147,48 +154,11 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
         report = compare(entries, loss_sets, mc_tasks, out, config=config,
                          overlap=_overlap_pairs(overlap))
         if sweep:
-            section = _ratio_sweep(store, model, sweep, loss_sets, options, grams, out, report)
+            section = _ratio_sweep(store, model, runtime, sweep, loss_sets, options, grams, out,
+                                   report)
             with open(out / "report.md", "a") as f:
                 f.write("\n" + section)
         md = (out / "report.md").read_text()
-        return commit(store, out, f"reports/{key}", {"markdown": md, "models": list(entries),
-                                                     "mc_tasks": list(mc_tasks),
-                                                     "loss_sets": list(loss_sets)})
-
-
-def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | None) -> dict:
-    """Publish the Cus-Prun expert: upload, verify it loads and matches its plan, then manifest.
-    A rebuild whose checkpoint and report are unchanged keeps the latest version (no duplicate)."""
-    from cusprun.storage import ExpertNotFoundError, read_expert
-
-    build = {"sliced": sliced["key"], "report": report["key"] if report else None}
-    try:
-        latest = read_expert(store, name)
-        if latest.manifest.verification.get("build") == build:
-            log.info("expert %s unchanged since version %s: not republished", name, latest.version)
-            return {"name": name, "version": latest.version, "uri": latest.uri, "unchanged": True}
-    except ExpertNotFoundError:
-        pass
-    src = local_copy(store, sliced["key"])
-
-    def verify(copy: Path) -> dict:
-        import cusprun
-
-        meta = json.loads((copy / "cusprun.json").read_text())
-        model, _ = cusprun.load_expert(copy)
-        n = sum(p.numel() for p in model.parameters())
-        expected = meta.get("params", {}).get("pruned", {}).get("total")
-        if expected is not None and expected != n:
-            raise ValueError(f"checkpoint has {n} parameters, cusprun.json says {expected}")
-        return {"params_total": n, "plan_method": meta.get("method"), "loads": True, "build": build}
-
-    with timed(f"publish expert {name}"), \
-            scratch_dir("publish", sliced["key"].replace("/", "-")) as staged:
-        for f in src.iterdir():
-            if f.is_file() and f.name != "DONE.json":
-                (staged / f.name).write_bytes(f.read_bytes())
-        if report:
-            (staged / "evaluation.md").write_text(report["markdown"])
-        pub = publish_expert(store, name, staged, verify=verify, progress=False,
-                             same_as=lambda m: m.verification.get("build") == build)
-        return {"name": name, "version": pub.version, "uri": pub.uri, "unchanged": pub.reused}
+        return commit_stage(store, "evaluate", key, out, {
+            "markdown": md, "models": list(entries), "mc_tasks": list(mc_tasks),
+            "loss_sets": list(loss_sets)})

@@ -1,0 +1,105 @@
+"""What every stage needs besides its own work: the base model on this worker, committed
+artifacts read back (corpora, statistics, Grams, plans), and the one cache rule: a stage whose
+artifact is committed under its key returns that record instead of computing it again."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cusprun.errors import SpecError
+from cusprun.models import resolve_model
+from cusprun.pipeline.artifacts import invalidate, read_done
+from cusprun.pipeline.context import commit, local_copy, scratch_dir
+from cusprun.storage import ArtifactStore
+from cusprun.storage.layout import stage_key
+
+log = logging.getLogger("cusprun.pipeline")
+
+
+def model_info(ref: str, storage_options: dict | None = None) -> dict:
+    """Resolve the base model on this machine; downstream stages carry only ref + fingerprint."""
+    r = resolve_model(ref, storage_options=storage_options)
+    return {"ref": ref, "fingerprint": r.fingerprint, "architecture": r.architecture,
+            "path": str(r.path), "license": r.license}
+
+
+def local_model(ref: str, fingerprint: str, storage_options: dict | None = None) -> Path:
+    """The base model on this worker, refusing a model that changed since the flow started."""
+    r = resolve_model(ref, storage_options=storage_options)
+    if r.fingerprint != fingerprint:
+        raise SpecError(f"Base model {ref!r} has fingerprint {r.fingerprint} on this worker, but the "
+                        f"flow started with {fingerprint}; rerun the flow to use the new revision.")
+    return r.path
+
+
+def base_path(store: ArtifactStore, model: dict) -> Path:
+    return local_model(model["ref"], model["fingerprint"], store.storage_options or None)
+
+
+def open_base(store: ArtifactStore, model: dict, runtime: dict):
+    """(LayeredModel, tokenizer) of the base model for passes: whole or streamed (runtime)."""
+    from cusprun.engine import open_model
+    from cusprun.pipeline.runtime import Runtime
+
+    return open_model(base_path(store, model), **Runtime.model_validate(runtime).load_options())
+
+
+def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) -> dict | None:
+    """The committed record of the stage's artifact, marked reused; None when it must run (not
+    committed, or asked to refresh: then its old artifact is removed first)."""
+    path = stage_key(stage, key)
+    if refresh:
+        invalidate(store, path)
+        return None
+    record = read_done(store, path)
+    if record is None:
+        return None
+    log.info("%s: reused from the store", path)
+    return {**record, "reused": True}
+
+
+def commit_stage(store: ArtifactStore, stage: str, key: str, local_dir: Path, summary: dict) -> dict:
+    return {**commit(store, local_dir, stage_key(stage, key), summary), "reused": False}
+
+
+def artifact_dir(store: ArtifactStore, stage: str, key: str) -> Path:
+    return local_copy(store, stage_key(stage, key))
+
+
+def corpus_table(store: ArtifactStore, corpus: dict, split: str | None):
+    from cusprun.corpora import read_corpus
+
+    return read_corpus(local_copy(store, corpus["key"]) / corpus["file"], split=split)
+
+
+def gram_set(store: ArtifactStore, keys: list[str], cache_bytes: int = 1 << 30):
+    """The summed Grams of the given grams artifacts, or None when there are none."""
+    from cusprun.compensation import GramSet
+
+    return GramSet([artifact_dir(store, "grams", k) for k in keys], cache_bytes) if keys else None
+
+
+def load_stats(store: ArtifactStore, key: str):
+    from cusprun.scoring import load_stats as load
+
+    return load(artifact_dir(store, "stats", key))
+
+
+def heldback_texts(store: ArtifactStore, corpora: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """dimension -> its corpora's held-back documents (split 'holdback')."""
+    return {dim: [t for c in cs for t in corpus_table(store, c, "holdback").column("text").to_pylist()]
+            for dim, cs in corpora.items()}
+
+
+def write_plan(store: ArtifactStore, stage: str, key: str, plan) -> dict:
+    with scratch_dir("plan", key) as out:
+        (out / "plan.json").write_text(plan.model_dump_json(indent=2))
+        return commit_stage(store, stage, key, out, {
+            "method": plan.method, "target_ratio": plan.target_ratio,
+            "achieved_ratio": plan.achieved_ratio, "layout": plan.layout})
+
+
+def read_plan(store: ArtifactStore, key: str):
+    from cusprun.masks.plan import PruningPlan
+
+    return PruningPlan.model_validate_json((artifact_dir(store, "plan", key) / "plan.json").read_text())

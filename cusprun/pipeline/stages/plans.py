@@ -1,0 +1,51 @@
+"""The Cus-Prun plan stage: merge the dimensions' statistics into a plan at one ratio. With
+allocation='measured', candidate allocations are scored on the held-back documents, removed and
+compensated as slicing will do it, on the base model held whole or streamed (cusprun.engine)."""
+from __future__ import annotations
+
+import json
+
+from cusprun.pipeline.context import timed
+from cusprun.pipeline.stages.common import (base_path, gram_set, heldback_texts, load_stats,
+                                            open_base, reused, write_plan)
+from cusprun.storage import ArtifactStore
+from cusprun.storage.layout import stage_key
+
+
+def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
+                       stats: dict[str, list[str]], general: list[str], prune: dict,
+                       grams: list[str] | None = None, heldback: dict[str, list[dict]] | None = None,
+                       compensation: dict | None = None, probe_max_tokens: int = 128,
+                       probe_precision: str = "float32", refresh: bool = False) -> dict:
+    """`stats`: dimension -> statistics keys; `general`: statistics keys of general text;
+    `heldback`: dimension -> corpus records whose held-back split the probe scores."""
+    from cusprun.masks import PruneConfig, build_plan
+    from cusprun.models.loading import load_config
+
+    if (done := reused(store, "plan", key, refresh)) is not None:
+        return done
+    config = PruneConfig.model_validate(prune)
+    with timed(f"merge masks ({config.rule}, target {config.target_ratio}, {config.allocation})"):
+        loaded = {dim: [load_stats(store, k) for k in keys] for dim, keys in stats.items()}
+        gen = [load_stats(store, k) for k in general] or None
+        model_config = load_config(base_path(store, model))
+        probe = None
+        if config.rule == "exact-ratio" and config.allocation == "measured":
+            from cusprun.allocation import DamageProbe
+            from cusprun.compensation import CompensationConfig
+
+            lm, tok = open_base(store, model, runtime)
+            dense_key = json.dumps([model["fingerprint"], probe_max_tokens, probe_precision, {
+                d: [c["hash"] for c in cs] for d, cs in (heldback or {}).items()}], sort_keys=True)
+            probe = DamageProbe(lm, tok, heldback_texts(store, heldback or {}),
+                                grams=gram_set(store, grams or []),
+                                compensation=CompensationConfig.model_validate(compensation or {}),
+                                max_tokens=probe_max_tokens, dense_key=dense_key,
+                                precision=probe_precision)
+        plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
+                          general=gen, probe=probe)
+        if compensation:
+            plan.report["compensation"] = compensation
+        for dim, keys in stats.items():              # build_plan filled value and corpus hashes
+            plan.dimensions[dim]["stats"] = [store.uri(stage_key("stats", k)) for k in keys]
+        return write_plan(store, "plan", key, plan)

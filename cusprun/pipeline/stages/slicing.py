@@ -1,0 +1,32 @@
+"""The slice stage: a plan written as a smaller standard checkpoint, compensated in closed form
+one layer at a time (cusprun.slicing), in the dense checkpoint's dtype."""
+from __future__ import annotations
+
+import json
+
+from cusprun.pipeline.context import scratch_dir, timed
+from cusprun.pipeline.stages.common import base_path, commit_stage, gram_set, read_plan, reused
+from cusprun.storage import ArtifactStore
+
+
+def slice_stage(store: ArtifactStore, key: str, model: dict, plan: str, card: dict,
+                grams: list[str] | None = None, compensation: dict | None = None,
+                refresh: bool = False) -> dict:
+    from cusprun.compensation import CompensationConfig
+    from cusprun.slicing import slice_checkpoint
+    from cusprun.slicing.compensated import Compensation
+
+    if (done := reused(store, "slice", key, refresh)) is not None:
+        return done
+    p = read_plan(store, plan)
+    comp = CompensationConfig.model_validate(compensation or {"mode": "none"})
+    with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f}, compensation {comp.mode})"), \
+            scratch_dir("slice", key) as out:
+        grams_set = gram_set(store, grams or [], 0) if comp.enabled else None
+        slice_checkpoint(base_path(store, model), p, out / "model",
+                         model_fingerprint=model["fingerprint"], card=card,
+                         compensation=Compensation(comp, grams_set))
+        info = json.loads((out / "model" / "cusprun.json").read_text())
+        return commit_stage(store, "slice", key, out / "model", {
+            "method": p.method, "ratio": p.achieved_ratio, "target_ratio": p.target_ratio,
+            "params": info.get("params", {})})

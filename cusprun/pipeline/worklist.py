@@ -1,0 +1,162 @@
+"""The work list of a build: every stage it needs, with its content key and its inputs.
+
+Pure: from the spec, the resolved base model, the prepared corpora (their content hashes) and the
+resolved runtime, it says what each stage will compute and under which key, before anything
+runs. The flow only walks it; tests check keys without a Prefect server. A key holds what
+decides the stage's output: upstream keys, settings, what 'auto' resolved to, and the version of
+the stage's code (cusprun.pipeline.keys)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cusprun.pipeline.keys import content_key
+from cusprun.storage.layout import stage_key
+from cusprun.pipeline.plan_inputs import (calibration_corpora, compensation_config,
+                                          evaluation_corpora, gram_tokens, needs_grams,
+                                          probe_tokens, prune_config, uses_holdback)
+from cusprun.pipeline.runtime import Runtime
+from cusprun.pipeline.spec import EvaluationOptions, ExpertSpec
+
+
+@dataclass
+class Job:
+    """One stage run: `key` is its content key (the artifact lives at layout.stage_key(stage,
+    key)); `inputs` are what the stage function receives besides store and key."""
+
+    stage: str
+    key: str
+    label: str
+    inputs: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return stage_key(self.stage, self.key)
+
+
+@dataclass
+class StatisticsJob:
+    """One calibration corpus: its statistics and, for the expert's own dimensions when
+    compensation needs them, its Grams (computed by the same pass)."""
+
+    group: str
+    corpus: dict
+    stats: Job
+    grams: Job | None = None
+
+
+@dataclass
+class WorkList:
+    runtime: Runtime
+    statistics: list[StatisticsJob]
+    scores: Job | None
+    plans: dict[tuple[str, float], Job]
+    slices: dict[tuple[str, float], Job]
+    evaluation: Job | None
+
+    def stats_of(self, group: str) -> list[Job]:
+        return [s.stats for s in self.statistics if s.group == group]
+
+    @property
+    def grams(self) -> list[Job]:
+        return [s.grams for s in self.statistics if s.grams is not None]
+
+
+def corpus_jobs(spec: ExpertSpec, identities: dict[str, str]) -> tuple[dict[str, list[Job]],
+                                                                          dict[str, Job]]:
+    """(calibration corpora by dimension, held-out evaluation corpora by 'dimension=value'):
+    each keyed by its spec and the current identity of its source (size and mtime, ETag,
+    package version: `identities[source]`)."""
+    def job(c: dict) -> Job:
+        return Job("corpus", content_key("corpus", c, identities.get(c["source"], "")),
+                   f"corpus {c['dimension']}={c['value']} ({c['source']})", {"corpus": c})
+
+    calib = {g: [job(c) for c in cs] for g, cs in calibration_corpora(spec).items()}
+    return calib, {name: job(c) for name, c in evaluation_corpora(spec).items()}
+
+
+def _ratios(spec: ExpertSpec) -> list[float]:
+    sweep = spec.evaluation.sweep_ratios if spec.evaluation.enabled else []
+    return list(spec.target_ratios) + [r for r in sweep if r not in spec.target_ratios]
+
+
+def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
+              eval_corpora: dict[str, dict], runtime: Runtime,
+              stats_runtime: Runtime | None = None) -> WorkList:
+    """The work list of a build (see module docstring). `corpora`: dimension (and 'general') ->
+    prepared corpus records; `eval_corpora`: name -> prepared held-out corpus record."""
+    fp = model["fingerprint"]
+    srt = stats_runtime or runtime
+    stats: list[StatisticsJob] = []
+    for group, records in corpora.items():
+        for c in records:
+            label = f"{group}={c['value']}"
+            s = Job("stats", content_key("stats", fp, c["hash"], {"max_tokens": spec.max_tokens,
+                                                                 **srt.identity()}),
+                    f"statistics {label}")
+            g = None
+            if needs_grams(spec) and group != "general":
+                cap = {"max_docs": spec.gram_docs} if spec.gram_docs else {}
+                g = Job("grams", content_key("grams", fp, c["hash"], {
+                    "max_tokens": gram_tokens(spec), **cap, **srt.identity("gram_precision")}),
+                    f"compensation Grams {label}", {"max_docs": spec.gram_docs})
+            stats.append(StatisticsJob(group, c, s, g))
+    own = [s for s in stats if s.group != "general"]
+    general = [s.stats.key for s in stats if s.group == "general"]
+    gram_keys = [s.grams.key for s in own if s.grams is not None]
+    comp = compensation_config(spec)
+
+    scores = None
+    if spec.baselines:
+        scores = Job("scores", content_key("scores", fp, sorted(spec.baselines), general, spec.seed),
+                     "baseline unit scores", {"methods": sorted(spec.baselines), "general": general,
+                                              "seed": spec.seed})
+    plans: dict[tuple[str, float], Job] = {}
+    measured = uses_holdback(spec)
+    heldback = {g: [s.corpus for s in own if s.group == g] for g in dict.fromkeys(s.group for s in own)}
+    by_dim = {g: [s.stats.key for s in own if s.group == g] for g in sorted(heldback)}
+    for ratio in _ratios(spec):
+        prune = prune_config(spec, ratio)
+        search = ({"grams": gram_keys, "compensation": comp, "max_tokens": probe_tokens(spec),
+                   "heldback": {g: [c["hash"] for c in cs] for g, cs in heldback.items()},
+                   **runtime.identity("probe_precision")} if measured else None)
+        plans[("cusprun", ratio)] = Job(
+            "plan", content_key("plan", fp, [by_dim[g] for g in sorted(by_dim)], general, prune,
+                                search),
+            f"Cus-Prun plan at {ratio:g}",
+            {"stats": by_dim, "general": general, "prune": prune,
+             "grams": gram_keys if (measured or comp["mode"] != "none") else [],
+             "heldback": heldback if measured else {}, "compensation": comp,
+             "probe_max_tokens": probe_tokens(spec), "probe_precision": runtime.probe_precision})
+        for method in spec.baselines:
+            plans[(method, ratio)] = Job(
+                "baseline", content_key("baseline", scores.key, method, ratio, spec.layout,
+                                        spec.ffn_multiple),
+                f"{method} plan at {ratio:g}",
+                {"method": method, "ratio": ratio, "layout": spec.layout,
+                 "ffn_multiple": spec.ffn_multiple, "scores": scores.key, "seed": spec.seed})
+
+    comp_key = {"compensation": comp, "grams": gram_keys if comp["mode"] != "none" else []}
+    slices = {(m, r): Job("slice", content_key("slice", p.key, comp_key),
+                          f"slice {m} at {r:g}", {"plan": p.key, "grams": comp_key["grams"],
+                                                  "compensation": comp})
+              for (m, r), p in plans.items() if r in spec.target_ratios}
+
+    evaluation = None
+    if spec.evaluation.enabled:
+        options = {**spec.evaluation.model_dump(), "seed": spec.seed,
+                   "own_language": spec.language.value if spec.language else None,
+                   "compensation": comp, "sweep_precision": runtime.sweep_precision}
+        sweep = {f"{m}@{r:g}": {"plan": p.key, "method": m, "ratio": r}
+                 for (m, r), p in plans.items() if r in spec.evaluation.sweep_ratios}
+        candidates = {f"{m}@{r:g}": {"key": s.key, "method": m, "ratio": r}
+                      for (m, r), s in slices.items()}
+        key = content_key("evaluate", fp, sorted(s.key for s in slices.values()),
+                          {n: c["hash"] for n, c in eval_corpora.items()},
+                          {k: v for k, v in options.items() if k not in EvaluationOptions.SPEED_ONLY},
+                          sorted(v["plan"] for v in sweep.values()), gram_keys,
+                          runtime.identity("sweep_precision"))
+        evaluation = Job("evaluate", key, "evaluation", {
+            "candidates": candidates, "eval_corpora": eval_corpora, "options": options,
+            "overlap_plan": plans[("cusprun", spec.target_ratios[0])].key, "sweep": sweep,
+            "grams": gram_keys if comp["mode"] != "none" else []})
+    return WorkList(runtime, stats, scores, plans, slices, evaluation)
