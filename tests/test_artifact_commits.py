@@ -131,7 +131,7 @@ def test_scratch_dir_is_removed_after_the_stage_committed_or_failed(tmp_path, mo
     from transformers import AutoConfig
 
     from cusprun.pipeline.context import scratch_dir
-    from cusprun.pipeline.stages import _write_plan, read_plan
+    from cusprun.pipeline.stages.common import read_plan, write_plan
     from cusprun.slicing.synthetic import random_plan
     from cusprun.storage import ArtifactStore
     from cusprun.testing import make_tiny_model
@@ -147,6 +147,6 @@ def test_scratch_dir_is_removed_after_the_stage_committed_or_failed(tmp_path, mo
     plan = random_plan(AutoConfig.from_pretrained(path), fingerprint="f" * 24, ffn=40, groups=1,
                        heads_per_group=2, layout="uniform", seed=0)
     store = ArtifactStore(str(tmp_path / "store"))
-    rec = _write_plan(store, "p1", plan)
-    assert read_plan(store, rec).layers == plan.layers
+    rec = write_plan(store, "plan", "p1", plan)
+    assert rec["key"] == "plans/p1" and read_plan(store, "p1").layers == plan.layers
     assert list((tmp_path / "cache" / "work" / "plan").iterdir()) == []

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cusprun.adapters import Adapter
-from cusprun.baselines import BASELINES, baseline_plan, standardise
+from cusprun.baselines import BASELINES, baseline_plan, standardise, unit_scores
 from cusprun.errors import SpecError
 from cusprun.scoring import collect_stats
 from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
@@ -88,7 +88,7 @@ def test_magnitude_prunes_units_with_zero_weights_first():
         q = ad.qkv_parts(layer, d.n_heads, d.n_kv_heads, d.head_dim)["q"]
         q.linear.weight[q.start + 3 * d.head_dim:q.start + 4 * d.head_dim] = 0
         ad.o_proj(layer).weight[:, 3 * d.head_dim:4 * d.head_dim] = 0
-    ffn, heads = BASELINES["magnitude"](model, ad, d, None, 0)
+    ffn, heads = unit_scores(model, ["magnitude"])["magnitude"]
     assert ffn[1, 5] == 0 and (np.delete(ffn.ravel(), 1 * d.ffn + 5) > 0).all()
     assert heads[1, 3] == 0 and heads.min() == 0 and (heads > 0).sum() == heads.size - 1
     plan = baseline_plan("magnitude", model, 0.01, "per_layer", base_fingerprint="fp")
@@ -115,8 +115,8 @@ def test_wanda_sp_and_flap_scores_match_their_formulas(models):
     d = ad.dims(model.config)
     xd = _captured_inputs(model, tok, lambda a, l: a.down_proj(l))
     xo = _captured_inputs(model, tok, lambda a, l: a.o_proj(l))
-    wf, wh = BASELINES["wanda-sp"](model, ad, d, general, 0)
-    ff, fh = BASELINES["flap"](model, ad, d, general, 0)
+    scores = unit_scores(model, ["wanda-sp", "flap"], general)
+    (wf, wh), (ff, fh) = scores["wanda-sp"], scores["flap"]
     for li, layer in enumerate(ad.layers(model)):
         wd = ad.down_proj(layer).weight.detach().double()
         wo = ad.o_proj(layer).weight.detach().double()

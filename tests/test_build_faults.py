@@ -94,7 +94,7 @@ def test_endpoint_lost_after_statistics_then_rerun_equals_an_undisturbed_build(
     states = {}
     for r in settled_task_runs(rerun.state_details.flow_run_id):
         states.setdefault(r.name.rsplit("-", 1)[0], set()).add(r.state.name)
-    assert states["prepare-corpus"] == {"Cached"} and states["collect-stats"] == {"Cached"}, states
+    assert states["prepare-corpus"] == {"Cached"} and states["collect-statistics"] == {"Cached"}, states
     assert states["merge-masks"] == {"Completed"} and states["slice-weights"] == {"Completed"}, states
     assert {o.key: o.etag for o in store.list_info("stats")} == stats_written   # not rewritten
 

@@ -284,41 +284,27 @@ def test_bad_compensation_config_names_the_value():
         CompensationConfig(ridge=-1)
 
 
-def test_gram_key_and_stage_follow_gram_docs_and_tokens(tmp_path, monkeypatch):
-    """Grams use the first gram_docs documents (all when unset) at the statistics' tokens; both
-    are in the cache key."""
-    import pyarrow as pa
-
-    import cusprun.compensation as comp
-    from cusprun.pipeline import stages
-    from cusprun.pipeline.plan_inputs import gram_tokens, grams_key
+def test_gram_docs_cap_takes_the_first_documents(tmp_path):
+    """gram_docs: the Grams of a corpus's first N documents (the statistics still see all), and
+    the cap is part of the Grams' key (tests/test_keys.py covers the work list)."""
+    from cusprun.pipeline.plan_inputs import gram_tokens
     from cusprun.pipeline.spec import ExpertSpec
-    from cusprun.storage import ArtifactStore
+    from cusprun.scoring import CorpusJob, collect_corpora
 
-    spec = ExpertSpec.model_validate({"name": "x", "base_model": "m", "domain": {"value": "health"},
-                                      "max_tokens": 256})
+    spec = ExpertSpec.model_validate({"name": "x", "base_model": "m", "max_tokens": 256})
     assert gram_tokens(spec) == 256 and spec.gram_docs is None
-    k = grams_key("fp", "c", spec)
-    assert grams_key("fp", "c", spec.model_copy(update={"gram_docs": 8})) != k
-    assert grams_key("fp", "c", spec.model_copy(update={"max_tokens": 128})) != k
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path / "m")
-    seen = {}
-    real = comp.collect_grams
-
-    def recording(m, tok, texts, out, **kw):     # what the stage hands to the real collector
-        seen["texts"], seen["max_tokens"] = list(texts), kw["max_tokens"]
-        return real(m, tok, texts, out, **kw)
-
-    monkeypatch.setattr(stages, "_corpus_table", lambda store, corpus, split: pa.table({"text": TEXTS}))
-    monkeypatch.setattr(stages, "local_model", lambda ref, fp, opts=None: path)
-    monkeypatch.setattr(comp, "collect_grams", recording)
-    out = stages.grams_stage(ArtifactStore(str(tmp_path / "store")), "k1",
-                             {"ref": str(path), "fingerprint": FP},
-                             {"hash": "h", "dimension": "domain", "value": "health"},
-                             max_tokens=32, batch_size=2, max_docs=3)
-    assert seen == {"texts": TEXTS[:3], "max_tokens": 32}
-    assert out["n_tokens"] == sum(min(len(tiny_tokenizer()(t)["input_ids"]), 32) for t in TEXTS[:3])
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    tok = tiny_tokenizer()
+    both = collect_corpora(model, tok, {"c": CorpusJob(TEXTS, grams_dir=tmp_path / "cap",
+                                                       grams_max_docs=3)}, max_tokens=32,
+                           batch_size=2, progress=False)
+    assert both["c"].n_docs == len(TEXTS)
+    collect_grams(model, tok, TEXTS[:3], tmp_path / "first3", max_tokens=32, progress=False)
+    capped, first = GramSet([tmp_path / "cap"]), GramSet([tmp_path / "first3"])
+    assert capped.n_tokens == first.n_tokens == sum(min(len(tok(t)["input_ids"]), 32) for t in TEXTS[:3])
+    for role in ("down", "o"):
+        torch.testing.assert_close(capped.layer(2).gram[role], first.layer(2).gram[role],
+                                   rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("layout", ["uniform", "per_layer"])
@@ -356,22 +342,36 @@ def test_mask_session_cuts_ffn_and_computes_what_the_zeroed_model_computes(arch,
             assert torch.equal(model(x).logits, dense)
 
 
-def test_statistics_pass_collects_the_grams_only_when_it_can():
-    """Fused Grams need: Grams wanted, all statistics documents (no gram_docs cap), statistics in
-    this flow (not the gpu work pool), and every layer's float64 sums within fused_grams_gb."""
-    from transformers import LlamaConfig
+@pytest.mark.parametrize("mode", ["ls", "ls+bias"])
+def test_a_bf16_checkpoint_is_solved_in_float_and_stays_bf16(mode, tmp_path):
+    """Compensation solves in float32/float64 whatever the weights' dtype and writes the
+    checkpoint's dtype: a bf16 base gives a bf16 expert equal to the bf16 masked model."""
+    from safetensors import safe_open
 
-    from cusprun.pipeline.plan_inputs import fuse_grams
-    from cusprun.pipeline.spec import load_spec
+    from cusprun.engine import LayeredModel, plan_edit
+    from cusprun.models.loading import load_model
 
-    smol = LlamaConfig(num_hidden_layers=30, hidden_size=576, num_attention_heads=9,
-                       num_key_value_heads=3, intermediate_size=1536)
-    big = LlamaConfig(num_hidden_layers=16, hidden_size=2048, num_attention_heads=32,
-                      num_key_value_heads=8, intermediate_size=8192)
-    spec = load_spec({})
-    assert fuse_grams(spec, smol) and not fuse_grams(spec, big)            # 0.97 GB vs 13.7 GB
-    assert fuse_grams(load_spec({"fused_grams_gb": 14}), big)
-    assert not fuse_grams(load_spec({"fused_grams_gb": 0}), smol)
-    assert not fuse_grams(load_spec({"gram_docs": 64}), smol)
-    assert not fuse_grams(load_spec({"compensation": "none"}), smol)
-    assert not fuse_grams(load_spec({"execution": "distributed"}), smol)
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tiny_tokenizer().save_pretrained(tmp_path / "bf16")
+    base, tok = load_model(tmp_path / "bf16", device="cpu", dtype=torch.bfloat16)
+    collect_grams(base, tok, TEXTS, tmp_path / "g", max_tokens=48, progress=False)
+    grams = GramSet([tmp_path / "g"])
+    plan = random_plan(base.config, fingerprint=FP, ffn=50, groups=1, heads_per_group=2,
+                       layout="uniform", seed=2)
+    config = CompensationConfig(mode=mode, ridge=0.1)
+    out = slice_checkpoint(tmp_path / "bf16", plan, tmp_path / "expert", model_fingerprint=FP,
+                           compensation=Compensation(config, grams), progress=False)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    expert = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16).eval()
+    ref = mask_model(base, plan, grams=grams, config=config)
+    assert {p.dtype for p in ref.parameters()} == {torch.bfloat16}
+    x = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (expert(x).logits.float() - ref(x).logits.float()).abs().max().item()
+    assert diff < 2e-2     # two bf16 roundings of the same float solve
+    # The streamed edit of a bf16 layer keeps bf16 parameters too.
+    lm = LayeredModel.streamed(tmp_path / "bf16", device="cpu", dtype=torch.bfloat16)
+    with lm.layer(0) as layer, plan_edit(lm.adapter, lm.dims, plan, grams=grams, config=config)(0, layer):
+        assert {p.dtype for p in layer.parameters()} == {torch.bfloat16}

@@ -50,7 +50,8 @@ def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_wor
         "language": {"value": "en", "max_docs": 8}, "domain": {"value": "health", "max_docs": 8},
         "task": None, "general": None, "baselines": [], "target_ratios": [0.25],
         "max_tokens": 32, "min_docs": 4, "evaluation": {"enabled": False},
-        "storage_root": str(root), "execution": "distributed"})
+        "storage_root": str(root), "execution": "distributed",
+        "device": "cpu"})   # this test's gpu pool is a CPU worker (auto would mean CUDA there)
     t0 = time.perf_counter()
     state = build_expert(spec=spec, return_state=True)
     elapsed = time.perf_counter() - t0
@@ -65,6 +66,22 @@ def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_wor
     store = ArtifactStore(str(root))
     assert latest_version(store, "tiny-distributed") == result["expert"]["version"]
     assert elapsed < 150, elapsed
+
+
+def test_a_worker_without_cuda_refuses_statistics_keyed_for_cuda(tmp_path):
+    """Distributed statistics default to CUDA (the gpu pool); a worker without it must not
+    compute them in float32 under a CUDA key."""
+    import pytest
+
+    from cusprun.errors import SpecError
+    from cusprun.pipeline.runtime import statistics_runtime
+    from cusprun.pipeline.spec import load_spec
+    from cusprun.pipeline.stages.common import check_runtime
+
+    rt = statistics_runtime(load_spec({"execution": "distributed"}))
+    assert rt.device == "cuda"
+    with pytest.raises(SpecError, match="no CUDA.*device: cpu"):
+        check_runtime(rt.model_dump())
 
 
 def test_rebuild_in_local_mode_builds_each_profile_in_process(deployed, tmp_path):

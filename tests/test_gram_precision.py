@@ -83,18 +83,11 @@ def test_fused_pass_takes_the_precision(tmp_path):
     assert json.loads((tmp_path / "fused" / G.SUMMARY_FILE).read_text())["precision"] == "bfloat16"
 
 
-def test_spec_default_and_cache_key():
-    """'auto' by default; float32 keeps the key Grams had before the setting existed."""
-    from cusprun.pipeline.keys import content_key
-    from cusprun.pipeline.plan_inputs import grams_key
+def test_spec_default_and_choices():
+    """'auto' by default (resolved before any key is made: tests/test_keys.py)."""
     from cusprun.pipeline.spec import ExpertSpec
 
     spec = ExpertSpec.model_validate({"name": "x", "base_model": "m", "max_tokens": 256})
     assert spec.gram_precision == "auto" and spec.probe_precision == "auto"
-    f32 = spec.model_copy(update={"gram_precision": "float32"})
-    assert grams_key("fp", "c", f32) == content_key("grams", "fp", "c", {"max_tokens": 256})
-    keys = {grams_key("fp", "c", spec.model_copy(update={"gram_precision": p}))
-            for p in ("auto", "float32", "bfloat16")}
-    assert len(keys) == 3
     with pytest.raises(ValueError, match="gram_precision"):
         ExpertSpec(gram_precision="fp8")

@@ -44,6 +44,10 @@ def _get(obj: Any, dotted: str) -> Any:
 
 
 def architecture_of(config: Any) -> str:
+    """The family of `config` (a per-layer expert's is its base model's)."""
+    base = getattr(config, "base_architecture", None)
+    if base in ARCHITECTURES:
+        return base
     archs = list(getattr(config, "architectures", None) or [])
     for arch in archs:
         if arch in ARCHITECTURES:

@@ -24,8 +24,9 @@ def ratio_problem(ratio) -> str | None:
 
 def check_ratio(ratio, what: str = "target_ratio") -> float:
     """`ratio` itself, or a SpecError naming it and the accepted range."""
-    if (problem := ratio_problem(ratio)) is not None:
-        raise SpecError(f"{what}: {problem} (a fraction of prunable parameters to remove).")
+    if ratio_problem(ratio) is not None:
+        raise SpecError(f"{what}={ratio!r} is outside (0, {MAX_RATIO:g}]: give the fraction of "
+                        "prunable parameters to remove.")
     return float(ratio)
 
 

@@ -36,12 +36,25 @@ def base_path(store: ArtifactStore, model: dict) -> Path:
     return local_model(model["ref"], model["fingerprint"], store.storage_options or None)
 
 
+def check_runtime(runtime: dict):
+    """The runtime this stage's keys were made for, refused where this worker cannot run it."""
+    import torch
+
+    from cusprun.pipeline.runtime import Runtime
+
+    rt = Runtime.model_validate(runtime)
+    if rt.device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("This worker has no CUDA, but the build's cache keys are for statistics "
+                        "computed on CUDA (device 'auto' in distributed mode means the gpu pool); "
+                        "run a GPU worker, or set device: cpu in the spec.")
+    return rt
+
+
 def open_base(store: ArtifactStore, model: dict, runtime: dict):
     """(LayeredModel, tokenizer) of the base model for passes: whole or streamed (runtime)."""
     from cusprun.engine import open_model
-    from cusprun.pipeline.runtime import Runtime
 
-    return open_model(base_path(store, model), **Runtime.model_validate(runtime).load_options())
+    return open_model(base_path(store, model), **check_runtime(runtime).load_options())
 
 
 def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) -> dict | None:
