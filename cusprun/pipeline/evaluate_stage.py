@@ -124,6 +124,7 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
     from cusprun.pipeline.stages import read_plan
 
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
+    from cusprun.evaluation.markdown import summary_markdown
     from cusprun.models.loading import load_tokenizer
 
     with timed(f"evaluate {len(candidates) + 1} models"), scratch_dir("evaluate", key) as out:
@@ -151,7 +152,10 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, candidates: dict
             with open(out / "report.md", "a") as f:
                 f.write("\n" + section)
         md = (out / "report.md").read_text()
-        return commit(store, out, f"reports/{key}", {"markdown": md, "models": list(entries),
+        # summary_markdown: the narrow table the Prefect UI artifact shows (report.md is wider)
+        return commit(store, out, f"reports/{key}", {"markdown": md,
+                                                     "summary_markdown": summary_markdown(report),
+                                                     "models": list(entries),
                                                      "mc_tasks": list(mc_tasks),
                                                      "loss_sets": list(loss_sets)})
 
