@@ -166,7 +166,7 @@ def files(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """(benchmark and other top-level JSON files, expert folders, other nested JSON files)."""
     if not root.is_dir():
         return [], [], []
-    experts = sorted({p.parent for p in root.rglob("report.json")})
+    experts = sorted({p.parent for p in root.rglob("report.json") if p.parent != root})
     nested = sorted(p for p in root.rglob("*.json") if p.parent != root
                     and p.parent not in experts)
     return sorted(root.glob("*.json")), experts, nested
