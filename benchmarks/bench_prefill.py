@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
               align=["l", "r", "l", "r", "r", "r", "r", "l"])
     best = max((v for k, v in values.items() if k != "dense"), key=lambda v: v["speedup"])
     res.headline = (f"Prefill of a model pruned to {args.ratio:g} of prunable parameters ({label}, "
-                    f"{'GPU' if cuda else 'CPU'}): up to {best['speedup']:.2f}x dense tokens/s for "
-                    f"{best['param_ratio']:.2f}x fewer non-embedding parameters")
+                    f"{'GPU' if cuda else 'CPU'}): up to {best['speedup']:.2f}x dense tokens/s with "
+                    f"{1 / best['param_ratio']:.0%} of its non-embedding parameters")
     res.values = {"models": values, "tokens_per_prefill": n_tok, "load_avg_1m": load}
     res.write(f"bench_prefill-{'cuda' if cuda else 'cpu'}")
     return 0
