@@ -14,7 +14,7 @@ STAMP := $(VENV)/.cusprun-installed
 # never used.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo demo-fr test bench clean browser
+.PHONY: install demo demo-fr test bench results clean browser
 
 install: $(STAMP)
 
@@ -45,8 +45,14 @@ browser:
 	    $$SUDO apt-get install -y -q chromium; } || \
 	  echo "could not install chromium: the browser test will be skipped"; }
 
+# Each benchmark writes its JSON under benchmarks/results/; `results` renders docs/results.md
+# (and the README's results block, between its markers) from all of them.
 bench: install
 	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/render_results.py
+
+results: install
+	$(PY) benchmarks/render_results.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 import time
 
 import torch
+from results_io import Result  # benchmarks/ is on sys.path when a script here runs
 
 from cusprun.corpora import prepare_corpus, read_corpus
 from cusprun.evaluation import heldout_loss, loss_sets_from_tables
@@ -43,10 +45,11 @@ def main() -> None:
     examples = loss_sets_from_tables({args.set: table}, max_docs=spec.evaluation.max_docs)[args.set]
     n_chars = sum(len(e.text) for e in examples)
     n_bytes = sum(len(e.text.encode()) for e in examples)
-    print(f"{args.profile} {args.set}: {len(examples)} held-out documents, {n_chars} characters, "
-          f"max_tokens {args.max_tokens}\n")
-    print("| model | tokens scored | loss (nats/token) | nats/char | bits/byte | wall (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    result = Result("base_model_loss", "Held-out loss of the embedded base models on the same "
+                    "documents", vars(args))
+    result.say(f"{args.profile} {args.set}: {len(examples)} held-out documents, {n_chars} characters, "
+               f"max_tokens {args.max_tokens}\n")
+    rows, values = [], {}
     for ref in args.models.split(","):
         model, tok = load_model(resolve_model(ref).path)
         t0 = time.perf_counter()
@@ -56,10 +59,15 @@ def main() -> None:
         cut = any(n + 1 >= args.max_tokens for _, n in r.per_doc)
         per_char = "cut" if cut else f"{nll / n_chars:.4f}"
         per_byte = "cut" if cut else f"{nll / n_bytes / math.log(2):.4f}"
-        print(f"| {ref} | {r.n_tokens} | {r.loss:.4f} | {per_char} | {per_byte} | "
-              f"{time.perf_counter() - t0:.1f} |", flush=True)
+        wall = time.perf_counter() - t0
+        rows.append([ref, r.n_tokens, f"{r.loss:.4f}", per_char, per_byte, f"{wall:.1f}"])
+        values[ref] = {"tokens": r.n_tokens, "loss": r.loss, "nll": nll, "cut": cut, "wall_s": wall}
+        print(f"done: {ref}", file=sys.stderr, flush=True)
         del model
-
+    result.table(["model", "tokens scored", "loss (nats/token)", "nats/char", "bits/byte", "wall (s)"],
+                 rows)
+    result.values = {"models": values, "documents": len(examples), "chars": n_chars, "bytes": n_bytes}
+    result.write()
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_io import Result  # benchmarks/ is on sys.path when a script here runs
 
 from cusprun.adapters import Adapter, count_params
 from cusprun.baselines import baseline_plan
@@ -93,30 +94,42 @@ def main(argv: list[str] | None = None) -> int:
     n_tok = args.batch * args.seq
     tps = {k: n_tok / min(v) for k, v in times.items()}  # fastest run: least disturbed by other load
     pc = {k: count_params(m)["non_embedding"] for k, m in models.items()}
-    print(f"model: {label}; uniform plans at target {args.ratio} of prunable parameters")
+    res = Result("bench_prefill", "Prefill throughput: sliced (pruned) model vs its dense base",
+                 {**vars(args), "device": device, "dtype": str(dtype).removeprefix("torch.")})
+    res.say(f"model: {label}; uniform plans at target {args.ratio} of prunable parameters")
     where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"prefill: batch {args.batch} x {args.seq} tokens, {str(dtype).removeprefix('torch.')}, {where}, "
-          f"best of {args.reps} interleaved runs; logits_to_keep=1 (LM head of the last position only: this times "
-          "the transformer body)")
+    res.say(f"prefill: batch {args.batch} x {args.seq} tokens, {str(dtype).removeprefix('torch.')}, {where}, "
+            f"best of {args.reps} interleaved runs; logits_to_keep=1 (LM head of the last position only: this "
+            "times the transformer body)")
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     busy = " - other processes compete for the CPU, ratios are noisy" if load > cores else ""
-    print(f"machine: {cores} cores, 1-min load average {load:.1f} at the end{busy}")
-    print()
-    print("| model | removed of prunable | per layer: FFN / heads / KV | non-embedding params | prefill tok/s "
-          "| param ratio | tok/s ratio | goal: >= 0.9 x param ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|---|")
+    res.say(f"machine: {cores} cores, 1-min load average {load:.1f} at the end{busy}")
+    res.say()
+    rows, values = [], {}
     for k in models:
         if k == "dense":
             d = Adapter.for_model(dense).dims(dense.config)
-            print(f"| dense | 0 | {d.ffn} / {d.n_heads} / {d.n_kv_heads} | {pc[k]:,} | {tps[k]:,.0f} "
-                  f"| 1.000 | 1.000 | |")
+            rows.append(["dense", "0", f"{d.ffn} / {d.n_heads} / {d.n_kv_heads}", f"{pc[k]:,}",
+                         f"{tps[k]:,.0f}", "1.000", "1.000", ""])
+            values[k] = {"non_embedding_params": pc[k], "tokens_per_s": tps[k]}
             continue
         plan, w = plans[k], plans[k].layers[0]
         ratio, speedup = pc["dense"] / pc[k], tps[k] / tps["dense"]
         ok = "met" if speedup >= 0.9 * ratio else "not met"
-        print(f"| pruned, {k} | {100 * plan.achieved_ratio:.1f}% | {len(w.ffn)} / {len(w.heads)} / "
-              f"{len(w.kv_heads)} | {pc[k]:,} | {tps[k]:,.0f} | {ratio:.3f} | {speedup:.3f} "
-              f"| {ok} ({0.9 * ratio:.3f}) |")
+        rows.append([f"pruned, {k}", f"{100 * plan.achieved_ratio:.1f}%",
+                     f"{len(w.ffn)} / {len(w.heads)} / {len(w.kv_heads)}", f"{pc[k]:,}", f"{tps[k]:,.0f}",
+                     f"{ratio:.3f}", f"{speedup:.3f}", f"{ok} ({0.9 * ratio:.3f})"])
+        values[k] = {"non_embedding_params": pc[k], "tokens_per_s": tps[k], "param_ratio": ratio,
+                     "speedup": speedup, "achieved_ratio": plan.achieved_ratio, "goal_met": ok == "met"}
+    res.table(["model", "removed of prunable", "per layer: FFN / heads / KV", "non-embedding params",
+               "prefill tok/s", "param ratio", "tok/s ratio", "goal: >= 0.9 x param ratio"], rows,
+              align=["l", "r", "l", "r", "r", "r", "r", "l"])
+    best = max((v for k, v in values.items() if k != "dense"), key=lambda v: v["speedup"])
+    res.headline = (f"Prefill of a model pruned to {args.ratio:g} of prunable parameters ({label}, "
+                    f"{'GPU' if cuda else 'CPU'}): up to {best['speedup']:.2f}x dense tokens/s with "
+                    f"{1 / best['param_ratio']:.0%} of its non-embedding parameters")
+    res.values = {"models": values, "tokens_per_prefill": n_tok, "load_avg_1m": load}
+    res.write(f"bench_prefill-{'cuda' if cuda else 'cpu'}")
     return 0
 
 

@@ -22,6 +22,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from results_io import Result  # benchmarks/ is on sys.path when a script here runs
+
 _PRELUDE = textwrap.dedent("""
     import json, resource, sys
     import torch, transformers
@@ -109,24 +111,31 @@ def main(argv: list[str] | None = None) -> int:
         loaded = _peak("load-dense", job)
         out_bytes = sum(f.stat().st_size for f in Path(job["out"]).glob("*.safetensors"))
 
-    print(f"model: {label}; plan: uniform, {100 * plan.achieved_ratio:.1f}% of prunable params removed")
-    print(f"dense checkpoint on disk: {_mib(ckpt)} ({ckpt:,} bytes); sliced: {_mib(out_bytes)}")
-    print(f"baseline (idle python + torch + transformers + cusprun.slicing): {_mib(idle)} peak RSS")
-    print()
-    print("| process                           | peak RSS   | above baseline | / checkpoint |")
-    print("|-----------------------------------|-----------:|---------------:|-------------:|")
-    for name, peak in (("slice_checkpoint (streamed)", sliced),
-                       ("slice_checkpoint, tiny model", fixed),
-                       ("from_pretrained dense (reference)", loaded)):
-        print(f"| {name:<33} | {_mib(peak):>10} | {_mib(peak - idle):>14} | "
-              f"{(peak - idle) / ckpt:>11.2f}x |")
-    print()
+    res = Result("bench_slicing_memory", "Peak memory of slicing vs the dense checkpoint size",
+                 vars(args))
+    res.say(f"model: {label}; plan: uniform, {100 * plan.achieved_ratio:.1f}% of prunable params removed")
+    res.say(f"dense checkpoint on disk: {_mib(ckpt)} ({ckpt:,} bytes); sliced: {_mib(out_bytes)}")
+    res.say(f"baseline (idle python + torch + transformers + cusprun.slicing): {_mib(idle)} peak RSS")
+    res.say()
+    res.table(["process", "peak RSS", "above baseline", "/ checkpoint"],
+              [[name, _mib(peak), _mib(peak - idle), f"{(peak - idle) / ckpt:.2f}x"]
+               for name, peak in (("slice_checkpoint (streamed)", sliced),
+                                  ("slice_checkpoint, tiny model", fixed),
+                                  ("from_pretrained dense (reference)", loaded))])
+    res.say()
     ratio = (sliced - idle) / ckpt
-    print(f"of which fixed cost of the code path (imports, config classes; same on a tiny model): "
-          f"{_mib(fixed - idle)}; size-dependent part: {_mib(sliced - fixed)} "
-          f"({(sliced - fixed) / ckpt:.2f}x the checkpoint)")
-    print(f"slicing peak / checkpoint: {ratio:.2f}x (goal <= 1.1x, never two full copies): "
-          f"{'yes' if ratio <= 1.1 else 'no'}")
+    res.say(f"of which fixed cost of the code path (imports, config classes; same on a tiny model): "
+            f"{_mib(fixed - idle)}; size-dependent part: {_mib(sliced - fixed)} "
+            f"({(sliced - fixed) / ckpt:.2f}x the checkpoint)")
+    res.say(f"slicing peak / checkpoint: {ratio:.2f}x (goal <= 1.1x, never two full copies): "
+            f"{'yes' if ratio <= 1.1 else 'no'}")
+    res.headline = (f"Slicing {label} ({_mib(ckpt)} on disk) peaks at {ratio:.2f}x the checkpoint size "
+                    f"above an idle process (goal <= 1.1x); loading it with from_pretrained: "
+                    f"{(loaded - idle) / ckpt:.2f}x")
+    res.values = {"checkpoint_bytes": ckpt, "sliced_bytes": out_bytes, "idle_peak": idle,
+                  "slice_peak": sliced, "tiny_slice_peak": fixed, "load_dense_peak": loaded,
+                  "slice_ratio": ratio, "achieved_ratio": plan.achieved_ratio}
+    res.write()
     return 0
 
 

@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 
+from results_io import Result  # benchmarks/ is on sys.path when a script here runs
+
 WORDS = ("the of and to in is was for on that with as by at from his her an they which one you were "
          "patient dose river city model data music train light water doctor market energy garden").split()
 
@@ -192,25 +194,34 @@ def main() -> int:
                     for m in ("plain", "stats"))
     mib = lambda b: b / 2 ** 20  # noqa: E731
     unit = "max_memory_allocated" if plain["device"] == "cuda" else "peak RSS"
-    print(f"Model: {plain['model']} on {plain['device']} ({plain['threads']} threads, load average "
-          f"{plain['load']}); {plain['tokens']} tokens per pass, batch {args.batch_size}, <= "
-          f"{args.doc_tokens} tokens/doc, best of {args.repeats}. Memory: {unit}.\n")
-    print("| mode | wall time (s) | CPU time (s) | tokens/s | peak memory (MiB) | peak above resident model (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    res = Result("bench_stats", "Statistics pass vs plain forward pass: time and peak memory",
+                 {k: v for k, v in vars(args).items() if k != "worker"})
+    res.say(f"Model: {plain['model']} on {plain['device']} ({plain['threads']} threads, load average "
+            f"{plain['load']}); {plain['tokens']} tokens per pass, batch {args.batch_size}, <= "
+            f"{args.doc_tokens} tokens/doc, best of {args.repeats}. Memory: {unit}.\n")
+    rows = []
     for r in (plain, stats):
         label = "plain forward" if r["mode"] == "plain" else "statistics pass"
-        print(f"| {label} | {r['seconds']:.2f} | {r['cpu']:.2f} | {r['tokens'] / r['seconds']:.0f} | "
-              f"{mib(r['peak']):.0f} | {mib(r['peak'] - r['base']):.0f} |")
+        rows.append([label, f"{r['seconds']:.2f}", f"{r['cpu']:.2f}", f"{r['tokens'] / r['seconds']:.0f}",
+                     f"{mib(r['peak']):.0f}", f"{mib(r['peak'] - r['base']):.0f}"])
     t_ratio = stats["seconds"] / plain["seconds"]
     c_ratio = stats["cpu"] / plain["cpu"]
     m_ratio = stats["peak"] / plain["peak"]
     extra = (stats["peak"] - stats["base"]) / max(1, plain["peak"] - plain["base"])
-    print(f"| **ratio stats/plain** | **{t_ratio:.3f}** | {c_ratio:.3f} | | **{m_ratio:.3f}** | {extra:.3f} |")
-    print("\nGoals: time <= 1.15, peak memory <= 1.2 (ratios of the fastest pass of each mode; the modes "
-          "alternate in one process).")
+    rows.append(["**ratio stats/plain**", f"**{t_ratio:.3f}**", f"{c_ratio:.3f}", "", f"**{m_ratio:.3f}**",
+                 f"{extra:.3f}"])
+    res.table(["mode", "wall time (s)", "CPU time (s)", "tokens/s", "peak memory (MiB)",
+               "peak above resident model (MiB)"], rows)
+    res.say("\nGoals: time <= 1.15, peak memory <= 1.2 (ratios of the fastest pass of each mode; the modes "
+            "alternate in one process).")
     ok = t_ratio <= 1.15 and m_ratio <= 1.2
-    print(f"{'PASS' if ok else 'OVER GOAL'}: wall time x{t_ratio:.3f} (CPU time x{c_ratio:.3f}), "
-          f"peak memory x{m_ratio:.3f}")
+    res.say(f"{'PASS' if ok else 'OVER GOAL'}: wall time x{t_ratio:.3f} (CPU time x{c_ratio:.3f}), "
+            f"peak memory x{m_ratio:.3f}")
+    res.headline = (f"Statistics pass vs plain forward pass ({plain['model']}, {plain['device']}): wall "
+                    f"time x{t_ratio:.3f}, peak memory x{m_ratio:.3f} (goals 1.15, 1.2)")
+    res.values = {"plain": plain, "stats": stats, "time_ratio": t_ratio, "cpu_ratio": c_ratio,
+                  "memory_ratio": m_ratio, "extra_memory_ratio": extra, "goals_met": ok}
+    res.write(f"bench_stats-{plain['device']}")
     return 0
 
 

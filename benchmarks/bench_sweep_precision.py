@@ -26,6 +26,7 @@ from cusprun.models.precision import native_bf16  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_quality_overhead import run  # noqa: E402
+from results_io import Result  # noqa: E402
 
 
 def points(rows: list[dict]) -> dict[tuple, dict]:
@@ -49,23 +50,33 @@ def main() -> int:
         sweeps[precision] = points(json.loads((Path(report) / "sweep.json").read_text()))
         print(f"done: {precision}: {report}", file=sys.stderr, flush=True)
     f32, b16 = sweeps["float32"], sweeps["bfloat16"]
-    print(f"native bfloat16 matmuls on this machine: {native_bf16('cpu')}\n")
-    print("| sweep precision | points measured | seconds per point | ratio |\n|---|---:|---:|---:|")
-    per = {}
+    result = Result("bench_sweep_precision", "Ratio sweep in float32 vs bfloat16: time per point "
+                    "and retention moved", {"store": bool(args.store)})
+    result.say(f"native bfloat16 matmuls on this machine: {native_bf16('cpu')}\n")
+    per, table = {}, []
     for name, pts in sweeps.items():
         # a point the main comparison already measured (float32) has 0 s: not counted
         secs = [next(iter(p.values()))["seconds"] for p in pts.values()]
         measured = [s for s in secs if s > 0]
         per[name] = sum(measured) / len(measured)
-        print(f"| {name} | {len(measured)} | {per[name]:.1f} | {per[name] / per['float32']:.2f} |")
+        table.append([name, len(measured), f"{per[name]:.1f}", f"{per[name] / per['float32']:.2f}"])
+    result.table(["sweep precision", "points measured", "seconds per point", "ratio"], table)
     diffs = sorted(((abs(b16[k][s]["retention"] - f32[k][s]["retention"]), k, s)
                     for k in f32 if k[0] != "dense" for s in f32[k]), reverse=True)
     mean = sum(d for d, _, _ in diffs) / len(diffs)
-    print(f"\nretention, bfloat16 - float32 over {len(diffs)} cells: mean |diff| {mean:.4f}, "
-          f"max {diffs[0][0]:.4f} ({diffs[0][1][0]}@{diffs[0][1][1]:g} {diffs[0][1][2]}, {diffs[0][2]})")
-    for d, k, s in diffs[:5]:
-        print(f"  {k[0]}@{k[1]:g} {k[2]} {s}: float32 {f32[k][s]['retention']:.4f}, "
-              f"bfloat16 {b16[k][s]['retention']:.4f}")
+    result.say(f"\nretention, bfloat16 - float32 over {len(diffs)} cells: mean |diff| {mean:.4f}, "
+               f"max {diffs[0][0]:.4f} ({diffs[0][1][0]}@{diffs[0][1][1]:g} {diffs[0][1][2]}, "
+               f"{diffs[0][2]})")
+    result.table(["point", "set", "float32", "bfloat16"],
+                 [[f"{k[0]}@{k[1]:g} {k[2]}", s, f"{f32[k][s]['retention']:.4f}",
+                   f"{b16[k][s]['retention']:.4f}"] for _, k, s in diffs[:5]],
+                 title="The five largest differences in retention:")
+    result.headline = (f"Sweep in bfloat16: {per['bfloat16'] / per['float32']:.2f}x the seconds per "
+                       f"point of float32, retention moved by {mean:.4f} on average (max "
+                       f"{diffs[0][0]:.4f})")
+    result.values = {"seconds_per_point": per, "mean_abs_diff": mean, "max_abs_diff": diffs[0][0],
+                     "native_bf16": native_bf16("cpu")}
+    result.write()
     shutil.rmtree(work, ignore_errors=True)
     if not args.store:                   # a temporary store: about 9 GB
         shutil.rmtree(store, ignore_errors=True)

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, markdown, own_sets
+from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, own_sets, table_cells
+from results_io import Result
 
 from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
@@ -80,9 +81,18 @@ def main() -> int:
                          "mean own": sum(dense[n] / got[n] for n in own) / len(own),
                          "candidates": len(search.get("candidates", [])), "plan s": t_plan})
             print(f"done: {label} ({t_plan:.0f}s)", file=sys.stderr, flush=True)
-    print(f"ratio {args.ratio}; calibration: {cal.grams.n_tokens} tokens, statistics "
-          f"{cal.seconds['stats']:.0f}s, Grams {cal.seconds['grams']:.0f}s\n")
-    print(markdown(rows))
+    result = Result("quality_ablation", "What each piece of the selection contributes to the demo "
+                    "expert's quality", vars(args))
+    result.say(f"ratio {args.ratio}; calibration: {cal.grams.n_tokens} tokens, statistics "
+               f"{cal.seconds['stats']:.0f}s, Grams {cal.seconds['grams']:.0f}s\n")
+    cols, cells = table_cells(rows)
+    result.table(cols, cells, align=["l"] * 7 + ["r"] * (len(cols) - 7))
+    first, default = rows[0], next(r for r in rows if "(default)" in r["variant"])
+    result.headline = (f"Selection ablation at ratio {args.ratio:g}: mean retention on the expert's own "
+                       f"sets {first['mean own']:.3f} ({first['variant']}) -> "
+                       f"{default['mean own']:.3f} ({default['variant']})")
+    result.values = {"rows": rows, "calibration_tokens": cal.grams.n_tokens, "seconds": cal.seconds}
+    result.write()
     return 0
 
 

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, markdown, own_sets
+from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, own_sets, table_cells
+from results_io import Result
 
 from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
@@ -72,7 +73,16 @@ def main() -> int:
         for d, t in grid:
             rows.append(setting(model, tok, fp, d, t, sets, dense, work))
             print(f"done: {d} docs x {t} tokens ({rows[-1]['total s']:.0f}s)", file=sys.stderr, flush=True)
-    print(markdown(rows))
+    result = Result("quality_calibration", "Held-out loss retention of the demo expert against "
+                    "calibration size", vars(args))
+    cols, cells = table_cells(rows)
+    result.table(cols, cells, align=["r", "r", "r", "l"] + ["r"] * (len(cols) - 4))
+    best = max(rows, key=lambda r: r["mean own"])
+    result.headline = (f"Calibration size: mean retention on the expert's own sets from "
+                       f"{min(r['mean own'] for r in rows):.3f} to {best['mean own']:.3f} "
+                       f"({best['docs/dim']} docs x {best['tokens/doc']} tokens)")
+    result.values = {"rows": rows}
+    result.write()
     return 0
 
 

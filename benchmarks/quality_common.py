@@ -90,11 +90,9 @@ def own_sets(sets: dict, spec: ExpertSpec) -> list[str]:
             or n == f"language={spec.language.value}"]
 
 
-def markdown(rows: list[dict], float_fmt: str = "{:.3f}") -> str:
+def table_cells(rows: list[dict], float_fmt: str = "{:.3f}") -> tuple[list[str], list[list[str]]]:
+    """Columns and formatted cells of dict rows (seconds, 'X s' columns, as whole numbers)."""
     cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(
-            (f"{v:.0f}" if k.endswith(" s") else float_fmt.format(v)) if isinstance(v, float) else str(v)
-            for k, v in r.items()) + " |")
-    return "\n".join(out)
+    cells = [[(f"{v:.0f}" if k.endswith(" s") else float_fmt.format(v)) if isinstance(v, float) else str(v)
+              for k, v in r.items()] for r in rows]
+    return cols, cells

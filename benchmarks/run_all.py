@@ -1,4 +1,7 @@
-"""Run every benchmark in one go and print their tables (paste the output into the README)."""
+"""Run the quick benchmarks in one go: each prints its tables and writes them, with the commit,
+date and machine, to benchmarks/results/<name>.json; `make results` then renders docs/results.md.
+The quality benchmarks (quality_*.py, bench_quality_overhead.py, bench_sweep_precision.py,
+bench_mc.py, base_model_loss.py) take from minutes to hours on a CPU: run them one by one."""
 from __future__ import annotations
 
 import subprocess

@@ -133,3 +133,75 @@ def to_markdown(report: ComparisonReport, images: dict[str, Path] | None = None)
     for title, p in (images or {}).items():
         out += [f"![{title}]({p.name})", ""]
     return "\n".join(out)
+
+
+# The compact summary: a few narrow columns, so it fits a page (the Prefect UI artifact, the
+# README) where report.md's one-column-per-set tables are cut on the right.
+SUMMARY_NAME_CHARS = 24
+
+
+def _short(name: str, n: int = SUMMARY_NAME_CHARS) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _value_ci(row: ReportRow | None) -> str:
+    if row is None:
+        return "–"
+    return fmt(row.metric, row.value) + _ci(row.metric, row.ci_low, row.ci_high)
+
+
+def _pct_of(row: ReportRow | None) -> str:
+    return "–" if row is None or row.retention is None else f"{100 * row.retention:.1f}%"
+
+
+def _size_speed_line(idx: dict, name: str) -> str:
+    parts = []
+    p = idx.get((name, "params_total", ""))
+    if p is not None:
+        parts.append(f"{fmt(p.metric, p.value)} parameters"
+                     + (f" ({_pct_of(p)} of dense)" if p.retention is not None else ""))
+    s = idx.get((name, "prefill_tokens_per_s", ""))
+    if s is not None and s.retention is not None:
+        parts.append(f"prefill {s.retention:.2f}x dense")
+    return "; ".join(parts)
+
+
+def summary_markdown(report: ComparisonReport, full_tables: str | None = "report.md") -> str:
+    """A compact comparison: for each pruned model that is not a baseline (the expert), one table
+    of five columns (set, dense, expert, best baseline at the same ratio, retention of both),
+    loss sets then multiple-choice tasks, with 95 % intervals and the significance marks of
+    report.md. The full tables stay in report.md (to_markdown); `full_tables` names where, in
+    the legend (None: not named)."""
+    from cusprun.evaluation.significance import baseline_methods
+
+    base = baseline_methods()
+    idx = {(r.model, r.metric, r.eval_set): r for r in report.rows}
+    experts = [n for n, e in report.models.items() if e.method != "dense" and e.method not in base]
+    metrics = [("loss", ""), ("mc_accuracy", " (accuracy)")]
+    # short lines: this text is shown where wide content is cut (markdown joins them anyway)
+    out = ["Loss in nats/token (lower is better), accuracy for multiple-choice tasks,",
+           "as `value [95 % interval]`; retention: expert / best baseline (same ratio),",
+           f"relative to dense `{_short(report.dense or '–')}`. Marks {' '.join(MARKS.values())}: "
+           "beyond the interval",
+           "against dense (d) or the best baseline (b)"
+           + (f"; full tables in {full_tables}." if full_tables else ".")]
+    for name in experts:
+        e = report.models[name]
+        extra = _size_speed_line(idx, name)
+        out += ["", f"**{_short(name)}** ({e.method}, ratio {e.ratio:g})" + (f": {extra}" if extra else ""),
+                "", f"| set | dense | {_short(name)} | best baseline | retention (expert / baseline) |",
+                "|---|---:|---:|---:|---:|"]
+        for metric, suffix in metrics:
+            for s in sorted({r.eval_set for r in report.rows if r.metric == metric}):
+                row = idx.get((name, metric, s))
+                if row is None:
+                    continue
+                dense = idx.get((report.dense, metric, s)) if report.dense else None
+                best = idx.get((row.best_baseline, metric, s)) if row.best_baseline else None
+                best_cell = f"{_short(row.best_baseline, 16)} {_value_ci(best)}" if best else "–"
+                kept = _pct_of(row) + (f" / {_pct_of(best)}" if best else "")
+                out.append(f"| {_short(s)}{suffix} | {fmt(metric, dense.value) if dense else '–'} | "
+                           f"{_value_ci(row)}{marks(row)} | {best_cell} | {kept} |")
+    if not experts:
+        out += ["", "No pruned model other than baselines in this report."]
+    return "\n".join(out)

@@ -134,3 +134,18 @@ def write_report(report: ComparisonReport, out_dir: str | Path,
                               "label": v.label} for k, v in METRICS.items()}
     files["json"].write_text(json.dumps(_finite(payload), indent=1, allow_nan=False))
     return files
+
+
+def read_report(path: str | Path) -> ComparisonReport:
+    """The report a build wrote as report.json (write_report), e.g. to render it again; a value
+    written as null (non-finite, see _finite) reads back as NaN."""
+    payload = json.loads(Path(path).read_text())
+    for row in payload.get("rows", []):
+        if row.get("value") is None:
+            row["value"] = math.nan
+    payload.pop("metrics", None)
+    try:
+        return ComparisonReport.model_validate(payload)
+    except ValueError as e:
+        raise EvaluationError(f"{path} is not a comparison report written by cusprun "
+                              f"(cusprun.evaluation.report.write_report): {e}") from e

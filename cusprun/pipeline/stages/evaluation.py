@@ -126,6 +126,7 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
     dimensions. `sweep`: name -> {plan (key), method, ratio}: masked sweep points (with `grams`,
     keys, for compensation)."""
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
+    from cusprun.evaluation.markdown import summary_markdown
     from cusprun.models.loading import load_tokenizer
     from cusprun.pipeline.runtime import Runtime
 
@@ -159,6 +160,7 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
             with open(out / "report.md", "a") as f:
                 f.write("\n" + section)
         md = (out / "report.md").read_text()
+        # summary_markdown: the narrow table the Prefect UI artifact shows (report.md is wider)
         return commit_stage(store, "evaluate", key, out, {
-            "markdown": md, "models": list(entries), "mc_tasks": list(mc_tasks),
-            "loss_sets": list(loss_sets)})
+            "markdown": md, "summary_markdown": summary_markdown(report), "models": list(entries),
+            "mc_tasks": list(mc_tasks), "loss_sets": list(loss_sets)})

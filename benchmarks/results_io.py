@@ -1,0 +1,140 @@
+"""What every benchmark writes next to what it prints: benchmarks/results/<name>.json with the
+commit, date and machine of the run and the same tables and lines the script prints, so
+docs/results.md is rendered from data (benchmarks/render_results.py) and never typed by hand.
+
+A script builds a `Result`, prints through it (`say`, `table`) and calls `write()` at the end.
+CUSPRUN_RESULTS_DIR sends the file elsewhere (a run with other settings than the defaults the
+committed results use, or a test)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("CUSPRUN_RESULTS_DIR") or RESULTS)
+
+
+def git_state(root: Path = ROOT) -> dict:
+    """{'commit': HEAD, 'dirty': uncommitted changes to tracked files}; commit None outside git.
+    Untracked files do not count: the results file being written is one."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict:
+    """CPU model, cores, RAM, GPU (when torch sees one), torch and Python versions, and the
+    1-minute load average now (a shared machine's load moves timings)."""
+    info: dict = {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gb": _ram_gb(), "gpu": None,
+                  "torch": None, "python": platform.python_version(),
+                  "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def _command() -> str:
+    """How the script was run, relative to the repository (no home directories in results)."""
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else Path(script.name)
+    return " ".join(["python", str(shown), *sys.argv[1:]])
+
+
+def _finite(obj):
+    """Strict JSON: a non-finite number (a failed measurement) is written as null."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def md_table(columns: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    """A markdown table; align per column: 'l' or 'r' (default: left for the first, right else)."""
+    align = align or ["l"] + ["r"] * (len(columns) - 1)
+    sep = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+    lines = ["| " + " | ".join(str(c) for c in r) + " |" for r in [columns, *rows]]
+    return "\n".join([lines[0], sep, *lines[1:]])
+
+
+class Result:
+    """Prints a benchmark's output and records it in the same order; write() saves the JSON.
+
+    `values`: the raw measured numbers (unrounded), for anyone reading the JSON by machine."""
+
+    def __init__(self, name: str, title: str, settings: dict | None = None) -> None:
+        self.name, self.title = name, title
+        self.settings = dict(settings or {})
+        self.blocks: list[dict] = []
+        self.values: dict = {}
+        self.headline: str | None = None
+
+    def say(self, text: str = "") -> None:
+        print(text, flush=True)
+        if text.strip():
+            self.blocks.append({"text": text.strip("\n")})
+
+    def table(self, columns: list[str], rows: list[list], align: list[str] | None = None,
+              title: str | None = None) -> None:
+        rows = [[str(c) for c in r] for r in rows]
+        if title:
+            self.say(title)
+        print(md_table(columns, rows, align), flush=True)
+        self.blocks.append({"table": {"columns": list(columns), "rows": rows,
+                                      "align": align or ["l"] + ["r"] * (len(columns) - 1)}})
+
+    def payload(self) -> dict:
+        return {"benchmark": self.name, "title": self.title, **git_state(),
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "machine": machine(), "command": _command(),
+                "settings": self.settings, "headline": self.headline, "output": self.blocks,
+                "values": self.values}
+
+    def write(self, name: str | None = None) -> Path:
+        path = results_dir() / f"{name or self.name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_finite(self.payload()), indent=1, allow_nan=False) + "\n")
+        print(f"\nresults: {path}", file=sys.stderr)
+        return path
