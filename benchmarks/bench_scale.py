@@ -21,8 +21,9 @@ Measured per run (the build process only, not the temporary Prefect server it st
   killed, the last VmHWM sampled every second from /proc/<pid>/status;
 - read_gb: /proc/<pid>/io read_bytes of the build (bytes fetched from storage; page-cache hits
   are not counted, so the checkpoint is dropped from the cache first: a lower bound on reads);
-  read_before_stages_gb of it came before the first stage (libraries); checkpoint_reads is the
-  rest over the checkpoint's size;
+  read_before_stages_gb of it came before the first stage (libraries, and the fingerprint's
+  pass over the checkpoint); checkpoint_reads = read_gb / checkpoint_gb, which at small widths
+  mostly counts library files instead;
 - stage_s: wall time per stage kind (corpus, stats, grams, plan, baseline, slice, evaluate,
   publish) from the build's "<stage>: started" / "<stage>: done in Xs" log lines, first start
   to last end (the flow runs corpora, statistics, plans and slices concurrently, so kinds
@@ -53,6 +54,7 @@ sys.path.insert(0, str(HERE))
 
 from scale_checkpoint import LlamaWidths, widths_arguments, widths_from, write_checkpoint  # noqa: E402
 from scale_monitor import run_monitored  # noqa: E402
+from scale_verify import mem_available_bytes  # noqa: E402
 from scale_workload import spec_for, write_corpora  # noqa: E402
 
 EXPERT = "scale-bench"
@@ -75,12 +77,13 @@ def drop_page_cache(model_dir: Path) -> bool:
 
 
 def disk_estimate(w: LlamaWidths, dimensions: int, baselines: int) -> int:
-    """Bytes the build writes besides the checkpoint, by today's artifact formats: float64 Gram
-    sums of down_proj and o_proj inputs per layer and per calibration corpus (the largest part
-    by far), a sliced checkpoint per plan plus the published copy (each at most the dense
-    size) and the staging copies a commit makes."""
-    grams = dimensions * w.layers * 8 * (w.ffn ** 2 + (w.heads * w.head_dim) ** 2)
-    return grams + w.nbytes() * (1 + baselines + 2)
+    """Bytes the build writes besides the checkpoint, by today's artifact formats: the Gram
+    matrices of down_proj and o_proj inputs, float32 [ffn, ffn] + [q, q] per layer and per
+    calibration corpus (the largest part by far: 0.89 GB per layer and corpus at 8B widths),
+    plus one corpus's worth while a stage's scratch copy is committed; a sliced checkpoint per
+    plan, the published copy and its staging copy (each counted at the dense size)."""
+    grams = dimensions * w.layers * 4 * (w.ffn ** 2 + (w.heads * w.head_dim) ** 2)
+    return grams + grams // dimensions + w.nbytes() * (1 + baselines + 2)
 
 
 def _dir_gb(path: Path) -> float:
@@ -113,7 +116,7 @@ def run_depth(layers: int, args: argparse.Namespace) -> dict:
     res.update(disk_free_before_gb=round(free / 1e9, 2), disk_estimate_gb=round(need / 1e9, 2))
     try:
         if need > free and not args.ignore_disk_estimate:
-            res["error"] = (f"needs about {need / 1e9:.1f} GB of disk (checkpoint + today's float64 "
+            res["error"] = (f"needs about {need / 1e9:.1f} GB of disk (checkpoint + today's float32 "
                             f"Gram files + sliced copies), {free / 1e9:.1f} GB free in {args.workdir}; "
                             "give --workdir on a larger disk or --ignore-disk-estimate")
             return res
@@ -127,13 +130,13 @@ def run_depth(layers: int, args: argparse.Namespace) -> dict:
         (run_dir / "spec.yaml").write_text(spec)
         cmd = [sys.executable, str(HERE / "measured_cli.py"), str(run_dir / "usage.json"),
                "build", "--spec", str(run_dir / "spec.yaml")]
+        limit = int((args.max_rss_gb or 0.85 * mem_available_bytes() / 1e9) * 1e9)
         mon = run_monitored(cmd, env=_env(run_dir, args.device), cwd=run_dir,
                             log_path=run_dir / "build.log", usage_path=run_dir / "usage.json",
-                            timeout_s=args.timeout, disk_path=args.workdir)
+                            timeout_s=args.timeout, disk_path=args.workdir, rss_limit=limit)
         res.update(mon)
         res["completed"] = mon["rc"] == 0
-        res["checkpoint_reads"] = round((mon["read_gb"] - mon["read_before_stages_gb"])
-                                        / max(res["checkpoint_gb"], 1e-9), 2)
+        res["checkpoint_reads"] = round(mon["read_gb"] / max(res["checkpoint_gb"], 1e-9), 2)
         res["per_layer_s"] = {"wall": round(mon["wall_s"] / layers, 3),
                               "stages_wall": round((mon["stages_wall_s"] or 0) / layers, 3),
                               **{k: round(v / layers, 3) for k, v in mon["stage_s"].items()}}
@@ -142,7 +145,7 @@ def run_depth(layers: int, args: argparse.Namespace) -> dict:
         if res["completed"]:
             res.update(_verify(run_dir, args))
         else:
-            res["error"] = "build failed: " + " | ".join(mon["log_tail"][-3:])
+            res["error"] = _failure(mon, args.timeout)
     except KeyboardInterrupt:   # Ctrl-C or SIGTERM (a timeout around this script)
         res["error"] = res["interrupted"] = "interrupted: the build was stopped"
     except Exception as e:  # noqa: BLE001 - one failed depth still leaves the others' results
@@ -152,6 +155,21 @@ def run_depth(layers: int, args: argparse.Namespace) -> dict:
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
     return res
+
+
+def _failure(mon: dict, timeout: float) -> str:
+    """Why the build did not complete, in one line."""
+    rc = mon["rc"]
+    if mon["timed_out"]:
+        why = f"stopped after the {timeout:g}s timeout"
+    elif mon["stopped_over_rss_limit"]:
+        why = f"stopped: its RSS passed {mon['rss_limit_gb']} GB (--max-rss-gb)"
+    elif rc < 0:
+        why = f"killed by signal {-rc}" + (" (SIGKILL: the kernel's OOM killer, or another process)"
+                                           if rc == -9 else "")
+    else:
+        why = f"exited with rc {rc}"
+    return f"build {why}; last log line: {mon['log_tail'][-1] if mon['log_tail'] else '(none)'}"
 
 
 def _verify(run_dir: Path, args: argparse.Namespace) -> dict:
@@ -246,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure-speed", action="store_true", help="time prefill/decode in the evaluation")
     p.add_argument("--reference", choices=["auto", "always", "never"], default="auto",
                    help="compare with the masked + compensated dense model (auto: when it fits)")
+    p.add_argument("--max-rss-gb", type=float, default=None,
+                   help="stop a build whose RSS passes this (default: 85%% of the memory available "
+                        "when it starts), before the OOM killer picks a process on a shared machine")
     p.add_argument("--ignore-disk-estimate", action="store_true",
                    help="run even when the disk estimate exceeds the free space")
     p.add_argument("--seed", type=int, default=0)

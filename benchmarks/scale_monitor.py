@@ -69,22 +69,33 @@ class _Log:
             return sorted(self.active)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def _kill(proc: subprocess.Popen) -> None:
-    """Stop the build and what it started (its own session: the Prefect server too)."""
+    """Stop the build and what it started: its process group (start_new_session made the
+    build's pid its id), the temporary Prefect server included."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(timeout=20)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            proc.poll()                        # reap the build: a zombie still counts as alive
+            if not _group_alive(proc.pid):
+                return
+            time.sleep(0.2)
 
 
 def run_monitored(cmd: list[str], *, env: dict, cwd: Path, log_path: Path, usage_path: Path,
-                  timeout_s: float, disk_path: str | Path, every_s: float = 1.0) -> dict:
+                  timeout_s: float, disk_path: str | Path, rss_limit: int | None = None,
+                  every_s: float = 1.0) -> dict:
     """Run `cmd` (measured_cli.py writing usage_path as it exits) and return what was measured:
     rc, wall_s, peak_rss_gb (+ how it was measured, the stages running at the largest RSS
     sampled, the RSS when the first stage started), read_gb, cpu_s, stage_s (per stage kind:
@@ -92,13 +103,14 @@ def run_monitored(cmd: list[str], *, env: dict, cwd: Path, log_path: Path, usage
     that the flow runs concurrently), stage_sum_s (the kind's runs' durations added up),
     stages_wall_s (first stage start to last stage end: the wall time without process start,
     imports and the temporary Prefect server), stages (every run: label, seconds),
-    disk_peak_gb, log_tail."""
+    disk_peak_gb, log_tail. A build whose RSS passes `rss_limit` bytes (sampled) is stopped
+    (stopped_over_rss_limit), before the kernel's OOM killer picks a process on a shared machine."""
     free0 = min_free = shutil.disk_usage(disk_path).free
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", start_new_session=True)
     log = _Log(proc.stdout, log_path, proc.pid, t0)
-    last, max_rss, at_max, timed_out = usage(proc.pid), 0, [], False
+    last, max_rss, at_max, timed_out, over = usage(proc.pid), 0, [], False, False
     try:
         while proc.poll() is None:
             u = usage(proc.pid)
@@ -110,11 +122,16 @@ def run_monitored(cmd: list[str], *, env: dict, cwd: Path, log_path: Path, usage
             if time.perf_counter() - t0 > timeout_s:
                 timed_out = True
                 break
+            if rss_limit and u["vmrss"] > rss_limit:
+                over = True
+                break
             time.sleep(every_s)
     finally:   # timed out, or this process is being stopped: the build goes too
         if proc.poll() is None:
             _kill(proc)
     rc = proc.wait()
+    _kill(proc)   # what the build left in its session: a build killed by the OOM killer
+    #               leaves its temporary Prefect server running
     wall = time.perf_counter() - t0
     log.thread.join(timeout=30)
     exact = json.loads(usage_path.read_text()) if usage_path.exists() else None
@@ -128,7 +145,8 @@ def run_monitored(cmd: list[str], *, env: dict, cwd: Path, log_path: Path, usage
         spans[k] = [min(lo, end - s), max(hi, end)]
         sums[k] = round(sums.get(k, 0.0) + s, 2)
     first = log.first or {"vmrss": 0, "read_bytes": 0}
-    return {"rc": rc, "timed_out": timed_out, "wall_s": round(wall, 1),
+    return {"rc": rc, "timed_out": timed_out, "stopped_over_rss_limit": over,
+            "rss_limit_gb": round(rss_limit / 1e9, 2) if rss_limit else None, "wall_s": round(wall, 1),
             "peak_rss_gb": round(peak / 1e9, 3),
             "peak_rss_source": ("VmHWM of the build process at exit" if exact else
                                 f"VmHWM of the build process, last of samples every {every_s:g}s"),
