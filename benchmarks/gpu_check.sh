@@ -123,9 +123,12 @@ for s in steps:
     name, rc, secs, path = s.split("|", 3)
     rows.append({"step": name, "rc": int(rc), "seconds": int(secs), "output": path,
                  "timed_out": int(rc) in (124, 137)})
-head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                            capture_output=True, text=True).stdout.strip())
+try:   # the checkout may come without git, or without its .git
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip()) if head else None
+except OSError:
+    head, dirty = None, None
 json.dump({"device": device, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "torch": torch.__version__, "transformers": transformers.__version__, "commit": head or None,
            "dirty": dirty, "total_s": int(total), "steps": rows}, open(out, "w"), indent=2)

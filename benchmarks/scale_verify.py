@@ -156,11 +156,16 @@ def verify(store_root: str, name: str, dense_dir: Path, reference: str = "auto")
     else:
         upcast = _logits(model.float(), ids)
         del model
+        from cusprun.compensation import GramSet
+
+        # the Grams found in the store are the expert's: same calibration token count
+        res["grams_tokens_match"] = (inputs["calibration_tokens"] is None or
+                                     GramSet(inputs["grams"]).n_tokens == inputs["calibration_tokens"])
         ref = reference_logits(dense_dir, inputs["plan"], inputs["grams"], inputs["compensation"], ids)
         res["reference"] = "mask_model on the dense checkpoint with the build's plan and Grams"
         res["fp32"] = _diff(upcast, ref["float32"], FP32_RTOL)
         res["bf16"] = _diff(shipped, ref["bfloat16"], BF16_RTOL)
-        res["logits_match"] = res["fp32"]["ok"] and res["bf16"]["ok"]
+        res["logits_match"] = res["fp32"]["ok"] and res["bf16"]["ok"] and res["grams_tokens_match"]
     res["peak_rss_gb"] = round(_status_kb("VmHWM") / 2 ** 20, 3)
     return res
 
