@@ -55,7 +55,7 @@ sys.path.insert(0, str(HERE))
 from scale_checkpoint import LlamaWidths, widths_arguments, widths_from, write_checkpoint  # noqa: E402
 from scale_monitor import run_monitored  # noqa: E402
 from scale_verify import mem_available_bytes  # noqa: E402
-from scale_workload import spec_for, write_corpora  # noqa: E402
+from scale_workload import CALIB_DOCS, spec_for, write_corpora  # noqa: E402
 
 EXPERT = "scale-bench"
 
@@ -76,14 +76,16 @@ def drop_page_cache(model_dir: Path) -> bool:
     return ok
 
 
-def disk_estimate(w: LlamaWidths, dimensions: int, baselines: int) -> int:
-    """Bytes the build writes besides the checkpoint, by today's artifact formats: the Gram
-    matrices of down_proj and o_proj inputs, float32 [ffn, ffn] + [q, q] per layer and per
-    calibration corpus (the largest part by far: 0.89 GB per layer and corpus at 8B widths),
-    plus one corpus's worth while a stage's scratch copy is committed; a sliced checkpoint per
-    plan, the published copy and its staging copy (each counted at the dense size)."""
-    grams = dimensions * w.layers * 4 * (w.ffn ** 2 + (w.heads * w.head_dim) ** 2)
-    return grams + grams // dimensions + w.nbytes() * (1 + baselines + 2)
+def disk_estimate(w: LlamaWidths, dimensions: int, baselines: int, max_tokens: int) -> int:
+    """Bytes the build writes besides the checkpoint: each calibration corpus's Grams in the
+    store's format (cusprun.compensation.gram_set: the Gram or the tokens' inputs, whichever is
+    smaller; inputs here), twice while a scratch copy is committed; a sliced checkpoint per plan,
+    the published copy and its staging copy (each counted at the dense size)."""
+    from cusprun.compensation.gram_set import gram_file_bytes
+
+    per = gram_file_bytes(w.layers, {"down": w.ffn, "o": w.heads * w.head_dim},
+                          CALIB_DOCS * max_tokens)
+    return 2 * dimensions * per + w.nbytes() * (1 + baselines + 2)
 
 
 def _dir_gb(path: Path) -> float:
@@ -112,12 +114,12 @@ def run_depth(layers: int, args: argparse.Namespace) -> dict:
                  "device": args.device, "baselines": baselines, "completed": False,
                  "stock_load_ok": False}
     free = shutil.disk_usage(args.workdir).free
-    need = w.nbytes() + disk_estimate(w, 3, len(baselines))
+    need = w.nbytes() + disk_estimate(w, 3, len(baselines), args.max_tokens)
     res.update(disk_free_before_gb=round(free / 1e9, 2), disk_estimate_gb=round(need / 1e9, 2))
     try:
         if need > free and not args.ignore_disk_estimate:
-            res["error"] = (f"needs about {need / 1e9:.1f} GB of disk (checkpoint + today's float32 "
-                            f"Gram files + sliced copies), {free / 1e9:.1f} GB free in {args.workdir}; "
+            res["error"] = (f"needs about {need / 1e9:.1f} GB of disk (checkpoint + Gram inputs + "
+                            f"sliced copies), {free / 1e9:.1f} GB free in {args.workdir}; "
                             "give --workdir on a larger disk or --ignore-disk-estimate")
             return res
         info = write_checkpoint(run_dir / "model", w, seed=args.seed)

@@ -11,13 +11,12 @@ Two checks, both on the same few tokens:
 - stock load: `AutoModelForCausalLM.from_pretrained` in the checkpoint's own dtype (bfloat16
   here), a stock transformers class (not cusprun's per-layer type), the parameter count
   cusprun.json states, finite logits;
-- reference: `reference_logits` (the dense model masked and compensated in memory). Both models
-  then hold the same bfloat16 weights (the slicer and mask_model round the same float64 solve
-  to bfloat16), so they are compared twice: upcast to float32, where only the summation order
-  differs (tolerance FP32_RTOL of the largest logit), and run in bfloat16 as shipped, where a
-  different summation order flips roundings layer after layer (tolerance BF16_RTOL).
-  It needs the whole dense model in memory (about 3x the checkpoint while upcasting); 'auto'
-  skips it, saying why, when that would not fit in the memory available.
+- reference: `reference_logits` (the dense model pruned and compensated layer by layer as it
+  streams from disk, so any size works). Both models then hold the same bfloat16 weights (the
+  slicer and the engine round the same float solve to bfloat16), so they are compared twice:
+  upcast to float32, where only the summation order differs (tolerance FP32_RTOL of the largest
+  logit), and run in bfloat16 as shipped, where a different summation order flips roundings
+  layer after layer (tolerance BF16_RTOL).
 """
 from __future__ import annotations
 
@@ -96,25 +95,56 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _engine_logits(lm, ids: torch.Tensor, edit) -> torch.Tensor:
+    """Full logits [B, T, vocab] of `ids` through the layer-by-layer engine under `edit`."""
+    import torch.nn.functional as F
+
+    from cusprun.engine import Batch, Variant, run_pass
+
+    mask = torch.ones_like(ids)
+    finals: list[torch.Tensor] = []
+    run_pass(lm, [Batch(ids, mask, list(range(len(ids))), {"attention_mask": mask})],
+             [Variant("reference", edit)], on_final=lambda v, i, b, h: finals.append(lm.norm(h)),
+             progress=False)
+    hidden, vocab, out = finals[0], lm.config.vocab_size, []
+    step = max(1, (64 << 20) // (4 * hidden.shape[0] * hidden.shape[1]))
+    for start in range(0, vocab, step):
+        with lm.head(start, min(vocab, start + step)) as head:
+            out.append(F.linear(hidden.to(head.weight.dtype), head.weight, head.bias).float())
+    return torch.cat(out, dim=-1)
+
+
+@torch.no_grad()
 def reference_logits(dense_dir: Path, plan, grams: list[Path], compensation: dict,
                      ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Logits on `ids` of the dense checkpoint with `plan`'s pruned FFN neurons and query heads
-    zeroed at their output projections and the kept down_proj/o_proj columns refitted in closed
-    form (`compensation`: mode and ridge) from the summed Grams of `grams`, i.e.
-    cusprun.compensation.apply.mask_model: the computation the sliced expert must reproduce.
-    The dense model is loaded whole, in its checkpoint dtype, so the masked weights are rounded
-    to that dtype as the slicer rounds them. Returns {'bfloat16': logits computed in the
-    checkpoint dtype, 'float32': logits computed after upcasting}. For models that fit in
-    memory (about 3x the checkpoint while upcasting)."""
-    from transformers import AutoModelForCausalLM
+    """Logits on `ids` of the dense checkpoint with `plan`'s pruned FFN neurons cut and query
+    heads zeroed and the kept down_proj/o_proj columns refitted in closed form (`compensation`:
+    mode and ridge) from the summed Grams of `grams`: the computation the sliced expert must
+    reproduce. The dense model streams one layer at a time (cusprun.engine), so this works for
+    a model of any size; each layer is edited in its checkpoint dtype (bfloat16), so the
+    compensated weights are rounded as the slicer rounds them. Returns {'bfloat16': computed in
+    bfloat16, 'float32': the same edited layers upcast to float32}."""
+    from contextlib import contextmanager
 
-    from cusprun.compensation import CompensationConfig, GramSet, mask_model
+    from cusprun.compensation import CompensationConfig, GramSet
+    from cusprun.engine import LayeredModel, plan_edit
 
-    model = AutoModelForCausalLM.from_pretrained(str(dense_dir), dtype="auto").eval()
     config = CompensationConfig.model_validate(compensation)
-    mask_model(model, plan, grams=GramSet(grams) if config.enabled else None, config=config)
-    out = {"bfloat16": _logits(model, ids)}
-    out["float32"] = _logits(model.float(), ids)
+    gs = GramSet(grams) if config.enabled else None
+    lm = LayeredModel.streamed(dense_dir, device="cpu", dtype=torch.bfloat16)
+    edit = plan_edit(lm.adapter, lm.dims, plan, grams=gs, config=config)
+
+    @contextmanager
+    def upcast(li, layer):
+        layer.to(torch.bfloat16)     # read as float32: back to the checkpoint's bf16 (exact)
+        with edit(li, layer):        # pruned and compensated in bf16, as the slicer writes it
+            layer.float()
+            yield layer
+
+    out = {"bfloat16": _engine_logits(lm, ids, edit)}
+    lm.dtype = torch.float32         # from here on everything is read and run in float32
+    lm.model.get_decoder().norm.float()
+    out["float32"] = _engine_logits(lm, ids, upcast)
     return out
 
 
@@ -146,12 +176,8 @@ def verify(store_root: str, name: str, dense_dir: Path, reference: str = "auto")
                finite=bool(torch.isfinite(shipped).all()))
     res["stock_load_ok"] = (res["stock_class"].startswith("transformers.models.") and res["finite"]
                             and n == inputs["params_total"])
-    need = 3 * (dir_bytes(dense_dir) + dir_bytes(exp_dir))
-    if reference == "never" or (reference == "auto" and need > 0.7 * mem_available_bytes()):
-        res["reference"] = (f"skipped: the masked + compensated reference holds the whole dense "
-                            f"model (~{need / 1e9:.1f} GB with the upcast), "
-                            f"{mem_available_bytes() / 1e9:.1f} GB available" if reference == "auto"
-                            else "skipped (--reference never)")
+    if reference == "never":
+        res["reference"] = "skipped (--reference never)"
         res["logits_match"] = None
     else:
         upcast = _logits(model.float(), ids)
@@ -162,7 +188,8 @@ def verify(store_root: str, name: str, dense_dir: Path, reference: str = "auto")
         res["grams_tokens_match"] = (inputs["calibration_tokens"] is None or
                                      GramSet(inputs["grams"]).n_tokens == inputs["calibration_tokens"])
         ref = reference_logits(dense_dir, inputs["plan"], inputs["grams"], inputs["compensation"], ids)
-        res["reference"] = "mask_model on the dense checkpoint with the build's plan and Grams"
+        res["reference"] = ("the dense checkpoint streamed layer by layer, each layer pruned and "
+                            "compensated with the build's plan and Grams (cusprun.engine)")
         res["fp32"] = _diff(upcast, ref["float32"], FP32_RTOL)
         res["bf16"] = _diff(shipped, ref["bfloat16"], BF16_RTOL)
         res["logits_match"] = res["fp32"]["ok"] and res["bf16"]["ok"] and res["grams_tokens_match"]
