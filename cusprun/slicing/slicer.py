@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from cusprun.adapters import Adapter
 from cusprun.errors import CusprunError, SpecError
+from cusprun.version import __version__
 from cusprun.masks.plan import PruningPlan
 from cusprun.compensation.config import CompensationConfig
 from cusprun.slicing.card import model_card
@@ -129,7 +130,6 @@ def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: s
     Everything is checked before any weight is read; the directory appears atomically."""
     from cusprun.models.loading import load_config
 
-    import cusprun
 
     if not isinstance(plan, PruningPlan):
         plan = PruningPlan.model_validate(plan)
@@ -188,11 +188,11 @@ def slice_checkpoint(model_dir: str | Path, plan: PruningPlan | dict, out_dir: s
                 "base_model": base_model, "base_model_fingerprint": model_fingerprint,
                 "base_architecture": adapter.architecture, "layer_widths": width_dicts,
                 "params": params, "compensation": comp.describe(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "cusprun_version": cusprun.__version__}
+                "cusprun_version": __version__}
         (tmp / "cusprun.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(plan, base_model=base_model, params=params,
                                                   widths=width_dicts, card=card,
-                                                  version=cusprun.__version__,
+                                                  version=__version__,
                                                   compensation=comp.describe()))
         _publish_dir(tmp, out_dir)
     except BaseException:

@@ -28,11 +28,8 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
     src = local_copy(store, sliced["key"])   # the slice record names its store key
 
     def verify(copy: Path) -> dict:
-        import cusprun
-
         meta = json.loads((copy / "cusprun.json").read_text())
-        model, _ = cusprun.load_expert(copy)
-        n = sum(p.numel() for p in model.parameters())
+        n = checkpoint_matches_config(copy)
         expected = meta.get("params", {}).get("pruned", {}).get("total")
         if expected is not None and expected != n:
             raise ValueError(f"checkpoint has {n} parameters, cusprun.json says {expected}")
@@ -48,3 +45,33 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
         pub = publish_expert(store, name, staged, verify=verify, progress=False,
                              same_as=lambda m: m.verification.get("build") == build)
         return {"name": name, "version": pub.version, "uri": pub.uri, "unchanged": pub.reused}
+
+
+def checkpoint_matches_config(path: Path) -> int:
+    """The model its config.json builds (on the meta device, through transformers' own classes,
+    so a config they refuse fails here) has exactly the checkpoint's tensors, name by name and
+    shape by shape; returns its parameter count. Verifies a 70B expert without loading it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cusprun.models.checkpoint import checkpoint_tensors
+    from cusprun.models.loading import load_config
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(load_config(path))
+    want = {n: tuple(p.shape) for n, p in model.state_dict().items()}
+    have = {n: t.shape for n, t in checkpoint_tensors(path).items()}
+    tied = {n for n in want if n not in have and getattr(model.config, "tie_word_embeddings", False)}
+    wrong = sorted(n for n in want.keys() - tied if have.get(n) != want[n])
+    extra = sorted(have.keys() - want.keys())
+    if wrong or extra:
+        raise ValueError(f"checkpoint {path} does not match its config: "
+                         f"{len(wrong)} missing or misshapen tensors (e.g. {wrong[:3]}), "
+                         f"{len(extra)} unexpected (e.g. {extra[:3]})")
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
