@@ -16,7 +16,7 @@ from cusprun.masks.heads import valid_structures
 from cusprun.masks.select import Allocation, UnitScores, distribute, select_units
 from cusprun.scoring import collect_stats
 from cusprun.slicing.validate import validate_plan
-from cusprun.testing import make_tiny_model, tiny_tokenizer
+from tests.support import make_tiny_model, tiny_tokenizer
 
 CALIB = ["The heart pumps blood through the body every second of the day.",
          "Fever is a common symptom of an infection by bacteria or viruses.",

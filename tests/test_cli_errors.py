@@ -22,7 +22,7 @@ def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path):
     """The corpus file exists (the input checks pass) but holds one document: the prepare-corpus
     task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
     process, reporting to the session's Prefect server."""
-    from cusprun.testing import make_tiny_model
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny")
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
@@ -49,7 +49,7 @@ def test_failed_build_on_the_temporary_server_ends_with_its_error(tmp_path):
     stopped at exit, after the error line, printing its own shutdown (tracebacks of cancelled
     database writes when busy). The error must be the last output, with no traceback after it,
     and the server's output must be in its log file instead."""
-    from cusprun.testing import make_tiny_model
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny")
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")

@@ -22,7 +22,7 @@ CUSPRUN = str(Path(sys.executable).with_name("cusprun"))
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from cusprun.testing import make_tiny_model
+    from tests.support import make_tiny_model
 
     _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
     return str(path)

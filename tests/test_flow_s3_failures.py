@@ -17,7 +17,7 @@ pytest_plugins = ["prefect_server"]
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from cusprun.testing import make_tiny_model
+    from tests.support import make_tiny_model
 
     _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
     return str(path)

@@ -9,8 +9,7 @@ import torch
 
 from cusprun.compensation import CompensationConfig, GramSet, collect_grams, mask_model
 from cusprun.compensation import grams as G
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import make_tiny_model, tiny_tokenizer
+from tests.support import make_tiny_model, random_plan, tiny_tokenizer
 
 TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",
          "Question: What is insulin?\nAnswer: a hormone that lowers blood sugar.",

@@ -7,7 +7,7 @@ import pytest
 
 from cusprun.errors import ModelSourceError, UnsupportedArchitectureError
 from cusprun.models import model_fingerprint, resolve_model
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 
 @pytest.fixture()

@@ -137,7 +137,7 @@ def test_run_build_expert_from_the_ui_form(ui_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from cusprun.storage import ArtifactStore, list_versions
-    from cusprun.testing import make_tiny_model
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny-llama")
     root = tmp_path / "artifacts"

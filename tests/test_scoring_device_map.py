@@ -18,7 +18,7 @@ from cusprun.models import load_model
 from cusprun.scoring import collect_stats, rank_percentile
 from cusprun.scoring.collect import pad_right
 from cusprun.scoring.hooks import ImpactRecorder
-from cusprun.testing import make_tiny_model, tiny_config
+from tests.support import make_tiny_model, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
