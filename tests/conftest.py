@@ -18,6 +18,9 @@ Fixtures:
   local_store(function) -> cusprun.storage.ArtifactStore on tmp_path / "artifacts".
   store      (function, params "local" / "s3") -> local_store, then s3_store (that run marked
              s3): each test that takes it runs on both backends.
+  tiny_model (session) -> str: directory of a tiny random Llama checkpoint with the byte
+             tokenizer (tests.support.make_tiny_model), built once; tests only read it.
+  one_torch_thread (module): torch on one thread while the module runs.
 
 Tests using the S3 fixtures should carry `@pytest.mark.s3`.
 """
@@ -128,3 +131,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random Llama checkpoint on disk, shared by the session's flow and CLI tests."""
+    from tests.support import make_tiny_model
+
+    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
+    return str(path)

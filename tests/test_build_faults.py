@@ -15,14 +15,6 @@ pytestmark = [pytest.mark.prefect, pytest.mark.s3]
 pytest_plugins = ["prefect_server"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.support import make_tiny_model
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
-    return str(path)
-
-
 @pytest.fixture
 def endpoint(s3_server):
     """Our own moto endpoint (credentials come from the s3_server fixture's environment)."""

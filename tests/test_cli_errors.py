@@ -18,16 +18,13 @@ pytest_plugins = ["prefect_server"]
 
 
 @pytest.mark.prefect
-def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path):
+def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model, tmp_path):
     """The corpus file exists (the input checks pass) but holds one document: the prepare-corpus
     task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
     process, reporting to the session's Prefect server."""
-    from tests.support import make_tiny_model
-
-    _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny")
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
-        "name": "few-docs", "base_model": str(model), "task": None, "general": None,
+        "name": "few-docs", "base_model": tiny_model, "task": None, "general": None,
         "language": {"value": "en", "max_docs": 8},
         "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
         "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))
@@ -44,19 +41,16 @@ def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path):
 
 
 @pytest.mark.prefect
-def test_failed_build_on_the_temporary_server_ends_with_its_error(tmp_path):
+def test_failed_build_on_the_temporary_server_ends_with_its_error(tiny_model, tmp_path):
     """Without PREFECT_API_URL the build runs on a temporary Prefect server, which used to be
     stopped at exit, after the error line, printing its own shutdown (tracebacks of cancelled
     database writes when busy). The error must be the last output, with no traceback after it,
     and the server's output must be in its log file instead."""
-    from tests.support import make_tiny_model
-
-    _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny")
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
     (tmp_path / "english.txt").write_text("\n\n".join(
         f"Paragraph {i} of plain English text about the weather and the sea." for i in range(40)))
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({   # local corpora only: no data package
-        "name": "few-docs", "base_model": str(model), "task": None, "general": None,
+        "name": "few-docs", "base_model": tiny_model, "task": None, "general": None,
         "language": {"value": "en", "sources": ["english.txt"], "max_docs": 8},
         "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
         "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))

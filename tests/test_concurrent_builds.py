@@ -20,14 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 CUSPRUN = str(Path(sys.executable).with_name("cusprun"))
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.support import make_tiny_model
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
-    return str(path)
-
-
 def _spec_file(tmp_path: Path, model: str, root: str) -> Path:
     dim = {"max_docs": 16}
     spec = {"name": "twin-expert", "base_model": model, "language": {"value": "en", **dim},

@@ -40,8 +40,8 @@ async def _stats_runs(parent_id) -> list:
 def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_worker, tmp_path):
     from cusprun.pipeline.spec import load_spec
     from cusprun.storage import ArtifactStore, latest_version
-    from tests.support import make_tiny_model
     from flows.build import build_expert
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny-llama")
     root = tmp_path / "artifacts"
@@ -69,8 +69,8 @@ def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_wor
 
 def test_rebuild_in_local_mode_builds_each_profile_in_process(deployed, tmp_path):
     from cusprun.storage import ArtifactStore, list_versions
-    from tests.support import make_tiny_model
     from flows.rebuild import rebuild_experts
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("Qwen2ForCausalLM", tmp_path / "tiny-qwen2")
     profiles = tmp_path / "profiles"

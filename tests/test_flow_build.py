@@ -23,14 +23,6 @@ def prefect_server(prefect_api):
     return prefect_api
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.support import make_tiny_model
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
-    return str(path)
-
-
 def tiny_spec(model: str, root: str, **over):
     from cusprun.pipeline.spec import load_spec
 
