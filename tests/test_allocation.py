@@ -63,14 +63,29 @@ def _rule_choice(trials, probe, z: float = 1.0) -> str:
     return best.label
 
 
+@pytest.fixture(scope="module")
+def searched(setup):
+    """search(layout, ratio) -> (SearchResult, its probe), each searched once per module."""
+    model, _, stats, _ = setup
+    done = {}
+
+    def search(layout, ratio):
+        if (layout, ratio) not in done:
+            probe = _probe(setup)
+            done[layout, ratio] = (search_allocation(_scores(stats), Adapter.for_model(model),
+                                                     model.config, probe, layout=layout,
+                                                     target_ratio=ratio), probe)
+        return done[layout, ratio]
+    return search
+
+
 @pytest.mark.parametrize("layout", ["uniform", "per_layer"])
 @pytest.mark.parametrize("ratio", [0.1, 0.3])
-def test_search_is_valid_and_meets_the_target(setup, layout, ratio):
+def test_search_is_valid_and_meets_the_target(setup, searched, layout, ratio):
     model, _, stats, _ = setup
-    probe = _probe(setup)
     dense_before = [p.clone() for p in model.parameters()]
     ad = Adapter.for_model(model)
-    res = search_allocation(_scores(stats), ad, model.config, probe, layout=layout, target_ratio=ratio)
+    res, probe = searched(layout, ratio)
     assert res.trials and res.best.label == _rule_choice(res.trials, probe)
     sel = res.selection
     prunable = ad.prunable_params(model.config)
@@ -92,13 +107,9 @@ def test_search_is_valid_and_meets_the_target(setup, layout, ratio):
     assert all(c["damage"] >= 0.5 for c in report["candidates"])
 
 
-def test_per_layer_is_never_worse_than_uniform_on_heldback(setup):
-    model, _, stats, _ = setup
-    ad = Adapter.for_model(model)
-    uni = search_allocation(_scores(stats), ad, model.config, _probe(setup), layout="uniform",
-                            target_ratio=0.3)
-    per = search_allocation(_scores(stats), ad, model.config, _probe(setup), layout="per_layer",
-                            target_ratio=0.3)
+def test_per_layer_is_never_worse_than_uniform_on_heldback(searched):
+    uni, _ = searched("uniform", 0.3)
+    per, _ = searched("per_layer", 0.3)
     best = lambda r: min(t.damage for t in r.trials)  # noqa: E731
     assert best(per) <= best(uni) + 1e-9
     assert any("FFN by layer error" in t.label for t in per.trials)
