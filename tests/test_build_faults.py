@@ -43,6 +43,7 @@ def _plan_without_locations(store, key: str) -> dict:
     return plan
 
 
+@pytest.mark.integration
 def test_endpoint_lost_after_statistics_then_rerun_equals_an_undisturbed_build(
         prefect_api, tiny_model, endpoint, s3_bucket):
     import boto3

@@ -15,6 +15,8 @@ from cusprun.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["prefect_server"]
+ENGLISH = "\n\n".join(f"Paragraph {i} of plain English text about the weather and the sea."
+                      for i in range(40))   # one document per paragraph
 
 
 @pytest.mark.prefect
@@ -23,9 +25,10 @@ def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model,
     task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
     process, reporting to the session's Prefect server."""
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
+    (tmp_path / "english.txt").write_text(ENGLISH)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({   # local corpora only: no data package
         "name": "few-docs", "base_model": tiny_model, "task": None, "general": None,
-        "language": {"value": "en", "max_docs": 8},
+        "language": {"value": "en", "sources": ["english.txt"], "max_docs": 8},
         "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
         "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))
     env = {**prefect_api.env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
@@ -47,8 +50,7 @@ def test_failed_build_on_the_temporary_server_ends_with_its_error(tiny_model, tm
     database writes when busy). The error must be the last output, with no traceback after it,
     and the server's output must be in its log file instead."""
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
-    (tmp_path / "english.txt").write_text("\n\n".join(
-        f"Paragraph {i} of plain English text about the weather and the sea." for i in range(40)))
+    (tmp_path / "english.txt").write_text(ENGLISH)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({   # local corpora only: no data package
         "name": "few-docs", "base_model": tiny_model, "task": None, "general": None,
         "language": {"value": "en", "sources": ["english.txt"], "max_docs": 8},

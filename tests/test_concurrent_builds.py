@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.integration]   # builds on the bundled corpora
 pytest_plugins = ["prefect_server"]
 REPO = Path(__file__).resolve().parents[1]
 CUSPRUN = str(Path(sys.executable).with_name("cusprun"))

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 pytest_plugins = ["prefect_server"]
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.integration]   # builds on the bundled corpora
 
 
 @pytest.fixture

@@ -87,6 +87,7 @@ def run(spec, **kw):
     return state, time.perf_counter() - t0
 
 
+@pytest.mark.integration
 def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefect_server, tiny_model, tmp_path):
     from cusprun.pipeline.context import open_store
     from cusprun.storage import list_versions
@@ -154,6 +155,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert "collect-grams" not in cached   # the unchanged corpora's Grams: their store records
 
 
+@pytest.mark.integration
 def test_grams_get_their_own_pass_when_stats_are_cached_or_they_do_not_fit(prefect_server, tiny_model,
                                                                            tmp_path):
     """Refreshing only the Grams (statistics cached) runs the layer-by-layer Gram pass; so does a
@@ -183,6 +185,7 @@ def test_grams_get_their_own_pass_when_stats_are_cached_or_they_do_not_fit(prefe
     assert other.result()["plans"] == first.result()["plans"]
 
 
+@pytest.mark.integration
 def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,
                                                                                  tmp_path):
     from cusprun.pipeline.context import open_store
@@ -209,6 +212,7 @@ def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_exper
         assert v["stats"][0].startswith(root) and "/stats/" in v["stats"][0]
 
 
+@pytest.mark.integration
 def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp_path):
     import shutil
 
@@ -221,6 +225,7 @@ def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp
     assert states == {"merge-masks": "Completed"}
 
 
+@pytest.mark.integration
 def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
     spec = tiny_spec(tiny_model, str(tmp_path / "a"), baselines=[], evaluation={"enabled": False})
     run(spec)
@@ -229,6 +234,7 @@ def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
     assert st and all(s == "Completed" for s in st)
 
 
+@pytest.mark.integration
 @pytest.mark.s3
 def test_flow_on_s3_artifact_store(prefect_server, tiny_model, s3_bucket):
     from prefect.blocks.system import Secret

@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_S = 480
 
-pytestmark = [pytest.mark.browser, pytest.mark.prefect]
+pytestmark = [pytest.mark.browser, pytest.mark.prefect, pytest.mark.integration]
 if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
     pytestmark.append(pytest.mark.skip(reason=f"no Chromium at {CHROMIUM} (make test installs "
                                               "Debian's chromium; CUSPRUN_CHROMIUM overrides)"))
