@@ -20,7 +20,8 @@ Fixtures:
              s3): each test that takes it runs on both backends.
   tiny_model (session) -> str: directory of a tiny random Llama checkpoint with the byte
              tokenizer (tests.support.make_tiny_model), built once; tests only read it.
-  one_torch_thread (module): torch on one thread while the module runs.
+  one_torch_thread (module): torch on one thread while the module runs. Every test not marked
+             integration runs on one torch thread anyway (autouse).
 
 Tests using the S3 fixtures should carry `@pytest.mark.s3`.
 """
@@ -122,9 +123,26 @@ def store(request):
     return request.getfixturevalue(f"{request.param}_store")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread_unless_integration(request):
+    """Tiny models' matmuls: one torch thread is faster than two, and much cheaper on a shared
+    2-core box (the unit subset took 37 s of CPU instead of 64). Tests marked integration (the
+    real bundled models) keep torch's default."""
+    if request.node.get_closest_marker("integration"):
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
+    """Tiny matmuls: one thread is much faster than two on a busy shared CPU (the whole module,
+    fixtures included, so integration modules can ask for it too)."""
     import torch
 
     n = torch.get_num_threads()
