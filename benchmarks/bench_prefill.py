@@ -23,14 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root: tests.support
+from results_io import Result  # benchmarks/ is on sys.path when a script here runs  # noqa: E402
 
-from cusprun.adapters import Adapter, count_params
-from cusprun.baselines import baseline_plan
-from cusprun.models.loading import default_device, default_dtype
-from cusprun.slicing import load_expert, slice_checkpoint
-from cusprun.slicing.synthetic import smollm2_135m_shaped_config, uniform_plan_for_ratio, write_random_model
+import torch  # noqa: E402
+
+from cusprun.adapters import Adapter, count_params  # noqa: E402
+from cusprun.baselines import baseline_plan  # noqa: E402
+from cusprun.models.loading import default_device, default_dtype  # noqa: E402
+from cusprun.slicing import load_expert, slice_checkpoint  # noqa: E402
+from tests.support import smollm2_135m_shaped_config, uniform_plan_for_ratio, write_random_model  # noqa: E402
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root: tests.support
+from results_io import Result  # benchmarks/ is on sys.path when a script here runs  # noqa: E402
 
 _PRELUDE = textwrap.dedent("""
     import json, resource, sys
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoConfig
 
-    from cusprun.slicing.synthetic import smollm2_135m_shaped_config, uniform_plan_for_ratio, write_random_model
-    from cusprun.testing import make_tiny_model
+    from tests.support import (make_tiny_model, smollm2_135m_shaped_config, uniform_plan_for_ratio,
+                               write_random_model)
 
     with tempfile.TemporaryDirectory(prefix="cusprun-bench-slicemem-") as tmp:
         if args.model:

@@ -74,7 +74,7 @@ def _build(args):
 
         model, tok = load_model(resolve_model(args.model).path)
         return model, tok, str(args.model)
-    from cusprun.testing import tiny_tokenizer
+    from tests.support import tiny_tokenizer
 
     device = default_device()
     cfg = transformers.LlamaConfig(

@@ -191,7 +191,8 @@ def write_config(out: Path, w: LlamaWidths) -> None:
     """config.json, generation_config.json and the tokenizer (special ids inside the vocab)."""
     import transformers
 
-    from cusprun.testing import tiny_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository: tests.support
+    from tests.support import tiny_tokenizer
 
     bos, eos, pad = 256, 257, 258
     cfg = transformers.LlamaConfig(

@@ -18,6 +18,10 @@ Fixtures:
   local_store(function) -> cusprun.storage.ArtifactStore on tmp_path / "artifacts".
   store      (function, params "local" / "s3") -> local_store, then s3_store (that run marked
              s3): each test that takes it runs on both backends.
+  tiny_model (session) -> str: directory of a tiny random Llama checkpoint with the byte
+             tokenizer (tests.support.make_tiny_model), built once; tests only read it.
+  one_torch_thread (module): torch on one thread while the module runs. Every test not marked
+             integration runs on one torch thread anyway (autouse).
 
 Tests using the S3 fixtures should carry `@pytest.mark.s3`.
 """
@@ -119,12 +123,38 @@ def store(request):
     return request.getfixturevalue(f"{request.param}_store")
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny matmuls: one thread is much faster than two on a busy shared CPU."""
+@pytest.fixture(autouse=True)
+def _one_torch_thread_unless_integration(request):
+    """Tiny models' matmuls: one torch thread is faster than two, and much cheaper on a shared
+    2-core box (the unit subset took 37 s of CPU instead of 64). Tests marked integration (the
+    real bundled models) keep torch's default."""
+    if request.node.get_closest_marker("integration"):
+        yield
+        return
     import torch
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls: one thread is much faster than two on a busy shared CPU (the whole module,
+    fixtures included, so integration modules can ask for it too)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random Llama checkpoint on disk, shared by the session's flow and CLI tests."""
+    from tests.support import make_tiny_model
+
+    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
+    return str(path)

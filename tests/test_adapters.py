@@ -4,7 +4,7 @@ import torch
 
 from cusprun.adapters import ARCHITECTURES, Adapter, architecture_of, count_params
 from cusprun.errors import UnsupportedArchitectureError
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_config
+from tests.support import TINY_FAMILIES, make_tiny_model, tiny_config
 
 
 @pytest.mark.parametrize("arch", TINY_FAMILIES)

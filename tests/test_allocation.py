@@ -17,7 +17,7 @@ from cusprun.masks.heads import valid_structures
 from cusprun.masks.select import Allocation, UnitScores, distribute, select_units
 from cusprun.scoring import collect_stats
 from cusprun.slicing.validate import validate_plan
-from cusprun.testing import make_tiny_model, tiny_tokenizer
+from tests.support import make_tiny_model, tiny_tokenizer
 
 CALIB = ["The heart pumps blood through the body every second of the day.",
          "Fever is a common symptom of an infection by bacteria or viruses.",
@@ -52,15 +52,42 @@ def _scores(stats):
     return UnitScores(ffn=stats.ffn_impact_mean.numpy(), heads=stats.head_impact_mean.numpy())
 
 
+def _rule_choice(trials, probe, z: float = 1.0) -> str:
+    """The allocation rule, stated from the probe's paired differences: the first candidate
+    (most heads kept) stands until a later one measures lower damage by more than z standard
+    errors of the per-document difference; not the lowest damage."""
+    best = trials[0]
+    for t in trials[1:]:
+        diff, se = probe.difference(t.per_doc, best.per_doc)
+        if diff < -z * se:
+            best = t
+    return best.label
+
+
+@pytest.fixture(scope="module")
+def searched(setup):
+    """search(layout, ratio) -> (SearchResult, its probe), each searched once per module."""
+    model, _, stats, _ = setup
+    done = {}
+
+    def search(layout, ratio):
+        if (layout, ratio) not in done:
+            probe = _probe(setup)
+            done[layout, ratio] = (search_allocation(_scores(stats), Adapter.for_model(model),
+                                                     model.config, probe, layout=layout,
+                                                     target_ratio=ratio), probe)
+        return done[layout, ratio]
+    return search
+
+
 @pytest.mark.parametrize("layout", ["uniform", "per_layer"])
 @pytest.mark.parametrize("ratio", [0.1, 0.3])
-def test_search_is_valid_and_meets_the_target(setup, layout, ratio):
+def test_search_is_valid_and_meets_the_target(setup, searched, layout, ratio):
     model, _, stats, _ = setup
-    probe = _probe(setup)
     dense_before = [p.clone() for p in model.parameters()]
     ad = Adapter.for_model(model)
-    res = search_allocation(_scores(stats), ad, model.config, probe, layout=layout, target_ratio=ratio)
-    assert res.trials and res.best.label == min(res.trials, key=lambda t: t.damage).label
+    res, probe = searched(layout, ratio)
+    assert res.trials and res.best.label == _rule_choice(res.trials, probe)
     sel = res.selection
     prunable = ad.prunable_params(model.config)
     assert abs(sel.removed_params - ratio * prunable) <= ad.unit_params(model.config)["ffn_neuron"] * (
@@ -81,13 +108,9 @@ def test_search_is_valid_and_meets_the_target(setup, layout, ratio):
     assert all(c["damage"] >= 0.5 for c in report["candidates"])
 
 
-def test_per_layer_is_never_worse_than_uniform_on_heldback(setup):
-    model, _, stats, _ = setup
-    ad = Adapter.for_model(model)
-    uni = search_allocation(_scores(stats), ad, model.config, _probe(setup), layout="uniform",
-                            target_ratio=0.3)
-    per = search_allocation(_scores(stats), ad, model.config, _probe(setup), layout="per_layer",
-                            target_ratio=0.3)
+def test_per_layer_is_never_worse_than_uniform_on_heldback(searched):
+    uni, _ = searched("uniform", 0.3)
+    per, _ = searched("per_layer", 0.3)
     best = lambda r: min(t.damage for t in r.trials)  # noqa: E731
     assert best(per) <= best(uni) + 1e-9
     assert any("FFN by layer error" in t.label for t in per.trials)
@@ -168,23 +191,45 @@ def test_paired_difference_and_its_standard_error(setup):
 
 
 def test_a_later_candidate_wins_only_beyond_the_noise(setup):
+    """Constructed per-document losses where the lowest damage and the rule disagree: a later
+    candidate with lower mean damage but documents that disagree (one much worse, one much
+    better) does not displace the first; one better on every document does."""
     from cusprun.allocation.search import Trial, _Search
 
     model, _, stats, _ = setup
     probe = _probe(setup, mode="none")
     s = _Search(_scores(stats), Adapter.for_model(model), model.config, probe, layout="uniform",
                 target_ratio=0.2, ffn_multiple=1)
-    dense = probe.dense_per_doc
-    first = Trial("first", None, 1.10, {}, 0.0, dense)
-    (a, na), (b, nb) = dense["domain"]
-    noisy = Trial("noisy", None, 1.09, {}, 0.0,
-                  {**dense, "domain": [(a + 0.5 * na, na), (b - 0.6 * nb, nb)]})
-    clear = Trial("clear", None, 1.05, {}, 0.0,
-                  {k: [(nll - 0.05 * n, n) for nll, n in docs] for k, docs in dense.items()})
+
+    def trial(label, per_doc):   # losses and damage exactly as the probe derives them
+        losses = {k: sum(x for x, _ in docs) / sum(n for _, n in docs) for k, docs in per_doc.items()}
+        return Trial(label, None, probe.damage(losses), losses, 0.0, per_doc)
+
+    first = trial("first", {k: [(nll + 0.2 * n, n) for nll, n in docs]
+                            for k, docs in probe.dense_per_doc.items()})
+    (a, na), (b, nb) = first.per_doc["domain"]
+    swing = 0.5 * na                    # one document much worse, the other as much better...
+    noisy = trial("noisy", {**first.per_doc, "domain": [(a + swing, na),
+                                                        (b - swing - 0.01 * (na + nb), nb)]})
+    clear = trial("clear", {k: [(nll - (0.05 + 0.01 * (-1) ** i) * n, n)   # ...every one better
+                                for i, (nll, n) in enumerate(docs)]
+                            for k, docs in first.per_doc.items()})
+    diff, se = probe.difference(noisy.per_doc, first.per_doc)
+    assert noisy.damage < first.damage and -se < diff < 0
+    diff, se = probe.difference(clear.per_doc, first.per_doc)
+    assert 0 < se < -diff
     s.trials = [first, noisy]
-    assert s.best() is first            # lower damage, but within one standard error
+    assert min(s.trials, key=lambda t: t.damage) is noisy and s.best() is first
     s.trials = [first, noisy, clear]
-    assert s.best() is clear
+    assert s.best() is clear            # beyond the noise
+    s.trials = [first, clear, noisy]
+    assert s.best() is clear            # the noisy one after it does not displace it
+    s.z = 0.0                           # without the margin, lower damage alone wins
+    s.trials = [first, noisy]
+    assert s.best() is noisy
+    s.z = 1e9                           # an unreachable margin keeps the first candidate
+    s.trials = [first, noisy, clear]
+    assert s.best() is first
 
 
 def test_dense_heldback_losses_are_shared_by_key(setup):

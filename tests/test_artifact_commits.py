@@ -132,9 +132,8 @@ def test_scratch_dir_is_removed_after_the_stage_committed_or_failed(tmp_path, mo
 
     from cusprun.pipeline.context import scratch_dir
     from cusprun.pipeline.stages.common import read_plan, write_plan
-    from cusprun.slicing.synthetic import random_plan
     from cusprun.storage import ArtifactStore
-    from cusprun.testing import make_tiny_model
+    from tests.support import make_tiny_model, random_plan
 
     monkeypatch.setenv("CUSPRUN_CACHE", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError):

@@ -10,7 +10,7 @@ from cusprun.adapters import Adapter
 from cusprun.baselines import BASELINES, baseline_plan, standardise, unit_scores
 from cusprun.errors import SpecError
 from cusprun.scoring import collect_stats
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+from tests.support import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
 
 GENERAL = [f"General text {i}: trains, music, {i * 13} apples and the weather." for i in range(8)]
 

@@ -15,14 +15,6 @@ pytestmark = [pytest.mark.prefect, pytest.mark.s3]
 pytest_plugins = ["prefect_server"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from cusprun.testing import make_tiny_model
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
-    return str(path)
-
-
 @pytest.fixture
 def endpoint(s3_server):
     """Our own moto endpoint (credentials come from the s3_server fixture's environment)."""
@@ -51,6 +43,7 @@ def _plan_without_locations(store, key: str) -> dict:
     return plan
 
 
+@pytest.mark.integration
 def test_endpoint_lost_after_statistics_then_rerun_equals_an_undisturbed_build(
         prefect_api, tiny_model, endpoint, s3_bucket):
     import boto3

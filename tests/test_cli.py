@@ -74,3 +74,26 @@ def test_model_card_license_of_embedded_models():
     card = license_card("gemma")
     assert card["license"] == "gemma" and "Gemma Terms of Use" in card["description"]
     assert license_card(None) == {}
+
+
+def test_build_result_prints_the_report_when_the_root_is_a_symbolic_link(tmp_path, capsys):
+    """`ln -s /data/artifacts artifacts`: Prefect's result cache may hand back the report URI of
+    an earlier build that named the store by its real path; the summary still finds the report."""
+    from cusprun.cli.pipeline import _print_result
+    from cusprun.pipeline.artifacts import commit
+    from cusprun.pipeline.spec import ExpertSpec
+    from cusprun.storage import ArtifactStore
+
+    real = tmp_path / "data" / "artifacts"
+    real.mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "artifacts").symlink_to(real, target_is_directory=True)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("# Evaluation of the linked store\n")
+    record = commit(ArtifactStore(real), report, "reports/abc123", {})
+    result = {"report": record["uri"], "wall_s": 1.0,
+              "expert": {"name": "x", "version": "v1", "uri": str(real / "experts/x/v1")}}
+    spec = ExpertSpec(storage_root=str(tmp_path / "work" / "artifacts"))
+    _print_result(spec, result)
+    assert "# Evaluation of the linked store" in capsys.readouterr().out

@@ -15,20 +15,20 @@ from cusprun.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["prefect_server"]
+ENGLISH = "\n\n".join(f"Paragraph {i} of plain English text about the weather and the sea."
+                      for i in range(40))   # one document per paragraph
 
 
 @pytest.mark.prefect
-def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path):
+def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model, tmp_path):
     """The corpus file exists (the input checks pass) but holds one document: the prepare-corpus
     task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
     process, reporting to the session's Prefect server."""
-    from cusprun.testing import make_tiny_model
-
-    _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny")
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
-        "name": "few-docs", "base_model": str(model), "task": None, "general": None,
-        "language": {"value": "en", "max_docs": 8},
+    (tmp_path / "english.txt").write_text(ENGLISH)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({   # local corpora only: no data package
+        "name": "few-docs", "base_model": tiny_model, "task": None, "general": None,
+        "language": {"value": "en", "sources": ["english.txt"], "max_docs": 8},
         "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
         "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))
     env = {**prefect_api.env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
@@ -41,6 +41,37 @@ def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: Corpus 'few.txt' has too few documents: 1 usable")
     assert "ERROR prefect.task_runs" in proc.stderr   # Prefect's log lines stay, without tracebacks
+
+
+@pytest.mark.prefect
+def test_failed_build_on_the_temporary_server_ends_with_its_error(tiny_model, tmp_path):
+    """Without PREFECT_API_URL the build runs on a temporary Prefect server, which used to be
+    stopped at exit, after the error line, printing its own shutdown (tracebacks of cancelled
+    database writes when busy). The error must be the last output, with no traceback after it,
+    and the server's output must be in its log file instead."""
+    (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
+    (tmp_path / "english.txt").write_text(ENGLISH)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({   # local corpora only: no data package
+        "name": "few-docs", "base_model": tiny_model, "task": None, "general": None,
+        "language": {"value": "en", "sources": ["english.txt"], "max_docs": 8},
+        "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
+        "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1",
+                "PYTHONPATH": str(REPO), "CUSPRUN_CACHE": str(cache)})
+    proc = subprocess.run([str(Path(sys.executable).with_name("cusprun")), "build", "--spec",
+                           "spec.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=400)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
+    assert errors == [len(lines) - 1], proc.stdout[-3000:]
+    assert lines[-1].startswith("error: Corpus 'few.txt' has too few documents: 1 usable")
+    assert "Traceback" not in proc.stdout, proc.stdout[-3000:]
+    assert "temporary Prefect server on http://127.0.0.1:" in proc.stdout
+    server_log = (cache / "prefect-server.log").read_text()
+    assert "Stopping temporary server" in server_log
 
 
 def test_debug_shows_the_traceback_of_a_user_error(capsys):

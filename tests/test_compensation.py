@@ -17,8 +17,7 @@ from cusprun.scoring import collect_grams
 from cusprun.errors import SpecError
 from cusprun.slicing import slice_checkpoint
 from cusprun.slicing.compensated import Compensation
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+from tests.support import TINY_FAMILIES, make_tiny_model, random_plan, tiny_tokenizer
 
 FP = "tinyfingerprint0000000000000000"
 TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",

@@ -14,18 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.integration]   # builds on the bundled corpora
 pytest_plugins = ["prefect_server"]
 REPO = Path(__file__).resolve().parents[1]
 CUSPRUN = str(Path(sys.executable).with_name("cusprun"))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from cusprun.testing import make_tiny_model
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
-    return str(path)
 
 
 def _spec_file(tmp_path: Path, model: str, root: str) -> Path:

@@ -70,6 +70,7 @@ def _verses(table) -> set[str]:
     return out
 
 
+@pytest.mark.integration
 def test_a_verse_is_held_out_in_every_language_and_corpus_or_in_none(tmp_path):
     calib, held = set(), set()
     for s in ("bundled://task/translation", "bundled://language/de", "bundled://language/zh"):
@@ -80,6 +81,7 @@ def test_a_verse_is_held_out_in_every_language_and_corpus_or_in_none(tmp_path):
     assert not calib & held
 
 
+@pytest.mark.integration
 def test_an_article_is_held_out_in_every_corpus_built_from_it_or_in_none(tmp_path):
     sides = {"calib": set(), "eval": set()}
     for s in ("bundled://domain/health", "bundled://task/qa?domain=health",
@@ -92,6 +94,7 @@ def test_an_article_is_held_out_in_every_corpus_built_from_it_or_in_none(tmp_pat
     assert len(sides["calib"]) > 800  # the same seed samples the same articles
 
 
+@pytest.mark.integration
 def test_aligned_languages_sample_the_same_verse_ranges(tmp_path):
     de = _prep("bundled://language/de", tmp_path, seed=7)
     ja = _prep("bundled://language/ja", tmp_path, seed=7)
@@ -103,6 +106,7 @@ def test_aligned_languages_sample_the_same_verse_ranges(tmp_path):
     assert read_corpus(other.path, "calib")["group_id"] != read_corpus(de.path, "calib")["group_id"]
 
 
+@pytest.mark.integration
 def test_translation_rows_carry_what_translation_selection_needs(tmp_path):
     pc = _prep("bundled://task/translation?lang=de", tmp_path, max_eval_docs=8)
     rows = read_corpus(pc.path, "eval").to_pylist()
@@ -120,6 +124,7 @@ def test_translation_rows_carry_what_translation_selection_needs(tmp_path):
         translation_tables(read_corpus(_prep("bundled://language/de", tmp_path).path))
 
 
+@pytest.mark.integration
 def test_qa_answers_are_first_sentences_of_held_out_articles(tmp_path):
     qa = _prep("bundled://task/qa?lang=en&domain=health", tmp_path, max_eval_docs=30)
     dom = _prep("bundled://domain/health", tmp_path, max_docs=2000, max_eval_docs=2000)
@@ -132,6 +137,7 @@ def test_qa_answers_are_first_sentences_of_held_out_articles(tmp_path):
         assert len(r["answer"]) < len(art["text"]) or art["text"] == r["answer"]
 
 
+@pytest.mark.integration
 def test_topic_and_summarization_structured_columns(tmp_path):
     topic = read_corpus(_prep("bundled://task/topic?lang=fr", tmp_path, max_eval_docs=60).path,
                         "eval").to_pylist()
@@ -141,6 +147,7 @@ def test_topic_and_summarization_structured_columns(tmp_path):
     assert all(r["answer"] == r["title"] and r["prompt"].startswith("Article: ") for r in summ)
 
 
+@pytest.mark.integration
 def test_code_completion_is_runnable_python():
     _, rows = build_bundled("bundled://task/code-completion")
     assert len(rows) == 164
@@ -153,6 +160,7 @@ def test_code_completion_is_runnable_python():
     assert any("def loads(" in r["text"] for r in stdlib if r["title"] == "json/__init__.py")
 
 
+@pytest.mark.integration
 def test_languages_and_domains_that_do_not_exist_list_what_does(tmp_path):
     with pytest.raises(CorpusError) as e:
         _prep("bundled://language/xx", tmp_path)
@@ -182,6 +190,7 @@ def test_languages_and_domains_that_do_not_exist_list_what_does(tmp_path):
             _prep(source, tmp_path)
 
 
+@pytest.mark.integration
 def test_labels_text_field_and_filter_are_checked(tmp_path):
     with pytest.raises(CorpusError, match="a language corpus, but the spec says dimension='domain'"):
         _prep("bundled://language/de", tmp_path, dimension="domain")
@@ -196,6 +205,7 @@ def test_labels_text_field_and_filter_are_checked(tmp_path):
     assert set(read_corpus(arts.path)["label"].to_pylist()) == {"Arts"}
 
 
+@pytest.mark.integration
 def test_list_bundled_covers_the_registry_with_true_counts(tmp_path):
     listed = {(c.dimension, c.value): c for c in list_bundled()}
     assert set(listed) == set(REGISTRY)
@@ -213,6 +223,7 @@ def test_list_bundled_covers_the_registry_with_true_counts(tmp_path):
         list_bundled("size")
 
 
+@pytest.mark.integration
 def test_equivalent_bundled_uris_give_the_same_corpus(tmp_path):
     a = _prep("bundled://task/qa?lang=en&domain=health", tmp_path)
     b = _prep("bundled://task/qa?domain=health&lang=en", tmp_path)
@@ -247,6 +258,7 @@ def test_default_sources_follow_the_experts_other_dimensions():
         default_bundled_source("task", "poetry")
 
 
+@pytest.mark.integration
 def test_sources_parse_in_seconds():
     """The 10k-article JSON and a translation straight from the 218 MB SQLite file (bypassing
     the parquet cache) load in seconds, not minutes, even on a busy 2-core machine."""

@@ -10,6 +10,7 @@ from cusprun.cli import main
 from cusprun.corpora import corpus_info, list_bundled
 
 
+@pytest.mark.integration
 def test_list_prints_every_bundled_corpus_with_counts(capsys):
     assert main(["corpora", "list", "--width", "200"]) == 0
     out = capsys.readouterr().out
@@ -22,6 +23,7 @@ def test_list_prints_every_bundled_corpus_with_counts(capsys):
     assert ("language", "sw") in {t[:2] for t in table}
 
 
+@pytest.mark.integration
 def test_list_json_and_dimension_filter(capsys):
     assert main(["corpora", "list", "--dimension", "general", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -40,6 +42,7 @@ def test_list_help_explains_sources(capsys):
     assert "bundled://task/qa?lang=en&domain=health" in out and "held out" in out
 
 
+@pytest.mark.integration
 def test_prepare_then_show(tmp_path, capsys):
     assert main(["corpora", "prepare", "bundled://task/qa?domain=health", "--out",
                  str(tmp_path), "--max-docs", "5", "--max-eval-docs", "2"]) == 0

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 pytest_plugins = ["prefect_server"]
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.integration]   # builds on the bundled corpora
 
 
 @pytest.fixture
@@ -40,8 +40,8 @@ async def _stats_runs(parent_id) -> list:
 def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_worker, tmp_path):
     from cusprun.pipeline.spec import load_spec
     from cusprun.storage import ArtifactStore, latest_version
-    from cusprun.testing import make_tiny_model
     from flows.build import build_expert
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny-llama")
     root = tmp_path / "artifacts"
@@ -86,8 +86,8 @@ def test_a_worker_without_cuda_refuses_statistics_keyed_for_cuda(tmp_path):
 
 def test_rebuild_in_local_mode_builds_each_profile_in_process(deployed, tmp_path):
     from cusprun.storage import ArtifactStore, list_versions
-    from cusprun.testing import make_tiny_model
     from flows.rebuild import rebuild_experts
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("Qwen2ForCausalLM", tmp_path / "tiny-qwen2")
     profiles = tmp_path / "profiles"

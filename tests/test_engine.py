@@ -17,8 +17,7 @@ from cusprun.errors import CusprunError, SpecError
 from cusprun.evaluation import LossExample, MCItem, heldout_loss, mc_accuracy
 from cusprun.models.loading import load_model
 from cusprun.scoring import collect_stats
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+from tests.support import TINY_FAMILIES, make_tiny_model, random_plan, tiny_tokenizer
 
 DOCS = ["The heart pumps blood through the body every second of the day.",
         "Fever is a common symptom of an infection.", "Short one.",

@@ -15,7 +15,7 @@ from cusprun.evaluation import (EvalConfig, EvaluationError, LossExample, MCItem
                                 build_answer_items, encode, heldout_loss, loss_examples_from_table,
                                 loss_sets_from_tables, mc_accuracy, mc_tasks_from_tables,
                                 retention, scored_tokens, size_metrics, speed_metrics)
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

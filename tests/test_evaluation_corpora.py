@@ -6,7 +6,7 @@ import torch
 
 from cusprun.evaluation import (EvalConfig, ModelEntry, compare, loss_sets_from_tables,
                                 mc_tasks_from_tables)
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 
 

@@ -8,7 +8,7 @@ import torch
 from cusprun.evaluation import MCItem, encode, mc_accuracy
 from cusprun.evaluation.likelihood import encode_item
 from cusprun.evaluation.packed import block_mask, pack, score_packed
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+from tests.support import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,7 +12,7 @@ import torch
 from cusprun.evaluation import (EvalConfig, EvaluationError, MCItem, ModelEntry, compare,
                                 overlap_matrix, plot_overlap, retention)
 from cusprun.evaluation.report import SCHEMA
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,7 +39,7 @@ def experts(tmp_path_factory):
     """A dense tiny model and real sliced experts of it: a per-layer one (loaded through
     cusprun.load_expert) and uniform ones (stock transformers classes)."""
     from cusprun.slicing import slice_checkpoint
-    from cusprun.slicing.synthetic import random_plan, uniform_plan_for_ratio
+    from tests.support import random_plan, uniform_plan_for_ratio
 
     root = tmp_path_factory.mktemp("models")
     model, dense = make_tiny_model("Qwen2ForCausalLM", root / "dense")

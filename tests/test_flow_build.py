@@ -23,14 +23,6 @@ def prefect_server(prefect_api):
     return prefect_api
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from cusprun.testing import make_tiny_model
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
-    return str(path)
-
-
 def tiny_spec(model: str, root: str, **over):
     from cusprun.pipeline.spec import load_spec
 
@@ -95,6 +87,7 @@ def run(spec, **kw):
     return state, time.perf_counter() - t0
 
 
+@pytest.mark.integration
 def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefect_server, tiny_model, tmp_path):
     from cusprun.pipeline.context import open_store
     from cusprun.storage import list_versions
@@ -170,6 +163,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert all(after[f] == before[f] for f in before if f.startswith(("stats/", "grams/")))
 
 
+@pytest.mark.integration
 def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(prefect_server,
                                                                            tiny_model, tmp_path):
     """With the statistics in the store, refreshing the Grams runs a pass for the Grams alone;
@@ -195,6 +189,7 @@ def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(pre
     assert again.result()["plans"] == first.result()["plans"]
 
 
+@pytest.mark.integration
 def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,
                                                                                  tmp_path):
     from cusprun.pipeline.context import open_store
@@ -222,6 +217,7 @@ def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_exper
         assert v["stats"][0].startswith(root) and "/stats/" in v["stats"][0]
 
 
+@pytest.mark.integration
 def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp_path):
     import shutil
 
@@ -234,6 +230,7 @@ def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp
     assert states == {"merge-masks": "Completed"}
 
 
+@pytest.mark.integration
 def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
     spec = tiny_spec(tiny_model, str(tmp_path / "a"), baselines=[], evaluation={"enabled": False})
     run(spec)
@@ -242,6 +239,7 @@ def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
     assert st and all(s == "Completed" for s in st)
 
 
+@pytest.mark.integration
 @pytest.mark.s3
 def test_flow_on_s3_artifact_store(prefect_server, tiny_model, s3_bucket):
     from prefect.blocks.system import Secret

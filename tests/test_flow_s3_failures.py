@@ -15,14 +15,6 @@ pytestmark = [pytest.mark.prefect, pytest.mark.s3]
 pytest_plugins = ["prefect_server"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from cusprun.testing import make_tiny_model
-
-    _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
-    return str(path)
-
-
 MODES = ["no-credentials", "unknown-bucket", "access-denied", "unreachable", "slow"]
 
 

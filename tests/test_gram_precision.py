@@ -12,8 +12,7 @@ from cusprun.compensation import gram_set as G
 from cusprun.engine import mask_model
 from cusprun.scoring import collect_grams
 from cusprun.scoring import grams as GR
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import make_tiny_model, tiny_tokenizer
+from tests.support import make_tiny_model, random_plan, tiny_tokenizer
 
 TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",
          "Question: What is insulin?\nAnswer: a hormone that lowers blood sugar.",

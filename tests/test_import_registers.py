@@ -4,8 +4,7 @@ import sys
 
 from cusprun.models import model_fingerprint
 from cusprun.slicing import slice_checkpoint
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model, random_plan
 
 
 def test_import_cusprun_registers_per_layer_type(tmp_path):

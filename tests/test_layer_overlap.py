@@ -6,8 +6,7 @@ import pytest
 from cusprun.cli import main
 from cusprun.evaluation.config import EvaluationError
 from cusprun.evaluation.layer_overlap import kept_from_plan, layer_overlap
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import tiny_config
+from tests.support import random_plan, tiny_config
 
 
 def test_layer_fractions_count_each_kept_unit_once():

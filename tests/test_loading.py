@@ -5,7 +5,7 @@ model with tied embeddings then keeps its LM head on the meta device."""
 from concurrent.futures import ThreadPoolExecutor
 
 from cusprun.models import load_model
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 
 def test_concurrent_loads_of_tied_models_give_real_weights(tmp_path):

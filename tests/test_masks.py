@@ -10,7 +10,7 @@ from cusprun.adapters import Adapter
 from cusprun.errors import SpecError
 from cusprun.masks import PruneConfig, PruningPlan, build_plan
 from cusprun.scoring import DimensionStats, rank_percentile
-from cusprun.testing import TINY_FAMILIES, tiny_config
+from tests.support import TINY_FAMILIES, tiny_config
 
 CFG = tiny_config("LlamaForCausalLM")       # 3 layers, 96 neurons, 4 heads in 2 kv groups
 L, I, H, D = 3, 96, 4, 16
@@ -313,7 +313,7 @@ def test_prune_config_defaults():
 
 def test_plan_from_real_statistics_of_a_tiny_model(tmp_path):
     from cusprun.scoring import collect_stats, load_stats, save_stats
-    from cusprun.testing import make_tiny_model, tiny_tokenizer
+    from tests.support import make_tiny_model, tiny_tokenizer
 
     model, _ = make_tiny_model("Qwen3ForCausalLM")
     tok = tiny_tokenizer()

@@ -11,7 +11,7 @@ import yaml
 from cusprun.models.embedded import ALIASES
 from cusprun.models.provenance import describe_base_model
 from cusprun.slicing.card import model_card
-from cusprun.slicing.synthetic import uniform_plan_for_ratio
+from tests.support import uniform_plan_for_ratio
 
 PARAMS = {"dense": {"total": 1000, "non_embedding": 800}, "pruned": {"total": 800, "non_embedding": 600}}
 WIDTHS = [{"intermediate_size": 48, "num_attention_heads": 2, "num_key_value_heads": 1}] * 2

@@ -1,13 +1,13 @@
 """Model references resolve to local HF directories with content fingerprints; bad ones fail early."""
 import json
 import os
-import time
 
 import pytest
 
 from cusprun.errors import ModelSourceError, UnsupportedArchitectureError
 from cusprun.models import model_fingerprint, resolve_model
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
+from tests.support.files import tree_state
 
 
 @pytest.fixture()
@@ -97,13 +97,15 @@ def test_empty_reference(cache):
 
 
 @pytest.mark.integration
-def test_bundled_model_alias_resolves_once_and_says_paris():
-    from cusprun.models import greedy_continuation, load_model
+def test_bundled_model_alias_resolves_once_and_says_paris(monkeypatch):
+    from cusprun.models import gguf, greedy_continuation, load_model
 
     r = resolve_model("smollm2-135m")  # default cache: converted once per machine
-    t0 = time.time()
+    before = tree_state(r.path)
+    reads = []   # the GGUF is read only to convert it
+    monkeypatch.setattr(gguf, "_gguf_facts", lambda *a: reads.append(a) or pytest.fail("reconverted"))
     again = resolve_model("smollm2-135m")
-    assert time.time() - t0 < 5, "second resolve must come from the cache, not reconvert"
+    assert reads == [] and tree_state(r.path) == before, "second resolve must come from the cache"
     assert again.path == r.path and again.fingerprint == r.fingerprint
     assert r.architecture == "LlamaForCausalLM"
     model, tok = load_model(r.path)

@@ -12,7 +12,7 @@ import torch
 
 from cusprun.engine import LayeredModel
 from cusprun.models.loading import load_model
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from cusprun.evaluation.items import LossExample
 from cusprun.evaluation.likelihood import heldout_loss
 from cusprun.models import precision as P
 from cusprun.pipeline.spec import EvaluationOptions
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+from tests.support import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
 
 TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",
          "Insulin lowers the level of sugar in the blood."]

@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_S = 480
 
-pytestmark = [pytest.mark.browser, pytest.mark.prefect]
+pytestmark = [pytest.mark.browser, pytest.mark.prefect, pytest.mark.integration]
 if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
     pytestmark.append(pytest.mark.skip(reason=f"no Chromium at {CHROMIUM} (make test installs "
                                               "Debian's chromium; CUSPRUN_CHROMIUM overrides)"))
@@ -137,7 +137,7 @@ def test_run_build_expert_from_the_ui_form(ui_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from cusprun.storage import ArtifactStore, list_versions
-    from cusprun.testing import make_tiny_model
+    from tests.support import make_tiny_model
 
     _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny-llama")
     root = tmp_path / "artifacts"

@@ -9,7 +9,7 @@ import torch
 
 from cusprun.evaluation import replicas
 from cusprun.evaluation.replicas import replicate, resolve_workers, run_jobs
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 
 def test_explicit_worker_counts_are_taken_and_bad_ones_named():

@@ -10,7 +10,7 @@ import torch
 from cusprun.adapters import Adapter, zero_units
 from cusprun.errors import CorpusError, SpecError
 from cusprun.scoring import collect_stats, load_stats, rank_percentile, save_stats
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+from tests.support import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
 
 DOCS = ["The quick brown fox jumps over the lazy dog.", "Short one.",
         "Pack my box with five dozen liquor jugs, then sing.", "xyz"]

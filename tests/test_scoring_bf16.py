@@ -9,7 +9,7 @@ from cusprun.engine import LayeredModel
 from cusprun.models import load_model
 from cusprun.models.loading import default_dtype
 from cusprun.scoring import collect_stats, rank_percentile
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,8 +14,7 @@ from cusprun.adapters import Adapter, count_params, zero_units
 from cusprun.masks.plan import PruningPlan
 from cusprun.slicing import slice_checkpoint
 from cusprun.models.per_layer import MODEL_TYPE
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import TINY_FAMILIES, make_tiny_model, tiny_tokenizer
+from tests.support import TINY_FAMILIES, make_tiny_model, random_plan, tiny_tokenizer
 
 FP = "tinyfingerprint0000000000000000"
 

@@ -9,8 +9,7 @@ from transformers import AutoConfig
 from cusprun.errors import CusprunError, SpecError
 from cusprun.masks.plan import LayerKeep
 from cusprun.slicing import slice_checkpoint
-from cusprun.slicing.synthetic import plan_from_keeps, random_plan
-from cusprun.testing import make_tiny_model
+from tests.support import make_tiny_model, plan_from_keeps, random_plan
 
 FP = "fp-errors"
 

@@ -16,20 +16,49 @@ def _tree(root, files: dict[str, bytes]):
     return root
 
 
-def test_uri_and_keys(tmp_path, s3_bucket):
+def test_uri_and_keys(tmp_path):
     local = ArtifactStore(tmp_path / "a")
     assert local.uri("plans/x") == f"{(tmp_path / 'a').as_posix()}/plans/x"
     assert local.key_of(local.uri("plans/x")) == "plans/x"
-    s3 = ArtifactStore(s3_bucket.uri + "/", s3_bucket.storage_options)
-    assert s3.uri("corpora/abc/") == f"{s3_bucket.uri}/corpora/abc"
-    assert s3.key_of(f"{s3_bucket.uri}/corpora/abc") == "corpora/abc"
     for bad in ["../x", "a/../b", "a//b", "a\\b", "./a"]:
         with pytest.raises(SpecError, match="Invalid artifact key"):
             local.uri(bad)
     with pytest.raises(SpecError, match="not under"):
-        s3.key_of("s3://other-bucket/x")
+        local.key_of(f"{tmp_path.as_posix()}/elsewhere/x")
     with pytest.raises(SpecError, match="no bucket"):
         ArtifactStore("s3://")
+
+
+@pytest.mark.s3
+def test_s3_uri_and_keys(s3_bucket):
+    s3 = ArtifactStore(s3_bucket.uri + "/", s3_bucket.storage_options)
+    assert s3.uri("corpora/abc/") == f"{s3_bucket.uri}/corpora/abc"
+    assert s3.key_of(f"{s3_bucket.uri}/corpora/abc") == "corpora/abc"
+    with pytest.raises(SpecError, match="not under"):
+        s3.key_of("s3://other-bucket/x")
+
+
+def test_root_through_a_symbolic_link(tmp_path):
+    """`ln -s /data/artifacts artifacts`: a URI made under either spelling of the root maps to
+    the same key in a store opened under the other, and the bytes are the same objects."""
+    real = tmp_path / "data" / "artifacts"
+    real.mkdir(parents=True)
+    link = tmp_path / "work" / "artifacts"
+    link.parent.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    via_link, via_real = ArtifactStore(link), ArtifactStore(real)
+    via_real.write_bytes("reports/r1/report.md", b"# report")
+    for store, other in ((via_link, via_real), (via_real, via_link)):
+        assert store.key_of(other.uri("reports/r1")) == "reports/r1"
+        assert store.key_of("file://" + other.uri("reports/r1")) == "reports/r1"
+        assert store.key_of(other.uri()) == ""
+        assert store.read_bytes(store.key_of(other.uri("reports/r1/report.md"))) == b"# report"
+    outside = tmp_path / "data" / "other"
+    outside.mkdir()
+    (tmp_path / "work" / "sneaky").symlink_to(outside, target_is_directory=True)
+    for uri in (str(outside / "x"), str(tmp_path / "work" / "sneaky" / "x"), str(real.parent / "x")):
+        with pytest.raises(SpecError, match="not under the artifact store root"):
+            via_link.key_of(uri)
 
 
 def test_layout_keys():

@@ -11,8 +11,7 @@ from cusprun.scoring import collect_grams
 from cusprun.evaluation.items import LossExample
 from cusprun.evaluation.likelihood import heldout_loss
 from cusprun.evaluation.sweep import plot_sweep, run_sweep, sweep_markdown
-from cusprun.slicing.synthetic import random_plan
-from cusprun.testing import make_tiny_model, tiny_tokenizer
+from tests.support import make_tiny_model, random_plan, tiny_tokenizer
 
 TEXTS = ["The heart pumps blood through the body.", "Fever is a common symptom of infection.",
          "Insulin lowers the level of sugar in the blood.", "The lungs take in oxygen."]

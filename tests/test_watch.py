@@ -43,6 +43,7 @@ def test_local_revision_manifest_then_listing(tmp_path):
     assert current_revision(str(d)).revision != a.revision
 
 
+@pytest.mark.integration
 def test_alias_revision_is_the_package_version():
     from importlib import metadata
 
@@ -200,6 +201,7 @@ def _watch(setup, **params):
 
 
 @pytest.mark.prefect
+@pytest.mark.s3   # the watcher's state lives in a moto bucket (watch_setup)
 def test_direct_rebuild_of_exactly_the_affected_profiles(watch_setup, tmp_path):
     setup = watch_setup
     names = ["watch-a", "watch-b", "watch-c"]
@@ -235,6 +237,7 @@ def test_direct_rebuild_of_exactly_the_affected_profiles(watch_setup, tmp_path):
 
 
 @pytest.mark.prefect
+@pytest.mark.s3   # the watcher's state lives in a moto bucket (watch_setup)
 def test_automation_mode_lets_the_prefect_yaml_triggers_rebuild(watch_setup, tmp_path):
     setup = watch_setup
     names = ["watch-a", "watch-b", "watch-c"]
@@ -276,6 +279,7 @@ def test_new_revision_in_an_s3_registry_rebuilds_its_profile(watch_setup):
 
 
 @pytest.mark.prefect
+@pytest.mark.s3   # the watcher's state lives in a moto bucket (watch_setup)
 def test_a_missing_deployment_fails_the_watch_and_keeps_the_old_revision(watch_setup, tmp_path):
     from flows.watch import watch_base_models
 

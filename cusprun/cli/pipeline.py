@@ -1,7 +1,9 @@
 """`cusprun build` and `cusprun demo`: run the build-expert Prefect flow from the terminal.
 
-Without PREFECT_API_URL, Prefect runs the flow against a temporary local server (embedded);
-with it, runs show up in that server's UI like any deployment run."""
+Without PREFECT_API_URL, the flow runs against a temporary local server (embedded) that the
+command starts and stops (flows/temporary_server.py; its output goes to prefect-server.log in
+the cusprun cache, ~/.cache/cusprun by default); with it, runs show up in that server's UI like any
+deployment run."""
 from __future__ import annotations
 
 import argparse
@@ -101,10 +103,14 @@ def run_build(spec: ExpertSpec, refresh: list[str] | None = None) -> dict:
     with _quiet_retries():  # two quick attempts; the error line says it all
         check_inputs(spec)
     _prefect_defaults()
+    from cusprun.paths import cache_root
     from flows.build import build_expert
+    from flows.temporary_server import temporary_server
 
     t0 = time.perf_counter()
-    result = build_expert(spec=spec, refresh=refresh or [])
+    # Stopped before this returns or raises: the build's result or error is the last output.
+    with temporary_server(cache_root() / "prefect-server.log"):
+        result = build_expert(spec=spec, refresh=refresh or [])
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     return result
 

@@ -10,8 +10,9 @@ from cusprun.corpora.bundled import (BundledCorpus, bundled_uri, default_bundled
                                      list_bundled)
 from cusprun.corpora.prepare import prepare_corpus
 from cusprun.corpora.schema import COLUMNS, SCHEMA, content_hash, split_of
-from cusprun.corpora.spec import CorpusSpec, PreparedCorpus
-from cusprun.corpora.store import corpus_info, read_corpus, read_texts, translation_tables
+from cusprun.corpora.spec import CorpusSpec
+from cusprun.corpora.store import (PreparedCorpus, corpus_info, read_corpus, read_texts,
+                                    translation_tables)
 
 __all__ = ["COLUMNS", "SCHEMA", "BundledCorpus", "CorpusSpec", "PreparedCorpus", "bundled_uri",
            "default_bundled_source",

@@ -23,8 +23,8 @@ from cusprun.corpora.hf import iter_hf_records
 from cusprun.corpora.records import check_fields, clean_text, matches, normalise, parse_filter
 from cusprun.corpora.schema import (COLUMN_NAMES, OPTIONAL_COLUMNS, SCHEMA_VERSION, content_hash,
                                     order_key, split_of, to_table)
-from cusprun.corpora.spec import CorpusSpec, PreparedCorpus, split_uri
-from cusprun.corpora.store import _info, _read_raw, write_shard
+from cusprun.corpora.spec import CorpusSpec, split_uri
+from cusprun.corpora.store import PreparedCorpus, _info, _read_raw, write_shard
 from cusprun.errors import CorpusError
 
 log = logging.getLogger(__name__)

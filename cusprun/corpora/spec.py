@@ -1,4 +1,5 @@
-"""What a corpus is (CorpusSpec) and what preparing it produced (PreparedCorpus)."""
+"""What a corpus is (CorpusSpec) and how its source is spelled (source_kind, split_uri). What
+preparing it produced (PreparedCorpus) lives with the shard reader in cusprun.corpora.store."""
 from __future__ import annotations
 
 import math
@@ -95,34 +96,6 @@ class CorpusSpec(BaseModel):
         if self.max_eval_docs is not None:
             return self.max_eval_docs
         return math.ceil(self.max_docs * self.eval_percent / (100 - self.eval_percent))
-
-
-class PreparedCorpus(BaseModel):
-    """A prepared, split corpus on disk. `hash` is the content hash of its rows (cache key)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    path: str
-    hash: str
-    n_docs: int
-    n_calib: int
-    n_eval: int
-    n_holdback: int = 0
-    source: str
-    dimension: str | None
-    value: str | None
-    n_candidates: int = Field(description="documents available before sampling")
-    spec: CorpusSpec
-
-    def read(self, split: Literal["calib", "holdback", "eval"] | None = None, columns: list[str] | None = None):
-        from cusprun.corpora.store import read_corpus
-
-        return read_corpus(self.path, split, columns=columns)
-
-    def texts(self, split: Literal["calib", "holdback", "eval"] | None = None) -> list[str]:
-        from cusprun.corpora.store import read_texts
-
-        return read_texts(self.path, split)
 
 
 def source_kind(source: str) -> SourceKind:

@@ -1,5 +1,6 @@
-"""Write (atomically) and read prepared corpus shards. The parquet schema metadata carries the
-content hash, counts and the spec (without storage_options, which may hold credentials)."""
+"""Prepared corpus shards: write them (atomically), read them, and PreparedCorpus, the handle on
+one. The parquet schema metadata carries the content hash, counts and the spec (without
+storage_options, which may hold credentials)."""
 from __future__ import annotations
 
 import io
@@ -13,9 +14,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from cusprun.corpora.schema import COLUMN_NAMES, METADATA_KEY, SPLITS, content_hash
-from cusprun.corpora.spec import CorpusSpec, PreparedCorpus
+from cusprun.corpora.spec import CorpusSpec
 from cusprun.errors import CorpusError
 
 Split = Literal["calib", "holdback", "eval"]
@@ -75,6 +77,30 @@ def read_corpus(path: str | Path, split: Split | None = None, columns: list[str]
 def read_texts(path: str | Path, split: Split | None = None,
                storage_options: dict[str, Any] | None = None) -> list[str]:
     return read_corpus(path, split, ["text"], storage_options).column("text").to_pylist()
+
+
+class PreparedCorpus(BaseModel):
+    """A prepared, split corpus on disk. `hash` is the content hash of its rows (cache key)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    hash: str
+    n_docs: int
+    n_calib: int
+    n_eval: int
+    n_holdback: int = 0
+    source: str
+    dimension: str | None
+    value: str | None
+    n_candidates: int = Field(description="documents available before sampling")
+    spec: CorpusSpec
+
+    def read(self, split: Split | None = None, columns: list[str] | None = None) -> pa.Table:
+        return read_corpus(self.path, split, columns=columns)
+
+    def texts(self, split: Split | None = None) -> list[str]:
+        return read_texts(self.path, split)
 
 
 def _info(path: str | Path, table: pa.Table) -> PreparedCorpus:

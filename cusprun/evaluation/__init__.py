@@ -13,7 +13,8 @@ from cusprun.evaluation.likelihood import (LossResult, MCResult, encode, encode_
                                            mc_accuracy, score_sequences, scored_tokens)
 from cusprun.evaluation.metrics import METRICS, retention
 from cusprun.evaluation.plots import overlap_matrix, plot_overlap, plot_retention
-from cusprun.evaluation.report import ComparisonReport, ReportRow, build_report, write_report
+from cusprun.evaluation.report import ComparisonReport, ReportRow, build_report
+from cusprun.evaluation.report_files import write_report
 from cusprun.evaluation.size import checkpoint_bytes, size_metrics
 from cusprun.evaluation.speed import speed_metrics
 from cusprun.evaluation.tasks import build_answer_items, loss_sets_from_tables, mc_tasks_from_tables

@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
 from cusprun.evaluation.evaluate import evaluate_model, prepare_inputs
 from cusprun.evaluation.plots import overlap_matrix, plot_overlap, plot_retention, plot_retention_by_set
-from cusprun.evaluation.report import ComparisonReport, build_report, write_report
+from cusprun.evaluation.report import ComparisonReport, build_report
+from cusprun.evaluation.report_files import write_report
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """The comparison report: long-format rows with retention, 95 % intervals and paired differences
-against dense and the best baseline; its markdown (cusprun.evaluation.markdown), JSON and parquet."""
+against dense and the best baseline. Its markdown is cusprun.evaluation.markdown; the files
+(markdown, JSON, parquet) are written by cusprun.evaluation.report_files."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,11 @@ import math
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
 from cusprun.evaluation.evaluate import ModelResult
-from cusprun.evaluation.metrics import METRICS, metric_info, retention
+from cusprun.evaluation.metrics import metric_info, retention
 from cusprun.evaluation.significance import differences, verdict
 
 SCHEMA = pa.schema([
@@ -107,35 +107,6 @@ def build_report(results: list[ModelResult], config: EvalConfig) -> ComparisonRe
                             dense=dense[0] if dense else None, rows=rows)
 
 
-def _finite(obj):
-    """Strict JSON: non-finite floats (a diverged model's NaN loss) become null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def write_report(report: ComparisonReport, out_dir: str | Path,
-                 images: dict[str, Path] | None = None) -> dict[str, Path]:
-    """report.md, report.json and report.parquet under out_dir; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"markdown": out / "report.md", "json": out / "report.json",
-             "parquet": out / "report.parquet"}
-    from cusprun.evaluation.markdown import to_markdown
-
-    files["markdown"].write_text(to_markdown(report, images) + "\n")
-    pq.write_table(report.to_table(), files["parquet"])
-    payload = report.model_dump(mode="json", exclude={"files"})
-    payload["metrics"] = {k: {"family": v.family, "higher_is_better": v.higher_is_better,
-                              "label": v.label} for k, v in METRICS.items()}
-    files["json"].write_text(json.dumps(_finite(payload), indent=1, allow_nan=False))
-    return files
-
-
 def read_report(path: str | Path) -> ComparisonReport:
     """The report a build wrote as report.json (write_report), e.g. to render it again; a value
     written as null (non-finite, see _finite) reads back as NaN."""
@@ -148,4 +119,4 @@ def read_report(path: str | Path) -> ComparisonReport:
         return ComparisonReport.model_validate(payload)
     except ValueError as e:
         raise EvaluationError(f"{path} is not a comparison report written by cusprun "
-                              f"(cusprun.evaluation.report.write_report): {e}") from e
+                              f"(cusprun.evaluation.write_report): {e}") from e

@@ -5,12 +5,7 @@ ffn_multiple=m > 1 every layer keeps a multiple of m (or the dense width) and th
 to within about one block of m neurons per layer instead of one neuron."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:
-    from cusprun.masks.select import _Ctx
 
 
 def distribute(n: int, share: np.ndarray | list[float], caps: np.ndarray | list[int]) -> np.ndarray:
@@ -36,41 +31,44 @@ def distribute(n: int, share: np.ndarray | list[float], caps: np.ndarray | list[
     return out
 
 
-def _aligned_widths(ctx: "_Ctx", want: list[int], m: int) -> list[int]:
-    """Kept FFN width per layer, each a multiple of m (or the dense width) within what the layer
-    may lose, with the total as close to sum(want) as blocks allow: every layer is rounded down,
-    then the layers that wanted the most of a block back get it (largest remainder)."""
-    d = ctx.dims
-    lo = [d.ffn - len(r) for r in ctx.removable]                  # fewest neurons a layer may keep
-    grid = [sorted({w for w in range(m, d.ffn + 1, m) if w >= lo[li]} | {d.ffn})
-            for li in range(d.n_layers)]
+def aligned_widths(want: list[int], removable: list[np.ndarray], ffn: int, m: int) -> list[int]:
+    """Kept FFN width per layer, each a multiple of m (or the dense width `ffn`) within what the
+    layer may lose (`removable[li]`: the neurons layer li may drop), with the total as close to
+    sum(want) as blocks allow: every layer is rounded down, then the layers that wanted the most
+    of a block back get it (largest remainder)."""
+    n_layers = len(removable)
+    lo = [ffn - len(r) for r in removable]                  # fewest neurons a layer may keep
+    grid = [sorted({w for w in range(m, ffn + 1, m) if w >= lo[li]} | {ffn})
+            for li in range(n_layers)]
     down = [max([w for w in g if w <= want[li]], default=g[0]) for li, g in enumerate(grid)]
     up = [min([w for w in g if w > down[li]], default=down[li]) for li, g in enumerate(grid)]
     deficit = sum(want) - sum(down)
-    for li in sorted(range(d.n_layers), key=lambda li: (-(want[li] - down[li]), li)):
+    for li in sorted(range(n_layers), key=lambda li: (-(want[li] - down[li]), li)):
         step = up[li] - down[li]
         if step and deficit > step / 2:
             down[li], deficit = up[li], deficit - step
     return down
 
 
-def _align(ctx: "_Ctx", ffn_removed: list[np.ndarray], m: int) -> list[np.ndarray]:
-    """Re-cut each layer's removed FFN set to an aligned width, by the layer's own rank order."""
+def align_removed(ffn_removed: list[np.ndarray], removable: list[np.ndarray],
+                  ffn_rank: np.ndarray, ffn: int, m: int) -> list[np.ndarray]:
+    """Re-cut each layer's removed FFN set to an aligned width, by the layer's own rank order
+    (`ffn_rank[li]`: the global rank of each neuron, lowest removed first)."""
     if m <= 1:
         return ffn_removed
-    d = ctx.dims
-    widths = _aligned_widths(ctx, [d.ffn - len(r) for r in ffn_removed], m)
+    widths = aligned_widths([ffn - len(r) for r in ffn_removed], removable, ffn, m)
     out = []
     for li, (r, w) in enumerate(zip(ffn_removed, widths)):
-        n = d.ffn - w
-        rest = ctx.removable[li][~np.isin(ctx.removable[li], r)]
+        n = ffn - w
+        rest = removable[li][~np.isin(removable[li], r)]
         r = np.asarray(r, dtype=np.int64)
-        ordered = np.concatenate([r[np.argsort(ctx.ffn_rank[li][r], kind="stable")], rest])
+        ordered = np.concatenate([r[np.argsort(ffn_rank[li][r], kind="stable")], rest])
         out.append(ordered[:n])
     return out
 
 
-def _align_note(ctx: "_Ctx", m: int, per: str) -> list[str]:
+def align_note(ffn: int, m: int, per: str) -> list[str]:
+    """The plan's note on alignment (none when m <= 1)."""
     return [] if m <= 1 else [
-        f"ffn_multiple={m}: kept FFN widths are multiples of {m} (or the dense {ctx.dims.ffn}) for "
+        f"ffn_multiple={m}: kept FFN widths are multiples of {m} (or the dense {ffn}) for "
         f"faster matmuls; the target is met to within about {m} neurons {per}"]

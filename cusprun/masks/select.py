@@ -16,9 +16,9 @@ import numpy as np
 
 from cusprun.adapters import Adapter
 from cusprun.errors import SpecError
+from cusprun.masks.align import align_note, align_removed, distribute
 from cusprun.masks.config import check_ratio
 from cusprun.masks.heads import HeadStructure, choose_heads, structure_cost, valid_structures
-from cusprun.masks.align import _align, _align_note, distribute
 from cusprun.masks.plan import LayerKeep, PruningPlan
 
 
@@ -100,6 +100,13 @@ class _Ctx:
             if not self.ffn_prot[li].any():
                 order = order[:-1]
             self.removable.append(order)
+
+    def align(self, ffn_removed: list[np.ndarray], m: int) -> list[np.ndarray]:
+        """ffn_removed re-cut to widths that are multiples of m (cusprun.masks.align)."""
+        return align_removed(ffn_removed, self.removable, self.ffn_rank, self.dims.ffn, m)
+
+    def align_note(self, m: int, per: str) -> list[str]:
+        return align_note(self.dims.ffn, m, per)
 
     def desired_head_cost(self, target: int) -> np.ndarray:
         """Head parameters per layer that the unconstrained lowest-rank prefix would remove."""
@@ -186,10 +193,10 @@ def _per_layer(ctx: _Ctx, target: int, m: int = 1) -> Selection:
                            if len(r)] or [np.zeros((0, 2), int)])
     order = np.argsort(ctx.ffn_rank[pool[:, 0], pool[:, 1]], kind="stable") if len(pool) else []
     chosen = pool[order[:n]] if len(pool) else pool
-    ffn_removed = _align(ctx, [chosen[chosen[:, 0] == li, 1] for li in range(d.n_layers)], m)
+    ffn_removed = ctx.align([chosen[chosen[:, 0] == li, 1] for li in range(d.n_layers)], m)
     notes = ["per_layer: heads snapped per layer to valid grouped-query structures; FFN neurons "
              "fill the rest, so the result is within half a neuron's parameters of the target"]
-    notes += _align_note(ctx, m, "in all")
+    notes += ctx.align_note(m, "in all")
     return _finish(ctx, picks, ffn_removed, target, notes)
 
 
@@ -223,9 +230,9 @@ def _per_layer_given(ctx: _Ctx, target: int, m: int, structures: list[HeadStruct
         raise _unreachable(ctx, target, head_cost + sum(caps) * u["ffn_neuron"]) if n > 0 else SpecError(
             f"The allocation's heads alone remove {head_cost} parameters, more than the target {target}.")
     counts = distribute(n, ffn_share, caps)
-    ffn_removed = _align(ctx, [ctx.removable[li][:c] for li, c in enumerate(counts)], m)
+    ffn_removed = ctx.align([ctx.removable[li][:c] for li, c in enumerate(counts)], m)
     notes = ["per_layer allocation: head structure and FFN width per layer set by the allocation "
-             "search; within a layer the lowest-scored neurons are removed"] + _align_note(ctx, m, "in all")
+             "search; within a layer the lowest-scored neurons are removed"] + ctx.align_note(m, "in all")
     return _finish(ctx, picks, ffn_removed, target, notes)
 
 
@@ -270,7 +277,7 @@ def _uniform(ctx: _Ctx, target: int, m: int = 1, structure: HeadStructure | None
     granularity = m * L * u["ffn_neuron"]
     notes = [f"uniform: every layer keeps {d.ffn - c} FFN neurons and {st.heads} query heads in "
              f"{st.groups} key/value groups (a stock config); granularity is {m} FFN neuron(s) per layer "
-             f"({granularity} parameters)"] + _align_note(ctx, m, "per layer")
+             f"({granularity} parameters)"] + ctx.align_note(m, "per layer")
     return _finish(ctx, picks, ffn_removed, target, notes)
 
 
@@ -339,8 +346,8 @@ def select_sets(scores: UnitScores, adapter: Adapter, config: Any, *, ffn_remove
         allowed = set(int(k) for k in ctx.removable[li])
         ffn_removed.append(np.array([k for k in np.flatnonzero(ffn_remove[li]) if k in allowed], int))
     notes = ["paper rule, per_layer: FFN neurons irrelevant to every dimension are pruned; heads are "
-             "snapped per layer to the nearest valid grouped-query structure"] + _align_note(ctx, m, "per layer")
-    sel = _finish(ctx, picks, _align(ctx, ffn_removed, m), None, notes)
+             "snapped per layer to the nearest valid grouped-query structure"] + ctx.align_note(m, "per layer")
+    sel = _finish(ctx, picks, ctx.align(ffn_removed, m), None, notes)
     sel.report["ffn_multiple"] = m
     return sel
 

@@ -140,12 +140,29 @@ class ArtifactStore:
         return f"{self.root}/{k}" if k else self.root
 
     def key_of(self, uri: str) -> str:
-        """Inverse of `uri`: the key of a URI under this root."""
+        """Inverse of `uri`: the key of a URI under this root. A local URI may name the root
+        another way (through a symbolic link, or its target): Prefect's result cache hands back
+        the URIs of the build that computed a stage, which may have spelled the root so."""
         if uri == self.root:
             return ""
-        if not uri.startswith(self.root + "/"):
+        if uri.startswith(self.root + "/"):
+            return self.normalize_key(uri[len(self.root) + 1:])
+        rel = self._same_directory_key(uri) if self.is_local else None
+        if rel is None:
             raise SpecError(f"URI {uri!r} is not under the artifact store root {self.root!r}")
-        return self.normalize_key(uri[len(self.root) + 1:])
+        return self.normalize_key(rel)
+
+    def _same_directory_key(self, uri: str) -> str | None:
+        """Key of a local path under this root, links resolved on both sides; None: elsewhere."""
+        path = uri.removeprefix("file://")
+        if not os.path.isabs(path):
+            return None
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self._root_path))
+        if rel == os.curdir:
+            return ""
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+            return None
+        return rel.replace(os.sep, "/")
 
     def _key_from_fs_path(self, path: str) -> str:
         path = path.replace(os.sep, "/") if self.is_local else path

@@ -79,7 +79,7 @@ def write_random_model(config, out_dir, *, dtype=None, seed: int = 0):
     import torch
     import transformers
 
-    from cusprun.testing import tiny_tokenizer
+    from tests.support.tiny import tiny_tokenizer
 
     torch.manual_seed(seed)
     model = getattr(transformers, config.architectures[0])(config)
