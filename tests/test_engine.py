@@ -174,8 +174,12 @@ def test_auto_streams_exactly_when_the_model_does_not_fit(saved, monkeypatch):
     from cusprun.engine import placement
 
     path, _ = saved["LlamaForCausalLM"]
-    need = model_bytes(path, torch.float32)
-    assert need == sum(p.numel() * 4 for p in saved["LlamaForCausalLM"][1].parameters())
+    weights = model_bytes(path, torch.float32)
+    assert weights == sum(p.numel() * 4 for p in saved["LlamaForCausalLM"][1].parameters())
+    need = placement.load_bytes(path, "cpu", torch.float32)
+    from cusprun.models.checkpoint import checkpoint_tensors
+
+    assert need == weights + sum(i.nbytes for i in checkpoint_tensors(path).values())   # + the map
     monkeypatch.setattr(placement, "free_bytes", lambda device: 10 * need)
     assert not decide(path, "cpu", torch.float32)
     monkeypatch.setattr(placement, "free_bytes", lambda device: need)

@@ -1,12 +1,15 @@
 """Whole or streamed: how a pass holds the model, decided from measured free memory.
 
-'auto' keeps the model whole on the device when its weights (in the compute dtype) take at most
-FIT_SHARE of the device's free memory, leaving the rest for hidden states, Grams, solves and
-concurrent stages; otherwise the model is streamed one decoder layer at a time
-(cusprun.engine.model). Both give the same numbers (tests/test_engine.py)."""
+'auto' keeps the model whole on the device when loading it takes at most FIT_SHARE of the
+device's free memory, leaving the rest for hidden states, Grams and solves; otherwise the model
+is streamed one decoder layer at a time (cusprun.engine.model). Loading whole costs its weights
+in the compute dtype plus, on CPU, the memory-mapped checkpoint the loader reads them from.
+Decisions and whole loads happen one at a time in a process, so stages that start together see
+each other's models in the free memory. Both ways give the same numbers (tests/test_engine.py)."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 Streaming = Literal["auto", "always", "never"]
 STREAMING: tuple[str, ...] = get_args(Streaming)
 FIT_SHARE = 0.5
+_PLACE_LOCK = threading.Lock()
 
 
 def model_bytes(path: str | Path, dtype: torch.dtype) -> int:
@@ -36,6 +40,14 @@ def model_bytes(path: str | Path, dtype: torch.dtype) -> int:
             src.itemsize if src is not None else 1)
         total += numel * size
     return total
+
+
+def load_bytes(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> int:
+    """Memory a whole load of the model takes on `device` (see module docstring)."""
+    need = model_bytes(path, dtype)
+    if torch.device(device).type == "cpu":
+        need += sum(i.nbytes for i in checkpoint_tensors(path).values())
+    return need
 
 
 def free_bytes(device: torch.device | str) -> int | None:
@@ -56,7 +68,7 @@ def decide(path: str | Path, device: torch.device | str, dtype: torch.dtype,
         raise SpecError(f"streaming={streaming!r}; accepted: {', '.join(STREAMING)}")
     if streaming != "auto":
         return streaming == "always"
-    need, free = model_bytes(path, dtype), free_bytes(device)
+    need, free = load_bytes(path, device, dtype), free_bytes(device)
     stream = free is not None and need > FIT_SHARE * free
     log.info("model %s: %.2f GB as %s, %s free on %s: %s", Path(path).name, need / 1e9,
              str(dtype).removeprefix("torch."), "?" if free is None else f"{free / 1e9:.1f} GB",
@@ -73,10 +85,10 @@ def open_model(path: str | Path, *, streaming: str = "auto", device: str | None 
 
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    if decide(path, device, dtype, streaming):
-        lm = LayeredModel.streamed(path, device=device, dtype=dtype,
-                                   trust_remote_code=trust_remote_code)
-        return lm, load_tokenizer(path, trust_remote_code=trust_remote_code)
-    model, tok = load_model(path, device=device, dtype=dtype, kernels=kernels,
-                            trust_remote_code=trust_remote_code)
-    return LayeredModel.resident(model), tok
+    with _PLACE_LOCK:
+        if not decide(path, device, dtype, streaming):
+            model, tok = load_model(path, device=device, dtype=dtype, kernels=kernels,
+                                    trust_remote_code=trust_remote_code)
+            return LayeredModel.resident(model), tok
+    lm = LayeredModel.streamed(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return lm, load_tokenizer(path, trust_remote_code=trust_remote_code)
