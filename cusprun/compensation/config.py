@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 from pydantic import ConfigDict, Field
 
 from cusprun.errors import SpecError
-from cusprun.masks.config import SpecModel
+from cusprun.config_base import SpecModel
 
 Mode = Literal["none", "bias", "ls", "ls+bias"]
 MODES: tuple[str, ...] = ("none", "bias", "ls", "ls+bias")
@@ -21,6 +21,8 @@ class CompensationConfig(SpecModel):
     can carry them (Llama: mlp_bias / attention_bias; Qwen3, Gemma3: attention_bias)."""
 
     spec_name: ClassVar[str] = "compensation config"
+    allowed: ClassVar[dict[str, str]] = {"mode": "'none', 'bias', 'ls' or 'ls+bias'",
+                                         "ridge": "a relative ridge term in [0, 10]"}
     model_config = ConfigDict(extra="forbid")
     mode: Mode = Field("ls", description="'none', 'bias' (FLAP), 'ls' (least-squares refit of kept "
                                          "columns) or 'ls+bias'")

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field
 
+from cusprun.config_base import SpecModel
 from cusprun.errors import SpecError
 
 Rule = Literal["exact-ratio", "paper"]
@@ -30,7 +31,7 @@ def check_ratio(ratio, what: str = "target_ratio") -> float:
     return float(ratio)
 
 
-_ALLOWED = {
+ALLOWED = {
     "rule": "'exact-ratio' or 'paper'",
     "score": "'centered', 'impact' or 'percentile'",
     "allocation": "'measured' or 'rank'",
@@ -40,40 +41,14 @@ _ALLOWED = {
     "min_docs": "an integer >= 1",
     "protect_fraction": "a fraction in [0, 1) (0 disables general-text protection)",
     "ffn_multiple": "an integer >= 1 (1 = exact widths; 64 or 128 for faster matmuls)",
-    "mode": "'none', 'bias', 'ls' or 'ls+bias'",
-    "ridge": "a relative ridge term in [0, 10]",
 }
-
-
-def spec_error_from(e: ValidationError, what: str) -> SpecError:
-    """A SpecError naming each bad field, its value and what is accepted."""
-    lines = []
-    for err in e.errors():
-        field = ".".join(map(str, err["loc"])) or what
-        allowed = _ALLOWED.get(field)
-        hint = f"; allowed: {allowed}" if allowed else ""
-        lines.append(f"{field}={err.get('input')!r}: {err['msg']}{hint}")
-    return SpecError(f"Invalid {what}: " + " | ".join(lines))
-
-
-class SpecModel(BaseModel):
-    """A config whose validation errors become one SpecError naming `spec_name`."""
-
-    spec_name: ClassVar[str] = "config"
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _as_spec_error(cls, data, handler):
-        try:
-            return handler(data)
-        except ValidationError as e:
-            raise spec_error_from(e, cls.spec_name) from e
 
 
 class PruneConfig(SpecModel):
     """Rule, target and layout of a Cus-Prun plan. Invalid values raise SpecError."""
 
     spec_name: ClassVar[str] = "prune config"
+    allowed: ClassVar[dict[str, str]] = ALLOWED
     model_config = ConfigDict(extra="forbid")
     rule: Rule = Field("exact-ratio", description=(
         "'exact-ratio': prune the lowest max-percentile units until target_ratio is met; "

@@ -1,0 +1,65 @@
+"""cusprun.prune from Python: one call from corpora to an expert that saves as a standard
+checkpoint computing what the in-memory expert computes; baselines through the same call; bad
+input refused before any model is loaded."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cusprun
+from cusprun.errors import CorpusError, SpecError
+from tests.support import make_tiny_model, tiny_tokenizer
+
+WORDS = "heart blood fever dose patient clinic nurse river city music light water".split()
+
+
+def _docs(n: int, seed: int) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    return [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (20,), generator=g))
+            for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny")[1]
+
+
+def test_prune_saves_an_expert_that_equals_the_in_memory_one(base, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    corpora = {"domain": _docs(16, 0), "task": _docs(16, 1)}
+    experts = cusprun.prune(base, corpora, ratio=[0.2, 0.4], max_tokens=32, holdback_docs=4,
+                            work_dir=tmp_path / "work", progress=False)
+    assert [round(e.ratio, 1) for e in experts] == [0.2, 0.4]
+    expert = experts[0]
+    assert expert.plan.report["allocation_search"]["candidates"]      # measured allocation
+    assert expert.compensation.mode == "ls" and expert.grams is not None
+    out = expert.save(tmp_path / "expert", progress=False)
+    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    x = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (saved(x).logits - expert.model()(x).logits).abs().max() < 1e-4
+    assert sum(p.numel() for p in saved.parameters()) < sum(
+        p.numel() for p in make_tiny_model("LlamaForCausalLM")[0].parameters())
+
+
+def test_a_loaded_model_and_a_baseline(tmp_path):
+    model, _ = make_tiny_model("Qwen2ForCausalLM")
+    expert = cusprun.prune(model, {"language": _docs(10, 2)}, ratio=0.3, method="flap",
+                           general=_docs(10, 3), tokenizer=tiny_tokenizer(), max_tokens=32,
+                           work_dir=tmp_path, progress=False)
+    assert expert.plan.method == "flap" and abs(expert.ratio - 0.3) < 0.05
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(ratio=0.95), SpecError, r"ratio=0.95 is outside \(0, 0.9\]"),
+    (dict(method="obs"), SpecError, "method='obs'; accepted: cusprun, random"),
+    (dict(compensation="lsq"), SpecError, "mode='lsq'"),
+    (dict(method="wanda-sp"), SpecError, "general="),
+    (dict(corpora={"domain": []}), CorpusError, "non-empty list"),
+    (dict(corpora={}), SpecError, "1 to 3 dimensions"),
+])
+def test_bad_input_is_refused_before_the_model_is_touched(kwargs, err, match):
+    args = {"corpora": {"domain": ["a document"] * 10}, **kwargs}
+    with pytest.raises(err, match=match):
+        cusprun.prune("/no/such/model", args.pop("corpora"), **args)
