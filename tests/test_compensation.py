@@ -374,3 +374,21 @@ def test_a_bf16_checkpoint_is_solved_in_float_and_stays_bf16(mode, tmp_path):
     lm = LayeredModel.streamed(tmp_path / "bf16", device="cpu", dtype=torch.bfloat16)
     with lm.layer(0) as layer, plan_edit(lm.adapter, lm.dims, plan, grams=grams, config=config)(0, layer):
         assert {p.dtype for p in layer.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("ridge", [0.1, 0.01])
+def test_the_refit_from_stored_inputs_equals_the_refit_from_their_gram(ridge):
+    """With fewer calibration tokens than the width, 'ls' solves a tokens x tokens system from
+    the inputs (push-through identity) instead of a |K| x |K| one from their Gram: same weights."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 96, generator=g) * torch.linspace(0.2, 2.0, 96)
+    w = torch.randn(24, 96, generator=g)
+    keep = sorted(torch.randperm(96, generator=g)[:70].tolist())
+    dense, _ = compensate(w, None, keep, (x.t() @ x).double(), x.sum(0).double(), 40, mode="ls",
+                          ridge=ridge)
+    low, _ = compensate(w, None, keep, None, x.sum(0).double(), 40, mode="ls", ridge=ridge,
+                        factor=x)
+    torch.testing.assert_close(low, dense, rtol=1e-4, atol=1e-5 * float(dense.abs().max()))
+    # The reconstruction really improved over dropping the columns.
+    err = lambda wk: float((x @ w.t() - x[:, keep] @ wk.t().float()).pow(2).sum())  # noqa: E731
+    assert err(low) < 0.7 * err(w[:, keep].double())

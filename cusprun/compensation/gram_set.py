@@ -15,7 +15,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -70,14 +70,31 @@ def write_layer(out: Path, li: int, *, grams: dict[str, torch.Tensor],
     os.replace(tmp, out / layer_file(li))
 
 
+class _Grams(dict):
+    """role -> Gram [n, n] float64, computed from the stored inputs on first use (a solve that
+    works from the inputs themselves never builds it)."""
+
+    def __init__(self, dense: dict[str, torch.Tensor], factor: dict[str, torch.Tensor]):
+        super().__init__(dense)
+        self.factor = factor
+
+    def __missing__(self, role: str) -> torch.Tensor:
+        g = xtx(self.factor[role]).double()
+        self[role] = g
+        return g
+
+
 @dataclass
 class LayerGrams:
-    """Sums over calibration tokens for one layer: gram[role] [n, n] float64, total[role] [n]."""
+    """Sums over calibration tokens for one layer: gram[role] [n, n] float64, total[role] [n].
+    factor[role] [T, n] (float32), where every corpus stored its inputs: gram = factor^T factor,
+    and compensation then solves from the inputs (cusprun.compensation.solve)."""
 
     gram: dict[str, torch.Tensor]
     total: dict[str, torch.Tensor]
     n_tokens: float          # tokens (weighted, when the corpora carry weights)
     resid_sq: float = 0.0   # sum over tokens of ||hidden state entering the layer||^2
+    factor: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __add__(self, other: "LayerGrams") -> "LayerGrams":
         return LayerGrams({r: self.gram[r] + other.gram[r] for r in ROLES},
@@ -132,7 +149,9 @@ class GramSet:
             if li in self._cache:
                 return self._cache[li]
             total = self._read(li)
-            size = sum(t.numel() * t.element_size() for t in (*total.gram.values(), *total.total.values()))
+            size = sum(t.numel() * t.element_size() for t in (*total.gram.values(),
+                                                               *total.factor.values(),
+                                                               *total.total.values()))
             if size <= self._cache_left:
                 self._cache[li] = total
                 self._cache_left -= size
@@ -140,16 +159,17 @@ class GramSet:
 
     def _read(self, li: int) -> LayerGrams:
         files = [load_file(str(p / layer_file(li))) for p in self.dirs]
-        gram, total = {}, {}
+        dense, factor, total = {}, {}, {}
         for r in ROLES:
-            g = sum(w * t[f"gram_{r}"].double() for t, w in zip(files, self.weights)
-                    if f"gram_{r}" in t)
             factors = [(w ** 0.5) * t[f"factor_{r}"].float() for t, w in zip(files, self.weights)
                        if f"factor_{r}" in t]
-            if factors:
-                g = g + xtx(torch.cat(factors)).double()
-            gram[r] = g
+            if len(factors) == len(files):         # every corpus kept its inputs
+                factor[r] = torch.cat(factors)
+            else:
+                g = sum(w * t[f"gram_{r}"].double() for t, w in zip(files, self.weights)
+                        if f"gram_{r}" in t)
+                dense[r] = g + xtx(torch.cat(factors)).double() if factors else g
             total[r] = sum(w * t[f"total_{r}"].double() for t, w in zip(files, self.weights))
         n = sum(w * int(s["n_tokens"]) for s, w in zip(self.summaries, self.weights))
         resid = sum(w * float(t["resid_sq"]) for t, w in zip(files, self.weights))
-        return LayerGrams(gram, total, n, resid)
+        return LayerGrams(_Grams(dense, factor), total, n, resid, factor)

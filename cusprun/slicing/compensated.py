@@ -11,11 +11,9 @@ from typing import Any
 import torch
 
 from cusprun.adapters import Adapter
-from cusprun.compensation.config import check_bias_support
-from cusprun.compensation.layer import head_channels
-from cusprun.compensation.config import CompensationConfig
+from cusprun.compensation.config import CompensationConfig, check_bias_support
+from cusprun.compensation.layer import compensate_role, head_channels
 from cusprun.compensation.gram_set import GramSet
-from cusprun.compensation.solve import compensate
 from cusprun.errors import SpecError
 from cusprun.masks.plan import PruningPlan
 from cusprun.models.st_io import OutTensor, TensorInfo, read_tensor
@@ -60,10 +58,8 @@ class _Solver:
             g = self._layer[1]
             w = read_tensor(self.tensors[f"{prefix}.weight"])
             b = self.tensors.get(f"{prefix}.bias")
-            self._value = compensate(
-                w, read_tensor(b) if b is not None else None, cols,
-                g.gram[role] if g else None, g.total[role] if g else torch.zeros(w.shape[1]),
-                g.n_tokens if g else 0, mode=self.comp.config.mode, ridge=self.comp.config.ridge)
+            self._value = compensate_role(w, read_tensor(b) if b is not None else None, role,
+                                          cols, g, self.comp.config)
             self._key = key
         return self._value
 
