@@ -80,7 +80,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     rt = runtime.model_dump()
 
     # Statistics and Grams of every calibration corpus, one pass (or runs on the gpu pool).
-    _statistics(spec, wl, storage, model, statistics_runtime(spec).model_dump(), refresh)
+    stats = _statistics(spec, wl, storage, model, statistics_runtime(spec).model_dump(), refresh)
 
     # Plans: baseline scores once, then Cus-Prun and every baseline at every ratio.
     scores = None
@@ -112,14 +112,38 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                                  key=f"{spec.name}-evaluation",
                                  description=f"Evaluation of expert {spec.name}")
         log.info("evaluation:\n%s", report["markdown"])
+    t_pub = time.perf_counter()
     published = t.publish_expert(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report)
+    published["task_s"] = round(time.perf_counter() - t_pub, 1)
     create_link_artifact(published["uri"], link_text=f"{spec.name} {published['version']}",
                          key=f"{spec.name}-expert", description="Published expert checkpoint")
     log.info("published %s version %s at %s (%.1fs)", spec.name, published["version"],
              published["uri"], time.perf_counter() - t0)
+    timings = stage_timings(
+        [("corpora", c) for cs in [*corpora.values(), [*eval_corpora.values()]] for c in cs]
+        + [("statistics", r) for s in stats for r in s.values() if r]
+        + ([("baseline scores", scores.result())] if scores is not None else [])
+        + [(f"plan {m}@{r:g}", p) for (m, r), p in plans.items()]
+        + [(f"slice {m}@{r:g}", s) for (m, r), s in sliced.items()]
+        + ([("evaluation", report)] if report else []) + [("publish", published)])
     return {"expert": published, "report": report["uri"] if report else None,
             "model": {k: model[k] for k in ("ref", "fingerprint", "architecture")},
-            "plans": {f"{m}@{r:g}": p["achieved_ratio"] for (m, r), p in plans.items()}}
+            "plans": {f"{m}@{r:g}": p["achieved_ratio"] for (m, r), p in plans.items()},
+            "timings": timings}
+
+
+def stage_timings(rows: list[tuple[str, dict]]) -> list[dict]:
+    """One row per stage (baseline plans folded into one): what ran, its task's wall time, and
+    how many of its artifacts came from the store. Tasks of one kind ran concurrently."""
+    out: dict[str, dict] = {}
+    for label, record in rows:
+        name = "baseline plans" if label.startswith("plan ") and not label.startswith(
+            "plan cusprun") else label
+        row = out.setdefault(name, {"stage": name, "seconds": 0.0, "artifacts": 0, "reused": 0})
+        row["seconds"] = max(row["seconds"], float(record.get("task_s") or 0.0))
+        row["artifacts"] += 1
+        row["reused"] += bool(record.get("reused"))
+    return list(out.values())
 
 
 def _sources(spec: ExpertSpec) -> list[str]:

@@ -7,6 +7,7 @@ by workers that share a store); a stage that found its artifact ends in a Comple
 'Cached', so the UI still shows what was reused. Results are tiny JSON dicts."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 
@@ -29,12 +30,18 @@ def heavy_task(name: str, **options) -> Callable:
                 retry_condition_fn=retry_if_transient, **options)
 
 
-def finished(result: Any, records: list[dict] | None = None):
+def finished(result: Any, records: list[dict] | None = None, started: float | None = None):
     """`result` as the task's return value: in a 'Cached' Completed state when every record
-    (`records`, default [result]) was reused from the store."""
+    (`records`, default [result]) was reused from the store. With `started` (perf_counter at
+    the task's start), each record gets task_s, the task's wall time, for the build's timings."""
     from prefect.states import Completed
 
     records = [result] if records is None else records
+    if started is not None:
+        spent = round(time.perf_counter() - started, 1)
+        for r in records:
+            if r is not None:
+                r["task_s"] = spent
     if records and all(r and r.get("reused") for r in records):
         return Completed(data=result, name="Cached", message="reused from the artifact store")
     return result

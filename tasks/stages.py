@@ -1,6 +1,8 @@
 """Prefect tasks: thin wrappers that open the artifact store and call a library stage."""
 from __future__ import annotations
 
+import time
+
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -35,13 +37,16 @@ def resolve_base_model(ref: str, storage: dict) -> dict:
 
 @heavy_task("prepare-corpus")
 def prepare_corpus(key: str, storage: dict, corpus: dict, refresh: bool = False):
-    return finished(corpus_stage.prepare_corpus_stage(open_store_ref(storage), key, corpus, refresh))
+    t0 = time.perf_counter()
+    return finished(corpus_stage.prepare_corpus_stage(open_store_ref(storage), key, corpus, refresh),
+                    started=t0)
 
 
 @heavy_task("collect-statistics")
 def collect_statistics(storage: dict, jobs: list[dict], model: dict, runtime: dict,
                        max_tokens: int, batch_size: int, refresh: list[str] = ()):
     """Statistics (and Grams) of every calibration corpus missing from the store, one pass."""
+    t0 = time.perf_counter()
     artifact = create_progress_artifact(0.0, description="Statistics pass (layers done)")
 
     def progress(done: int, total: int) -> None:
@@ -50,41 +55,46 @@ def collect_statistics(storage: dict, jobs: list[dict], model: dict, runtime: di
     out = statistics_stage.statistics_stage(open_store_ref(storage), jobs, model, runtime,
                                       max_tokens=max_tokens, batch_size=batch_size,
                                       refresh=list(refresh), on_progress=progress)
-    return finished(out, [r for o in out for r in o.values() if r is not None])
+    return finished(out, [r for o in out for r in o.values() if r is not None], started=t0)
 
 
 @heavy_task("baseline-scores")
 def baseline_scores(key: str, storage: dict, model: dict, runtime: dict, methods: list[str],
                     general: list[str], seed: int, refresh: bool = False):
+    t0 = time.perf_counter()
     return finished(scores_stage.baseline_scores_stage(open_store_ref(storage), key, model, runtime,
-                                                 methods, general, seed, refresh))
+                                                       methods, general, seed, refresh), started=t0)
 
 
 @heavy_task("merge-masks")
 def merge_masks(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
                 refresh: bool = False):
+    t0 = time.perf_counter()
     return finished(plans_stage.cusprun_plan_stage(open_store_ref(storage), key, model, runtime,
-                                             refresh=refresh, **inputs))
+                                                   refresh=refresh, **inputs), started=t0)
 
 
 @heavy_task("baseline-plans")
 def baseline_plans(storage: dict, jobs: list[dict], model: dict, refresh: bool = False):
+    t0 = time.perf_counter()
     out = baselines_stage.baseline_plans_stage(open_store_ref(storage), jobs, model, refresh)
-    return finished(out, out)
+    return finished(out, out, started=t0)
 
 
 @heavy_task("slice-weights")
 def slice_weights(key: str, storage: dict, model: dict, card: dict, inputs: dict,
                   refresh: bool = False):
+    t0 = time.perf_counter()
     return finished(slicing_stage.slice_stage(open_store_ref(storage), key, model, card=card,
-                                        refresh=refresh, **inputs))
+                                              refresh=refresh, **inputs), started=t0)
 
 
 @heavy_task("evaluate")
 def evaluate(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
              refresh: bool = False):
+    t0 = time.perf_counter()
     return finished(evaluation_stage.evaluate_stage(open_store_ref(storage), key, model, runtime,
-                                              refresh=refresh, **inputs))
+                                                    refresh=refresh, **inputs), started=t0)
 
 
 @task(name="publish-expert", retries=2, retry_delay_seconds=5,

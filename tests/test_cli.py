@@ -97,3 +97,19 @@ def test_build_result_prints_the_report_when_the_root_is_a_symbolic_link(tmp_pat
     spec = ExpertSpec(storage_root=str(tmp_path / "work" / "artifacts"))
     _print_result(spec, result)
     assert "# Evaluation of the linked store" in capsys.readouterr().out
+
+
+def test_a_build_ends_with_its_stage_timings(capsys):
+    from cusprun.cli.pipeline import print_timings
+    from flows.build import stage_timings
+
+    rows = stage_timings([("corpora", {"task_s": 1.0, "reused": True}),
+                          ("corpora", {"task_s": 2.5}), ("statistics", {"task_s": 40.2}),
+                          ("plan cusprun@0.25", {"task_s": 9.0}), ("plan flap@0.25", {"reused": True}),
+                          ("plan flap@0.1", {"reused": True}), ("publish", {"task_s": 1.2})])
+    assert [r["stage"] for r in rows] == ["corpora", "statistics", "plan cusprun@0.25",
+                                          "baseline plans", "publish"]
+    print_timings({"timings": rows, "wall_s": 60.0})
+    out = capsys.readouterr().out
+    assert "corpora" in out and "2.5s  (1 of 2 reused)" in out and "baseline plans" in out
+    assert out.strip().splitlines()[-1] == "wall time: 60.0s" and "reused\n" in out

@@ -141,6 +141,12 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert all(s == "Cached" for _, s in heavy_second), heavy_second
     print(f"first run {t_first:.1f}s, identical rerun {t_second:.1f}s")
     assert _stage_files(root) == before          # nothing was recomputed or rewritten
+    timed = {r["stage"]: r for r in second.result()["timings"]}
+    assert {"corpora", "statistics", "baseline scores", "plan cusprun@0.25", "baseline plans",
+            "slice cusprun@0.25", "evaluation", "publish"} <= set(timed)
+    assert all(r["reused"] == r["artifacts"] for s, r in timed.items() if s != "publish"), timed
+    first_timed = {r["stage"]: r for r in result["timings"]}
+    assert first_timed["statistics"]["reused"] == 0 and first_timed["statistics"]["seconds"] > 0
     again = second.result()["expert"]
     assert again["unchanged"] and again["version"] == result["expert"]["version"]
     assert list_versions(store, "tiny-expert") == [result["expert"]["version"]]  # no duplicate

@@ -126,6 +126,20 @@ def _print_result(spec: ExpertSpec, result: dict) -> None:
     exp = result["expert"]
     print(f"expert:  {exp['name']} version {exp['version']}\n         {exp['uri']}")
     print(f"load it: python -c \"import cusprun; m, tok = cusprun.load_expert('{exp['uri']}')\"")
+    print_timings(result)
+
+
+def print_timings(result: dict) -> None:
+    """The build's stages, each with its wall time or 'reused' (artifacts from the store)."""
+    rows = result.get("timings") or []
+    if rows:
+        print("\nstage timings (wall seconds; stages of one kind ran concurrently):")
+        width = max(len(r["stage"]) for r in rows)
+        for r in rows:
+            note = ("reused" if r["reused"] == r["artifacts"] else
+                    f"{r['seconds']:7.1f}s" + (f"  ({r['reused']} of {r['artifacts']} reused)"
+                                               if r["reused"] else ""))
+            print(f"  {r['stage']:<{width}}  {note}")
     print(f"wall time: {result['wall_s']}s")
 
 
