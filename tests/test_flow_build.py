@@ -304,8 +304,8 @@ from flows.build import build_expert
 spec, ready = load_spec(json.loads(sys.argv[1])), sys.argv[2]
 real_put = ArtifactStore.put_file
 
-def pausing_put(self, local, key):  # publishing: stop after the expert's 2nd file, until killed
-    out = real_put(self, local, key)
+def pausing_put(self, local, key, **kw):  # publishing: stop after the expert's 2nd file, until killed
+    out = real_put(self, local, key, **kw)
     if key.startswith("experts/"):
         pausing_put.n = getattr(pausing_put, "n", 0) + 1
         if pausing_put.n == 2:

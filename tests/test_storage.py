@@ -1,6 +1,8 @@
 """ArtifactStore round trips on a local directory and on S3 (moto server over loopback HTTP)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cusprun.errors import SpecError
@@ -174,3 +176,20 @@ def test_s3_configured_the_usual_aws_way(s3_bucket, monkeypatch, tmp_path):
     explicit = ArtifactStore(s3_bucket.uri, s3_bucket.storage_options)
     assert explicit.read_json("reports/r1/summary.json") == {"ok": True}
     assert "testing" not in repr(explicit)
+
+
+def test_a_local_store_links_finished_artifacts_instead_of_copying_them(tmp_path):
+    """A sliced 70B checkpoint must not be written twice (scratch, then store, then the
+    published copy): link=True hard-links into a local store; plain put_file still copies."""
+    import os
+
+    store = ArtifactStore(tmp_path / "s")
+    f = tmp_path / "shard.safetensors"
+    f.write_bytes(b"x" * 4096)
+    store.put_file(f, "sliced/k/shard.safetensors", link=True)
+    store.put_file(f, "other/shard.safetensors")
+    linked, copied = (Path(store.uri(k)) for k in ("sliced/k/shard.safetensors", "other/shard.safetensors"))
+    assert os.stat(linked).st_ino == os.stat(f).st_ino and linked.read_bytes() == f.read_bytes()
+    assert os.stat(copied).st_ino != os.stat(f).st_ino and copied.read_bytes() == f.read_bytes()
+    f.unlink()                                   # the scratch copy goes; the artifact stays
+    assert linked.read_bytes() == b"x" * 4096

@@ -158,8 +158,8 @@ _KILL_SCRIPT = textwrap.dedent("""
     uploads = []
     real_put = ArtifactStore.put_file
 
-    def pausing_put(self, local, key):  # pause after the 3rd file until killed
-        out = real_put(self, local, key)
+    def pausing_put(self, local, key, **kw):  # pause after the 3rd file until killed
+        out = real_put(self, local, key, **kw)
         uploads.append(key)
         if len(uploads) == 3:
             ready.write_text(json.dumps(uploads))

@@ -76,7 +76,7 @@ def commit(store: ArtifactStore, local_dir: Path, key: str, summary: dict) -> di
     direct = store.create_exclusive(claim_key(key), json.dumps(
         {"owner": owner, "pid": os.getpid(), "created": time.time()}).encode())
     target = key if direct else f"{attempts_key(key)}/{owner}"
-    store.put_dir(local_dir, target, progress=False)
+    store.put_dir(local_dir, target, progress=False, link=True)   # the scratch copy goes next
     record = {"uri": store.uri(key), "key": key, **summary, "files": files}
     if not direct:
         record["files_key"] = target

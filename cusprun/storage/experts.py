@@ -199,7 +199,8 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
                    version: str | None = None,
                    verify: Callable[[Path], dict | None] | None = None,
                    reread: bool = True, progress: bool = True,
-                   same_as: Callable[[ExpertManifest], bool] | None = None) -> PublishedExpert:
+                   same_as: Callable[[ExpertManifest], bool] | None = None,
+                   link: bool = False) -> PublishedExpert:
     """Publish `local_dir` as expert `name`. `version` defaults to '<UTC timestamp>-<hash8>'
     (sorts in publication order). After upload, the listing is checked (names, sizes); with
     `reread` or `verify` the files are read back and their sha256 compared, then
@@ -207,7 +208,8 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
     Any failure (StorageError from the store, PublishError from the checks or `verify`)
     removes the upload and leaves nothing visible.
 
-    `same_as(manifest)` says whether a published version is equivalent to this one: when a
+    `link`: files of `local_dir` nobody changes afterwards may be hard-linked into a local
+    store (ArtifactStore.put_file). `same_as(manifest)` says whether a published version is equivalent to this one: when a
     concurrent publisher made one visible while this upload was verified, this upload is
     removed and that version returned (so two identical builds at once publish once, unless
     they write their manifests within the same moment; then both versions are complete)."""
@@ -234,7 +236,7 @@ def publish_expert(store: ArtifactStore, name: str, local_dir: str | Path, *,
     try:
         for rel in tqdm(sorted(files), desc=f"publish {name}/{version}", unit="file",
                         disable=not progress or len(files) < 2):
-            store.put_file(local_dir / rel, f"{prefix}/{rel}")
+            store.put_file(local_dir / rel, f"{prefix}/{rel}", link=link)
         _check_uploaded(store, prefix, files)
         if reread or verify is not None:
             tmp_root = cache_root() / "tmp"

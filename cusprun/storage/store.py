@@ -69,6 +69,18 @@ def _write_via_temp(dest: Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def _link_or_copy(src: Path, dest: Path, link: bool, copy: Callable[[], None]) -> None:
+    """dest (an empty temporary file) becomes a hard link to src, or copy() fills it."""
+    if link:
+        try:
+            dest.unlink()
+            os.link(src, dest)
+            return
+        except OSError:      # another filesystem, or links not supported: copy
+            dest.touch()
+    copy()
+
+
 def _s3_fs(storage_options: dict[str, Any]) -> AbstractFileSystem:
     opts = dict(storage_options)
     opts["config_kwargs"] = {**_S3_CONFIG_DEFAULTS, **(opts.get("config_kwargs") or {})}
@@ -319,8 +331,11 @@ class ArtifactStore:
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
-    def put_file(self, local: str | os.PathLike, key: str) -> str:
-        """Upload one local file to `key`; returns its URI."""
+    def put_file(self, local: str | os.PathLike, key: str, *, link: bool = False) -> str:
+        """Upload one local file to `key`; returns its URI. `link`: a local store hard-links the
+        file instead of copying it where both are on one filesystem (for files nobody changes in
+        place afterwards: a stage's finished artifact; a sliced 70B checkpoint is then not
+        written twice)."""
         local = Path(local)
         if not local.is_file():
             raise SpecError(f"put_file needs an existing local file, got {str(local)!r}")
@@ -328,15 +343,18 @@ class ArtifactStore:
             raise SpecError("put_file needs a non-empty key")
         if self.is_local:
             def put() -> None:
-                self._atomic_local_write(key, lambda tmp: self.fs.put_file(str(local), tmp))
+                self._atomic_local_write(key, lambda tmp: _link_or_copy(
+                    local, Path(tmp), link, lambda: self.fs.put_file(str(local), tmp)))
         else:
             def put() -> None:
                 self.fs.put_file(str(local), self._path(key))
         self._call("upload", key, put)
         return self.uri(key)
 
-    def put_dir(self, local_dir: str | os.PathLike, key: str, *, progress: bool = True) -> list[str]:
-        """Upload every file under `local_dir` to `key/<relative path>`; returns their keys."""
+    def put_dir(self, local_dir: str | os.PathLike, key: str, *, progress: bool = True,
+                link: bool = False) -> list[str]:
+        """Upload every file under `local_dir` to `key/<relative path>`; returns their keys
+        (`link`: as put_file)."""
         local_dir = Path(local_dir)
         if not local_dir.is_dir():
             raise SpecError(f"put_dir needs an existing local directory, got {str(local_dir)!r}")
@@ -345,7 +363,7 @@ class ArtifactStore:
         keys = []
         for p in tqdm(files, desc=f"put {pre}", unit="file", disable=not progress or len(files) < 2):
             k = f"{pre}/{p.relative_to(local_dir).as_posix()}" if pre else p.relative_to(local_dir).as_posix()
-            self.put_file(p, k)
+            self.put_file(p, k, link=link)
             keys.append(k)
         return keys
 

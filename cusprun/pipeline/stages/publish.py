@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from cusprun.pipeline.context import local_copy, scratch_dir, timed
@@ -37,12 +39,15 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
 
     with timed(f"publish expert {name}"), \
             scratch_dir("publish", sliced["key"].replace("/", "-")) as staged:
-        for f in src.iterdir():
+        for f in src.iterdir():     # hard links where possible: never a file in memory
             if f.is_file() and f.name != "DONE.json":
-                (staged / f.name).write_bytes(f.read_bytes())
+                try:
+                    os.link(f, staged / f.name)
+                except OSError:
+                    shutil.copyfile(f, staged / f.name)
         if report:
             (staged / "evaluation.md").write_text(report["markdown"])
-        pub = publish_expert(store, name, staged, verify=verify, progress=False,
+        pub = publish_expert(store, name, staged, verify=verify, progress=False, link=True,
                              same_as=lambda m: m.verification.get("build") == build)
         return {"name": name, "version": pub.version, "uri": pub.uri, "unchanged": pub.reused}
 
