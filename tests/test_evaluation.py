@@ -289,3 +289,18 @@ def test_answer_options_can_be_clipped():
     assert all(len(o) <= 44 and o.endswith(" ...") for it in items for o in it.options)
     full = build_answer_items(table, n_items=6)
     assert [it.answer_index for it in items] == [it.answer_index for it in full]
+
+
+def test_every_loss_set_from_one_pass_equals_one_pass_per_set(tiny):
+    """evaluate_loaded scores all loss sets in one pass (a streamed model is then read once)."""
+    from cusprun.evaluation.likelihood import heldout_loss, heldout_losses
+
+    model, tok, _ = tiny["Gemma3ForCausalLM"]
+    sets = {"a": [LossExample(text="The heart pumps blood through the body.")],
+            "b": [LossExample(text="Fever is a symptom."), LossExample(text="Question: why?",
+                                                                       prompt="Q: ")]}
+    together = heldout_losses(model, tok, sets, max_tokens=32, batch_size=2, progress=False)
+    for name, ex in sets.items():
+        alone = heldout_loss(model, tok, ex, max_tokens=32, batch_size=2, progress=False)
+        assert together[name].loss == pytest.approx(alone.loss, rel=1e-6)
+        assert together[name].per_doc == pytest.approx(alone.per_doc, rel=1e-5)

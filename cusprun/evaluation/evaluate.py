@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
 from cusprun.evaluation.intervals import interval, samples_of
 from cusprun.evaluation.items import LossExample, MCItem, as_loss_examples, as_mc_items, subsample
-from cusprun.evaluation.likelihood import heldout_loss, mc_accuracy
+from cusprun.evaluation.likelihood import heldout_losses, mc_accuracy
 from cusprun.evaluation.size import size_metrics
 from cusprun.evaluation.speed import speed_metrics
 
@@ -86,9 +86,9 @@ def evaluate_loaded(model, tokenizer, loss_sets: Mapping[str, list[LossExample]]
         whole = model.model if isinstance(model, LayeredModel) else model
         out += [MetricValue(metric=k, value=v) for k, v in size_metrics(whole, path).items()]
     if "loss" in fams:
-        for set_name, ex in tqdm(loss_sets.items(), desc=f"{name}: loss sets", disable=not bar):
-            r = heldout_loss(model, tokenizer, ex, max_tokens=config.max_tokens,
-                             batch_size=config.batch_size, name=set_name, progress=bar)
+        losses = heldout_losses(model, tokenizer, loss_sets, max_tokens=config.max_tokens,
+                                batch_size=config.batch_size, progress=bar) if loss_sets else {}
+        for set_name, r in losses.items():
             units = samples_of([nll for nll, _ in r.per_doc], [k for _, k in r.per_doc])
             for metric, value in (("loss", r.loss), ("perplexity", r.perplexity)):
                 lo, hi = interval(metric, units, seed=config.seed)

@@ -25,7 +25,7 @@ from cusprun.models.loading import pad_id_of
 log = logging.getLogger(__name__)
 
 __all__ = ["Encoded", "LossResult", "MCResult", "encode", "encode_item", "encode_loss_set",
-           "encoded_loss", "heldout_loss", "mc_accuracy", "normalise", "pad_id_of",
+           "encoded_loss", "heldout_loss", "heldout_losses", "mc_accuracy", "normalise", "pad_id_of",
            "score_sequences", "scored_tokens", "sequence_batches"]
 
 
@@ -118,15 +118,34 @@ def encoded_loss(model, enc: Sequence[Encoded], *, pad_id: int, batch_size: int 
     from several threads share the encoding instead of sharing one tokenizer."""
     scores = score_sequences(model, enc, batch_size=batch_size, pad_id=pad_id,
                              desc=f"loss {name}", progress=progress)
+    return _loss_result(scores, name, len(enc))
+
+
+def heldout_losses(model, tokenizer, sets: dict[str, Sequence[LossExample]], *,
+                   max_tokens: int = 512, batch_size: int = 8, progress: bool = True
+                   ) -> dict[str, LossResult]:
+    """heldout_loss of every set from one pass (a streamed model is read once, not per set)."""
+    enc = {name: encode_loss_set(tokenizer, ex, max_tokens=max_tokens, name=name)
+           for name, ex in sets.items()}
+    scores = score_sequences(model, [e for es in enc.values() for e in es], batch_size=batch_size,
+                             pad_id=pad_id_of(tokenizer), desc="loss sets", progress=progress)
+    out, start = {}, 0
+    for name, es in enc.items():
+        out[name] = _loss_result(scores[start:start + len(es)], name, len(es))
+        start += len(es)
+    return out
+
+
+def _loss_result(scores: list[tuple[float, int]], name: str, n_docs: int) -> LossResult:
     per_doc = [(-lp, n) for lp, n in scores]
     n_tokens = sum(n for _, n in per_doc)
     if n_tokens == 0:
         raise EvaluationError(f"Eval set {name!r}: no scorable tokens (every text is a single "
                               "token or less); give longer texts.")
     loss = sum(nll for nll, _ in per_doc) / n_tokens
-    log.info("loss %s: %.4f over %d tokens in %d docs", name, loss, n_tokens, len(enc))
+    log.info("loss %s: %.4f over %d tokens in %d docs", name, loss, n_tokens, n_docs)
     return LossResult(loss=loss, perplexity=math.exp(min(loss, 700.0)), n_tokens=n_tokens,
-                      n_docs=len(enc), per_doc=per_doc)
+                      n_docs=n_docs, per_doc=per_doc)
 
 
 def heldout_loss(model, tokenizer, examples: Sequence[LossExample], *, max_tokens: int = 512,
