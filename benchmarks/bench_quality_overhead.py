@@ -30,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cusprun.cli.pipeline import DEMO_SPEC  # noqa: E402
+from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
 from results_io import Result  # noqa: E402 - benchmarks/ is on sys.path when a script here runs
 
 VARIANTS = [("without (rank order, no compensation)", {"allocation": "rank", "compensation": "none"}),

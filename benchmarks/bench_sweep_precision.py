@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cusprun.cli.pipeline import DEMO_SPEC  # noqa: E402
+from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
 from cusprun.models.precision import native_bf16  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

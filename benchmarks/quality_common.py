@@ -20,7 +20,7 @@ from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora
 from cusprun.pipeline.spec import ExpertSpec  # noqa: E402
 from cusprun.scoring import collect_stats  # noqa: E402
 
-from cusprun.cli.pipeline import DEMO_SPEC  # noqa: E402
+from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
 
 # `cusprun demo`'s spec, without its build-only fields.
 DEMO = {k: v for k, v in DEMO_SPEC.items() if k not in ("target_ratios",)}

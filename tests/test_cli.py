@@ -49,13 +49,23 @@ def test_build_flags_override_the_spec():
         _spec_from_args(build_parser().parse_args(["build", "--ffn-multiple", "0"]))
 
 
-def test_demo_runs_the_english_default_or_a_profile():
-    from cusprun.cli.pipeline import DEMO_SPEC, _demo_spec
+def test_demo_runs_the_quick_english_default_full_or_a_profile():
+    from cusprun.cli.demo import demo_spec
+    from cusprun.pipeline.demo import BEST_BASELINE, FULL_DEMO_SPEC
+    from cusprun.pipeline.plan_inputs import calibration_corpora
 
-    spec = _demo_spec(build_parser().parse_args(["demo"]))
-    assert spec.base_model == DEMO_SPEC["base_model"] == "smollm2-135m" and spec.language.value == "en"
-    spec = _demo_spec(build_parser().parse_args(["demo", "--profile", "fr-health-qa",
-                                                 "--storage-root", "/tmp/x"]))
+    quick = demo_spec(build_parser().parse_args(["demo"]))
+    full = demo_spec(build_parser().parse_args(["demo", "--full"]))
+    assert quick.base_model == FULL_DEMO_SPEC["base_model"] == "smollm2-135m"
+    assert quick.baselines == [BEST_BASELINE] and quick.evaluation.sweep_ratios == []
+    assert set(full.baselines) == {"random", "magnitude", "wanda-sp", "flap"}
+    assert full.evaluation.sweep_ratios
+    # One calibration for both: the full demo reuses the quick one's statistics and plan.
+    assert calibration_corpora(quick) == calibration_corpora(full)
+    assert quick.model_dump(exclude={"baselines", "evaluation"}) == full.model_dump(
+        exclude={"baselines", "evaluation"})
+    spec = demo_spec(build_parser().parse_args(["demo", "--profile", "fr-health-qa",
+                                                "--storage-root", "/tmp/x"]))
     assert (spec.name, spec.base_model, spec.language.value) == ("fr-health-qa", "gemma3-270m", "fr")
     assert spec.storage_root == "/tmp/x" and spec.evaluation.mc_items >= 100
     assert main(["demo", "--profile", "no-such-profile"]) == 2

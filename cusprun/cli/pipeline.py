@@ -20,22 +20,6 @@ STAGES: tuple[str, ...] = get_args(Stage)
 
 _EXAMPLE = {"language": "de", "domain": "health", "task": "qa"}
 
-DEMO_SPEC = {
-    "name": "en-health-qa",
-    "base_model": "smollm2-135m",
-    # 128 calibration docs per dimension: where the held-out retention curve flattens
-    # (benchmarks/quality_calibration.py); general text only protects units, 40 docs do.
-    "language": {"value": "en", "max_docs": 128},
-    "domain": {"value": "health", "max_docs": 128},
-    "task": {"value": "qa", "max_docs": 128},
-    "general": {"value": "en", "max_docs": 40},
-    "target_ratios": [0.25],
-    "max_tokens": 256,
-    "evaluation": {"max_docs": 10, "mc_items": 16, "max_tokens": 128, "other_languages": ["de"],
-                   "speed_iters": 2},
-}
-
-
 def _spec_from_args(args) -> ExpertSpec:
     if args.profile:
         from cusprun.pipeline.profiles import load_profile
@@ -149,43 +133,6 @@ def _build(args) -> int:
     return 0
 
 
-# What the demo asks the dense model first, per expert language.
-DEMO_PROMPTS = {"en": "The capital of France is", "fr": "La capitale de la France est",
-                "es": "La capital de Francia es", "de": "Die Hauptstadt von Frankreich ist"}
-
-
-def _demo_spec(args) -> ExpertSpec:
-    """The fast English demo, or a customer profile (its own ratios, corpora and evaluation)."""
-    if not args.profile:
-        return load_spec({**DEMO_SPEC, "storage_root": args.storage_root or "./artifacts"})
-    from cusprun.pipeline.profiles import load_profile
-
-    data = load_profile(args.profile).spec.model_dump()
-    if args.storage_root:
-        data["storage_root"] = args.storage_root
-    return load_spec(data)
-
-
-def _demo(args) -> int:
-    spec = _demo_spec(args)
-    from cusprun.models import ALIASES, greedy_continuation, load_model, resolve_model, summarize
-
-    dims = ", ".join(f"{d}={v.value}" for d, v in spec.dimensions().items())
-    emb = ALIASES.get(spec.base_model)
-    print(f"cusprun demo: expert {spec.name} ({dims}) from {emb.description if emb else spec.base_model}")
-    r = resolve_model(spec.base_model)
-    terms = emb.license_name if emb else r.license
-    print(f"base model license: {terms or 'not stated'} (the expert is a derivative under the same terms)\n")
-    print(summarize(r.path).as_text() + "\n")
-    model, tok = load_model(r.path)
-    lang = spec.language.value if spec.language else "en"
-    prompt = DEMO_PROMPTS.get(lang, DEMO_PROMPTS["en"])
-    print(f"dense model says: {prompt}{greedy_continuation(model, tok, prompt, 12)!s}\n")
-    del model
-    _print_result(spec, run_build(spec, args.refresh))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="build, evaluate and publish an expert (runs the Prefect flow)",
                        description="Build an expert from a YAML spec, a customer profile, or flags "
@@ -230,13 +177,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="force a stage to recompute (repeatable)")
     b.set_defaults(func=_build)
 
-    d = sub.add_parser("demo", help="build the English health QA expert from the embedded model",
-                       description="End-to-end demo on the embedded SmolLM2-135M and bundled corpora "
-                                   "(or on a customer profile with --profile, e.g. fr-health-qa on "
-                                   "the embedded Gemma 3 270M); prints the comparison table and "
-                                   "where the expert is.")
-    d.add_argument("--profile", help="run this customer profile of deployments/customers/ instead "
-                                     "of the fast English demo (e.g. fr-health-qa)")
-    d.add_argument("--storage-root", help="artifact store (default ./artifacts)")
-    d.add_argument("--refresh", action="append", default=[], choices=list(STAGES))
-    d.set_defaults(func=_demo)

@@ -160,7 +160,9 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
             with open(out / "report.md", "a") as f:
                 f.write("\n" + section)
         md = (out / "report.md").read_text()
-        # summary_markdown: the narrow table the Prefect UI artifact shows (report.md is wider)
+        # summary: the narrow table the Prefect UI artifact and the quick demo show
+        summary = summary_markdown(report)
+        (out / "summary.md").write_text(summary + "\n")
         return commit_stage(store, "evaluate", key, out, {
-            "markdown": md, "summary_markdown": summary_markdown(report), "models": list(entries),
+            "markdown": md, "summary_markdown": summary, "models": list(entries),
             "mc_tasks": list(mc_tasks), "loss_sets": list(loss_sets)})
