@@ -196,6 +196,31 @@ def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(pre
 
 
 @pytest.mark.integration
+def test_a_rebuild_at_a_new_ratio_does_not_evaluate_dense_again(prefect_server, tiny_model,
+                                                                 tmp_path):
+    from pathlib import Path
+
+    from cusprun.pipeline.context import open_store
+
+    root = str(tmp_path / "artifacts")
+    over = {"baselines": ["magnitude"]}
+    first, _ = run(tiny_spec(tiny_model, root, **over))
+    dense_dir = Path(root, "dense-evals")
+    before = {p: p.stat().st_mtime_ns for p in dense_dir.rglob("dense.json")}
+    assert len(before) == 1
+    ev = {**tiny_spec(tiny_model, root).evaluation.model_dump(), "sweep_ratios": [0.3]}
+    second, _ = run(tiny_spec(tiny_model, root, target_ratios=[0.3], evaluation=ev, **over))
+    assert {p: p.stat().st_mtime_ns for p in dense_dir.rglob("dense.json")} == before
+    store = open_store(root)
+    rows = [json.loads(store.read_bytes(store.key_of(r["report"]) + "/report.json"))["rows"]
+            for r in (first.result(), second.result())]
+    dense = [{(x["metric"], x["eval_set"]): x["value"] for x in rs if x["model"] == "dense"
+              and x["metric"] in ("loss", "mc_accuracy")} for rs in rows]
+    assert dense[0] and dense[0] == dense[1]
+    assert first.result()["report"] != second.result()["report"]
+
+
+@pytest.mark.integration
 def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,
                                                                                  tmp_path):
     from cusprun.pipeline.context import open_store

@@ -148,3 +148,16 @@ def test_every_stage_module_reaches_only_library_code():
         mods = codehash.closure([f"cusprun.pipeline.stages.{stage_module}"])
         assert not [m for m in mods if m.startswith(("cusprun.cli", "cusprun.storage"))], mods
     assert "cusprun.evaluation.report" not in codehash.closure(["cusprun.pipeline.stages.statistics"])
+
+
+def test_a_new_ratio_or_new_baselines_keep_the_dense_evaluation():
+    """The dense model's evaluation is keyed by its fingerprint, the evaluation sets and their
+    settings only: rebuilding at another ratio (or with other baselines or calibration data)
+    does not evaluate dense again; other evaluation sets do."""
+    dense = lambda spec, ev=EVAL: plan_work(load_spec(spec), MODEL, CORPORA, ev,  # noqa: E731
+                                            CPU).evaluation.inputs["dense_key"]
+    base = dense({})
+    assert dense({"target_ratios": [0.4]}) == base
+    assert dense({"baselines": ["random"], "language": {"value": "en", "max_docs": 12}}) == base
+    assert dense({}, {**EVAL, "task=qa": _corpus("task", "qa", "e3")}) != base
+    assert dense({"evaluation": {"mc_items": 50}}) != base

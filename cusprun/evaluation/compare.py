@@ -9,7 +9,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cusprun.evaluation.config import EvalConfig, EvaluationError, ModelEntry
-from cusprun.evaluation.evaluate import evaluate_model, prepare_inputs
+from cusprun.evaluation.evaluate import MetricValue, ModelResult, evaluate_model, prepare_inputs
+from cusprun.evaluation.metrics import metric_info
 from cusprun.evaluation.plots import overlap_matrix, plot_overlap, plot_retention, plot_retention_by_set
 from cusprun.evaluation.report import ComparisonReport, build_report
 from cusprun.evaluation.report_files import write_report
@@ -45,11 +46,25 @@ def _overlap(overlap: Mapping | None) -> dict[tuple[str, str], float] | None:
                           "{(dimension_a, dimension_b): float}.")
 
 
+def _evaluate(name: str, entry: ModelEntry, loss_sets, mc, config: EvalConfig,
+              known: Sequence[MetricValue]) -> ModelResult:
+    have = {metric_info(v.metric).family for v in known}
+    missing = [f for f in config.metrics if f not in have]
+    values = list(known)
+    if missing:
+        values += evaluate_model(name, entry, loss_sets, mc,
+                                 config.model_copy(update={"metrics": missing})).values
+    return ModelResult(name=name, entry=entry, values=values)
+
+
 def compare(models: Mapping[str, ModelEntry | Mapping], eval_sets: Mapping[str, Sequence[Any]] | None,
             mc_tasks: Mapping[str, Sequence[Any]] | None, out_dir: str | Path, *,
-            config: EvalConfig | None = None, overlap: Mapping | None = None) -> ComparisonReport:
+            config: EvalConfig | None = None, overlap: Mapping | None = None,
+            known: Mapping[str, Sequence[MetricValue]] | None = None) -> ComparisonReport:
     """Evaluate every model (one at a time) and write report.md, report.json, report.parquet and
-    PNG plots to out_dir. All inputs are validated before the first model is loaded."""
+    PNG plots to out_dir. All inputs are validated before the first model is loaded. `known`:
+    model name -> values measured before on the same inputs (e.g. dense, cached across builds);
+    only the metric families they lack are measured."""
     config = config or EvalConfig()
     entries = _entries(models)
     loss_sets, mc = prepare_inputs(eval_sets, mc_tasks, config)
@@ -61,7 +76,7 @@ def compare(models: Mapping[str, ModelEntry | Mapping], eval_sets: Mapping[str, 
         config = config.model_copy(update={"streaming": "always" if stream else "never"})
     pairs = _overlap(overlap)
     jaccard = bool(overlap) and not all(isinstance(k, tuple) for k in overlap)
-    results = [evaluate_model(name, e, loss_sets, mc, config)
+    results = [_evaluate(name, e, loss_sets, mc, config, (known or {}).get(name, ()))
                for name, e in tqdm(entries.items(), desc="models", disable=not config.progress)]
     report = build_report(results, config)
     out = Path(out_dir)

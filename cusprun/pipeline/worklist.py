@@ -155,8 +155,13 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
                           {k: v for k, v in options.items() if k not in EvaluationOptions.SPEED_ONLY},
                           sorted(v["plan"] for v in sweep.values()), gram_keys,
                           runtime.identity("sweep_precision"))
+        inputs = {k: options[k] for k in ("max_docs", "mc_items", "max_tokens", "min_loss_tokens",
+                                           "other_languages", "seed", "own_language")}
+        dense_key = content_key("dense-eval", fp, {n: c["hash"] for n, c in eval_corpora.items()},
+                                inputs, runtime.identity())
         evaluation = Job("evaluate", key, "evaluation", {
             "candidates": candidates, "eval_corpora": eval_corpora, "options": options,
+            "dense_key": dense_key,
             "overlap_plan": plans[("cusprun", spec.target_ratios[0])].key, "sweep": sweep,
             "grams": gram_keys if comp["mode"] != "none" else []})
     return WorkList(runtime, stats, scores, plans, slices, evaluation)

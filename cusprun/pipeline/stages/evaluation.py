@@ -117,10 +117,38 @@ def _ratio_sweep(store: ArtifactStore, model: dict, runtime: dict, sweep: dict[s
     return sweep_markdown(rows, own)
 
 
+CACHED_FAMILIES = ("loss", "mc", "size")
+"""What of the dense model's evaluation is cached across builds; speed is measured beside the
+experts every time (a timing from another day on another load is no comparison)."""
+
+
+def dense_values(store: ArtifactStore, key: str, dense: Path, loss_sets: dict, mc_tasks: dict,
+                 config, refresh: bool = False) -> list:
+    """The dense model's loss, multiple-choice and size values on these evaluation inputs:
+    computed once per (model fingerprint, evaluation sets, settings), under the dense-eval key,
+    then reused by every build that evaluates on the same inputs (a new ratio, new baselines,
+    new calibration data)."""
+    from cusprun.evaluation import ModelEntry, evaluate_model
+    from cusprun.evaluation.evaluate import MetricValue
+
+    if reused(store, "dense-eval", key, refresh) is not None:
+        data = json.loads((artifact_dir(store, "dense-eval", key) / "dense.json").read_text())
+        return [MetricValue.model_validate(v) for v in data["values"]]
+    fams = [f for f in config.metrics if f in CACHED_FAMILIES]
+    res = evaluate_model("dense", ModelEntry(path=dense, method="dense", ratio=0.0), loss_sets,
+                         mc_tasks, config.model_copy(update={"metrics": fams}))
+    with scratch_dir("dense-eval", key) as out:
+        (out / "dense.json").write_text(json.dumps({"values": [v.model_dump(mode="json")
+                                                               for v in res.values]}))
+        commit_stage(store, "dense-eval", key, out, {"families": fams})
+    return res.values
+
+
 def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
                    candidates: dict[str, dict], eval_corpora: dict[str, dict], options: dict,
                    overlap_plan: str | None = None, sweep: dict[str, dict] | None = None,
-                   grams: list[str] | None = None, refresh: bool = False) -> dict:
+                   grams: list[str] | None = None, dense_key: str | None = None,
+                   refresh: bool = False) -> dict:
     """`candidates`: name -> {key (slice key), method, ratio}; the dense model is added.
     `overlap_plan`: the key of the Cus-Prun plan whose report holds the overlap between
     dimensions. `sweep`: name -> {plan (key), method, ratio}: masked sweep points (with `grams`,
@@ -152,8 +180,10 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
                             **({} if options.get("measure_speed", True) else
                                {"metrics": [m for m in METRIC_FAMILIES if m != "speed"]}))
         overlap = read_plan(store, overlap_plan).report.get("overlap") if overlap_plan else None
+        known = {"dense": dense_values(store, dense_key, dense, loss_sets, mc_tasks, config,
+                                       refresh)} if dense_key else None
         report = compare(entries, loss_sets, mc_tasks, out, config=config,
-                         overlap=_overlap_pairs(overlap))
+                         overlap=_overlap_pairs(overlap), known=known)
         if sweep:
             section = _ratio_sweep(store, model, runtime, sweep, loss_sets, options, grams, out,
                                    report)
