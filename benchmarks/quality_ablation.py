@@ -84,7 +84,7 @@ def main() -> int:
     result = Result("quality_ablation", "What each piece of the selection contributes to the demo "
                     "expert's quality", vars(args))
     result.say(f"ratio {args.ratio}; calibration: {cal.grams.n_tokens} tokens, statistics "
-               f"{cal.seconds['stats']:.0f}s, Grams {cal.seconds['grams']:.0f}s\n")
+               f"{cal.seconds['stats + grams']:.0f}s (one pass)\n")
     cols, cells = table_cells(rows)
     result.table(cols, cells, align=["l"] * 7 + ["r"] * (len(cols) - 7))
     first, default = rows[0], next(r for r in rows if "(default)" in r["variant"])

@@ -50,7 +50,7 @@ def setting(model, tok, fp, n_docs: int, max_tokens: int, sets, dense, work: Pat
             "allocation": plan.report["allocation_search"]["chosen"],
             **{n: dense[n] / got[n] for n in sorted(got)},
             "mean own": sum(dense[n] / got[n] for n in own) / len(own),
-            "stats s": cal.seconds["stats"], "grams s": cal.seconds["grams"], "plan s": t_plan,
+            "stats + grams s": cal.seconds["stats + grams"], "plan s": t_plan,
             "total s": time.perf_counter() - t0}
 
 

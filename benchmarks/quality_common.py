@@ -11,14 +11,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cusprun.compensation import GramSet  # noqa: E402
-from cusprun.scoring import collect_grams  # noqa: E402
 from cusprun.corpora import prepare_corpus  # noqa: E402
 from cusprun.evaluation.likelihood import heldout_loss, scored_tokens  # noqa: E402
 from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402
 from cusprun.models import load_model, resolve_model  # noqa: E402
 from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens  # noqa: E402
 from cusprun.pipeline.spec import ExpertSpec  # noqa: E402
-from cusprun.scoring import collect_stats  # noqa: E402
+from cusprun.scoring import CorpusJob, collect_corpora  # noqa: E402
 
 from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
 
@@ -56,32 +55,29 @@ def losses(model, tok, sets: dict, max_tokens: int = 128) -> dict[str, float]:
 
 
 def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
-    """Statistics of every calibration corpus, Grams of the expert's own, held-back docs."""
+    """Statistics of every calibration corpus and Grams of the expert's own, from one pass
+    (cusprun.scoring.collect_corpora, as the pipeline's statistics stage), and held-back docs."""
     cal = Calibration()
-    t_stats = t_grams = 0.0
-    grams = []
+    jobs, where = {}, {}
     for dim, specs in calibration_corpora(spec).items():
         for i, c in enumerate(specs):
             p = prepare_corpus(c, work / "corpora")
-            texts = p.texts("calib")
-            t = time.perf_counter()
-            s = collect_stats(model, tok, texts, max_tokens=spec.max_tokens, progress=False)
-            s.summary["model_fingerprint"] = fp
-            t_stats += time.perf_counter() - t
-            if dim == "general":
-                cal.general.append(s)
-                continue
-            cal.stats.setdefault(dim, []).append(s)
-            cal.heldback.setdefault(dim, []).extend(p.texts("holdback"))
-            t = time.perf_counter()
-            g = work / (f"grams-{dim}-{i}-{p.hash[:12]}-{gram_tokens(spec)}-{spec.gram_docs}"
-                        f"-{spec.gram_precision}")
-            collect_grams(model, tok, texts[:spec.gram_docs], g, max_tokens=gram_tokens(spec),
-                          progress=False, precision=spec.gram_precision)
-            grams.append(g)
-            t_grams += time.perf_counter() - t
-    cal.grams = GramSet(grams)
-    cal.seconds = {"stats": t_stats, "grams": t_grams}
+            name = f"{dim}#{i}"
+            grams = None if dim == "general" else work / (
+                f"grams-{name}-{p.hash[:12]}-{gram_tokens(spec)}-{spec.gram_docs}-{spec.gram_precision}")
+            jobs[name] = CorpusJob(p.texts("calib"), grams_dir=grams, grams_max_docs=spec.gram_docs)
+            where[name] = (dim, grams)
+            if dim != "general":
+                cal.heldback.setdefault(dim, []).extend(p.texts("holdback"))
+    t = time.perf_counter()
+    stats = collect_corpora(model, tok, jobs, max_tokens=spec.max_tokens,
+                            grams_precision=spec.gram_precision, progress=False)
+    cal.seconds = {"stats + grams": time.perf_counter() - t}
+    for name, s in stats.items():
+        s.summary["model_fingerprint"] = fp
+        dim = where[name][0]
+        (cal.general if dim == "general" else cal.stats.setdefault(dim, [])).append(s)
+    cal.grams = GramSet([g for _, g in where.values() if g is not None])
     return cal
 
 
