@@ -12,7 +12,7 @@ from cusprun.errors import SpecError
 from cusprun.masks.config import check_ratio
 from cusprun.masks.plan import PruningPlan
 from cusprun.masks.select import UnitScores, select_units, to_plan
-from cusprun.scoring.stats import DimensionStats
+from cusprun.scoring.stats import DimensionStats, check_statistics
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,12 @@ def validate_baseline(method: str, target_ratio: float, layout: str, *, base_fin
         if general is None:
             raise SpecError(f"Baseline {method!r} needs channel statistics of general text: pass "
                             f"general=<DimensionStats of the base model on a general corpus>.")
-        if general.model_fingerprint != base_fingerprint:
-            raise SpecError(f"General statistics {general.label} were collected on model fingerprint "
-                            f"{general.model_fingerprint!r}, but the base model's fingerprint is "
-                            f"{base_fingerprint!r}.")
-        if general.n_tokens < 1:
-            raise SpecError(f"General statistics {general.label} hold no tokens.")
+        shape = None
         if model_config is not None:
             d = Adapter.for_config(model_config).dims(model_config)
-            if general.shape != (d.n_layers, d.ffn, d.n_heads):
-                raise SpecError(f"General statistics {general.label} have (layers, ffn, heads) = "
-                                f"{general.shape}, the model has {(d.n_layers, d.ffn, d.n_heads)}.")
+            shape = (d.n_layers, d.ffn, d.n_heads)
+        check_statistics(general, "the general corpus", base_fingerprint=base_fingerprint,
+                         shape=shape)
 
 
 def plan_from_scores(method: str, scores: Scores, model_config: Any, target_ratio: float,

@@ -23,23 +23,15 @@ from cusprun.masks.config import PruneConfig
 from cusprun.masks.overlap import overlap_report
 from cusprun.masks.plan import PruningPlan
 from cusprun.masks.select import UnitScores, select_sets, select_units, to_plan
-from cusprun.scoring.stats import DimensionStats
+from cusprun.scoring.stats import DimensionStats, check_statistics
 
 log = logging.getLogger(__name__)
 
 
 def _check_corpus(s: DimensionStats, where: str, config: PruneConfig, base_fingerprint: str,
                   shape: tuple[int, int, int]) -> None:
-    if s.model_fingerprint != base_fingerprint:
-        raise SpecError(f"Statistics {s.label} of {where} were collected on model fingerprint "
-                        f"{s.model_fingerprint!r}, but the base model's fingerprint is "
-                        f"{base_fingerprint!r}; recollect them on this model.")
-    if s.n_docs < config.min_docs:
-        raise SpecError(f"Statistics {s.label} of {where} hold {s.n_docs} documents; at least "
-                        f"min_docs={config.min_docs} are needed (add documents or lower min_docs).")
-    if s.shape != shape:
-        raise SpecError(f"Statistics {s.label} of {where} have (layers, ffn, heads) = {s.shape}, "
-                        f"but the model has {shape}.")
+    check_statistics(s, where, base_fingerprint=base_fingerprint, shape=shape,
+                     min_docs=config.min_docs)
 
 
 def validate_inputs(stats: dict[str, list[DimensionStats]], config: PruneConfig, model_config: Any,

@@ -137,3 +137,25 @@ def load_stats(path: str | Path) -> DimensionStats:
     summary = json.loads((p / SUMMARY_FILE).read_text())
     return DimensionStats(**{n: tensors[n] for n in _TENSORS}, summary=summary,
                           **{n: tensors[n] for n in _OPTIONAL if n in tensors})
+
+
+def check_statistics(s: DimensionStats, where: str, *, base_fingerprint: str,
+                     shape: tuple[int, int, int] | None = None, min_docs: int = 1) -> None:
+    """Statistics usable for a plan of the base model: collected on it, with enough documents
+    and tokens, of its shape (layers, ffn, heads). Raises SpecError naming what is wrong. Every
+    method (Cus-Prun's dimensions, the baselines' general text) checks its statistics here."""
+    from cusprun.errors import SpecError
+
+    if s.model_fingerprint != base_fingerprint:
+        raise SpecError(f"Statistics {s.label} of {where} were collected on model fingerprint "
+                        f"{s.model_fingerprint!r}, but the base model's fingerprint is "
+                        f"{base_fingerprint!r}; recollect them on this model.")
+    if s.n_docs < min_docs:
+        raise SpecError(f"Statistics {s.label} of {where} hold {s.n_docs} documents; at least "
+                        f"min_docs={min_docs} are needed (add documents or lower min_docs).")
+    if s.n_tokens < 1:
+        raise SpecError(f"Statistics {s.label} of {where} hold no tokens.")
+    if shape is not None and s.shape != shape:
+        raise SpecError(f"Statistics {s.label} of {where} have (layers, ffn, heads) = {s.shape}, "
+                        f"but the model has {shape}.")
+
