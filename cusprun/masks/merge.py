@@ -1,8 +1,10 @@
 """build_plan: merge the impact statistics of an expert's dimensions into one PruningPlan.
 
 Cus-Prun keeps a unit when any of the expert's dimensions needs it. With the default
-score='impact', a dimension's need for a unit is the unit's mean impact over that dimension's
-documents relative to its layer's mean impact, and the expert's score is the max over dimensions.
+score='centered', a dimension's need for a unit is the RMS over its tokens of the unit's centred
+contribution (its impact once compensation restores its mean) relative to its layer's mean; with
+score='impact', the unit's mean impact over the dimension's documents relative to its layer's
+mean impact. Either way the expert's score is the max over dimensions.
 With score='percentile' the score is the max, over every document of every dimension, of the
 unit's per-document rank percentile: the paper rule (unit irrelevant to a document when it lies
 in the lowest sigma of its layer; pruned when irrelevant to every document of every dimension) is
