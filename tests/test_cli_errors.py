@@ -19,11 +19,8 @@ ENGLISH = "\n\n".join(f"Paragraph {i} of plain English text about the weather an
                       for i in range(40))   # one document per paragraph
 
 
-@pytest.mark.prefect
-def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model, tmp_path):
-    """The corpus file exists (the input checks pass) but holds one document: the prepare-corpus
-    task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
-    process, reporting to the session's Prefect server."""
+def _write_failing_spec(tmp_path: Path, tiny_model: str) -> None:
+    """spec.yaml whose domain corpus file exists (the input checks pass) but holds one document."""
     (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
     (tmp_path / "english.txt").write_text(ENGLISH)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({   # local corpora only: no data package
@@ -31,6 +28,14 @@ def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model,
         "language": {"value": "en", "sources": ["english.txt"], "max_docs": 8},
         "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
         "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))
+
+
+@pytest.mark.prefect
+def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model, tmp_path):
+    """The corpus file exists (the input checks pass) but holds one document: the prepare-corpus
+    task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
+    process, reporting to the session's Prefect server."""
+    _write_failing_spec(tmp_path, tiny_model)
     env = {**prefect_api.env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "CUSPRUN_CACHE": os.environ.get("CUSPRUN_CACHE", str(Path.home() / ".cache/cusprun"))}
     proc = subprocess.run([str(Path(sys.executable).with_name("cusprun")), "build", "--spec",
@@ -49,13 +54,7 @@ def test_failed_build_on_the_temporary_server_ends_with_its_error(tiny_model, tm
     stopped at exit, after the error line, printing its own shutdown (tracebacks of cancelled
     database writes when busy). The error must be the last output, with no traceback after it,
     and the server's output must be in its log file instead."""
-    (tmp_path / "few.txt").write_text("Aspirin is an anti-inflammatory drug.\n")
-    (tmp_path / "english.txt").write_text(ENGLISH)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({   # local corpora only: no data package
-        "name": "few-docs", "base_model": tiny_model, "task": None, "general": None,
-        "language": {"value": "en", "sources": ["english.txt"], "max_docs": 8},
-        "domain": {"value": "health", "sources": ["few.txt"], "max_docs": 8},
-        "baselines": [], "evaluation": {"enabled": False}, "storage_root": "artifacts"}))
+    _write_failing_spec(tmp_path, tiny_model)
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1",
