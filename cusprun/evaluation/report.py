@@ -51,6 +51,10 @@ class ReportRow(BaseModel):
     d_best_low: float | None = None
     d_best_high: float | None = None
     """value - the best baseline at the same ratio (methods that are not baselines only)."""
+    unit_num: list[float] | None = None
+    unit_den: list[float] | None = None
+    """Per document or item (see MetricValue): report.json keeps them, so models of different
+    builds scored on the same documents can be compared pair by pair later."""
 
     def vs(self, reference: str) -> str:
         """'better', 'worse' or '' (within the interval) against 'dense' or 'best' baseline."""
@@ -74,7 +78,8 @@ class ComparisonReport(BaseModel):
                               f"models: {', '.join(self.models)}.")
 
     def to_table(self) -> pa.Table:
-        return pa.Table.from_pylist([r.model_dump() for r in self.rows], schema=SCHEMA)
+        return pa.Table.from_pylist([r.model_dump(exclude={"unit_num", "unit_den"})
+                                     for r in self.rows], schema=SCHEMA)
 
 
 def build_report(results: list[ModelResult], config: EvalConfig) -> ComparisonReport:
@@ -101,7 +106,7 @@ def build_report(results: list[ModelResult], config: EvalConfig) -> ComparisonRe
                                   metric=v.metric, eval_set=v.eval_set, value=v.value,
                                   retention=None if ret is None or math.isnan(ret) else ret,
                                   chance=v.chance, n=v.n, n_units=v.n_units, ci_low=v.ci_low,
-                                  ci_high=v.ci_high,
+                                  ci_high=v.ci_high, unit_num=v.unit_num, unit_den=v.unit_den,
                                   **diffs.get((res.name, v.metric, v.eval_set), {})))
     return ComparisonReport(config=config, models={r.name: r.entry for r in results},
                             dense=dense[0] if dense else None, rows=rows)
