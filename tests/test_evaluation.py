@@ -306,3 +306,23 @@ def test_every_loss_set_from_one_pass_equals_one_pass_per_set(tiny):
         assert [n for _, n in together[name].per_doc] == [n for _, n in alone.per_doc]
         assert [x for x, _ in together[name].per_doc] == pytest.approx(
             [x for x, _ in alone.per_doc], rel=1e-5)
+
+
+def test_models_evaluated_two_at_once_give_the_same_report(tiny, tmp_path):
+    """eval_workers: two models at once on CPU, speed afterwards one at a time; same values."""
+    from cusprun.evaluation import compare
+
+    entries = {"dense": ModelEntry(path=tiny["LlamaForCausalLM"][2], method="dense"),
+               "other": ModelEntry(path=tiny["Phi3ForCausalLM"][2], method="random", ratio=0.1)}
+    sets = {"docs": [LossExample(text=t) for t in DOCS]}
+    base = dict(max_tokens=32, progress=False, speed_iters=1, speed_warmup=0,
+                speed_prompt_tokens=8, speed_decode_tokens=2)
+    one = compare(entries, sets, None, tmp_path / "a", config=EvalConfig(workers=1, **base))
+    two = compare(entries, sets, None, tmp_path / "b", config=EvalConfig(workers=2, **base))
+    key = lambda r: (r.model, r.metric, r.eval_set)  # noqa: E731
+    a = {key(r): r.value for r in one.rows if r.metric in ("loss", "params_total")}
+    b = {key(r): r.value for r in two.rows if r.metric in ("loss", "params_total")}
+    assert a == pytest.approx(b, rel=1e-6) and len(a) == 4
+    assert {r.metric for r in two.rows} >= {"prefill_tokens_per_s", "decode_tokens_per_s"}
+    with pytest.raises(EvaluationError, match="workers=0"):
+        EvalConfig(workers=0)

@@ -57,6 +57,44 @@ def _evaluate(name: str, entry: ModelEntry, loss_sets, mc, config: EvalConfig,
     return ModelResult(name=name, entry=entry, values=values)
 
 
+def eval_workers(config: EvalConfig, entries: Mapping[str, ModelEntry]) -> int:
+    """Models measured at once: 'auto' is two on a CPU with 2+ cores when the two largest fit in
+    a quarter of free memory and are held whole (cusprun.evaluation.replicas: one forward leaves
+    two cores idle part of the time); one on GPUs or for streamed models."""
+    from cusprun.engine import model_bytes
+    from cusprun.evaluation.replicas import AUTO_WORKERS, MEMORY_SHARE
+    from cusprun.system import available_memory, cpu_cores
+
+    if config.workers != "auto":
+        return int(config.workers)
+    if config.resolved_device() != "cpu" or cpu_cores() < 2 or config.streaming == "always":
+        return 1
+    sizes = sorted((model_bytes(e.path, config.resolved_dtype()) for e in entries.values()),
+                   reverse=True)
+    free = available_memory()
+    return AUTO_WORKERS if free is not None and sum(sizes[:AUTO_WORKERS]) <= MEMORY_SHARE * free else 1
+
+
+def _evaluate_all(entries, loss_sets, mc, config: EvalConfig, known) -> list[ModelResult]:
+    """Every model, `eval_workers` at a time; speed afterwards one model at a time (a timing
+    beside another running model would be no timing)."""
+    from cusprun.evaluation.replicas import run_jobs
+
+    n = min(eval_workers(config, entries), len(entries))
+    items = list(entries.items())
+    if n <= 1:
+        return [_evaluate(name, e, loss_sets, mc, config, known.get(name, ()))
+                for name, e in tqdm(items, desc="models", disable=not config.progress)]
+    log.info("evaluating %d models, %d at a time (speed afterwards, one at a time)", len(items), n)
+    quiet = config.model_copy(update={"metrics": [m for m in config.metrics if m != "speed"]})
+    first = run_jobs([None] * n, items, lambda _, it: _evaluate(
+        it[0], it[1], loss_sets, mc, quiet, known.get(it[0], ())), desc="models",
+        progress=config.progress)
+    if "speed" not in config.metrics:
+        return first
+    return [_evaluate(r.name, r.entry, loss_sets, mc, config, r.values) for r in first]
+
+
 def compare(models: Mapping[str, ModelEntry | Mapping], eval_sets: Mapping[str, Sequence[Any]] | None,
             mc_tasks: Mapping[str, Sequence[Any]] | None, out_dir: str | Path, *,
             config: EvalConfig | None = None, overlap: Mapping | None = None,
@@ -76,8 +114,7 @@ def compare(models: Mapping[str, ModelEntry | Mapping], eval_sets: Mapping[str, 
         config = config.model_copy(update={"streaming": "always" if stream else "never"})
     pairs = _overlap(overlap)
     jaccard = bool(overlap) and not all(isinstance(k, tuple) for k in overlap)
-    results = [_evaluate(name, e, loss_sets, mc, config, (known or {}).get(name, ()))
-               for name, e in tqdm(entries.items(), desc="models", disable=not config.progress)]
+    results = _evaluate_all(entries, loss_sets, mc, config, known or {})
     report = build_report(results, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,8 @@ class EvalConfig(BaseModel):
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """'auto': bf16 on CUDA, fp32 elsewhere (cusprun.models.loading.default_dtype)."""
+    workers: int | Literal["auto"] = "auto"
+    """Models evaluated at once (cusprun.evaluation.compare.eval_workers); same numbers."""
     streaming: Literal["auto", "always", "never"] = "auto"
     """How each model is held: whole, or streamed one decoder layer at a time from its
     checkpoint (cusprun.engine; 'auto': when it does not fit). Same numbers either way."""
@@ -62,6 +64,8 @@ class EvalConfig(BaseModel):
         for name, low in positive.items():
             if getattr(self, name) < low:
                 raise EvaluationError(f"EvalConfig.{name}={getattr(self, name)!r}: must be >= {low}.")
+        if self.workers != "auto" and (isinstance(self.workers, bool) or self.workers < 1):
+            raise EvaluationError(f"EvalConfig.workers={self.workers!r}: 'auto' or >= 1.")
         if self.speed_warmup < 0:
             raise EvaluationError(f"EvalConfig.speed_warmup={self.speed_warmup!r}: must be >= 0.")
         if self.max_docs_per_set is not None and self.max_docs_per_set < 1:

@@ -65,9 +65,10 @@ class EvaluationOptions(BaseModel):
         "moved retention by 0.0007 on average on the demo (at most 0.015, a badly damaged baseline); "
         "the main comparison is always float32"))
     sweep_workers: int | Literal["auto"] = Field("auto", description=(
-        "Sweep points measured at once, each on its own copy of the model in memory: 'auto' is 2 "
-        "on a CPU with 2+ cores when the copy fits in a quarter of free memory (about a quarter "
-        "less time per point on the demo, same numbers), else 1; GPUs measure one at a time"))
+        "Models of the main comparison, and sweep points, measured at once, each on its own copy "
+        "in memory: 'auto' is 2 on a CPU with 2+ cores when two fit in a quarter of free memory "
+        "(same numbers; speed is still timed one model at a time), else 1; GPUs measure one at "
+        "a time"))
 
     @field_validator("sweep_workers")
     @classmethod

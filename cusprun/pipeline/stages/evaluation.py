@@ -175,6 +175,7 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
                                        method=c["method"], ratio=c["ratio"])
         config = EvalConfig(max_tokens=options["max_tokens"], n_mc_items=options["mc_items"],
                             device=rt.device, dtype=rt.dtype, streaming=rt.streaming,
+                            workers=options.get("sweep_workers", "auto"),
                             seed=options.get("seed", 0), speed_iters=options.get("speed_iters", 3),
                             speed_warmup=1, speed_decode_tokens=16,
                             **({} if options.get("measure_speed", True) else
