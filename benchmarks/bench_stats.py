@@ -102,15 +102,18 @@ def _texts(tok, n_docs: int, doc_tokens: int) -> list[str]:
 def _plain_pass(model, tok, texts, max_tokens, batch_size):
     import torch
 
+    from cusprun.engine.batches import length_batches, pad_right
     from cusprun.models.loading import input_device
-    from cusprun.scoring.collect import length_batches, pad_right, tokenize_docs
+    from cusprun.scoring.collect import tokenize_docs
 
     seqs = [s for s in tokenize_docs(tok, texts, max_tokens) if s]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     with torch.no_grad():
         for idx in length_batches([len(s) for s in seqs], batch_size):
-            ids, mask = pad_right([seqs[i] for i in idx], pad, input_device(model))
-            model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+            ids, mask = pad_right([seqs[i] for i in idx], pad)
+            dev = input_device(model)
+            model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False,
+                  logits_to_keep=1)
     return sum(len(s) for s in seqs)
 
 

@@ -9,7 +9,7 @@
 #
 # Python packages it expects to find (pyproject.toml's dependencies; cusprun itself is used from
 # this checkout when it is not installed):
-#   torch>=2.13 (a CUDA build), transformers>=5.24 (older ones lack `out.cache`, which
+#   torch>=2.11 (a CUDA build; the lent H200 image has 2.11, this project tests 2.13), transformers>=5.24 (older ones lack `out.cache`, which
 #   cusprun/evaluation/speed.py uses), tokenizers, safetensors>=0.8, accelerate>=1.15,
 #   pydantic>=2.14, prefect>=3.9.1, datasets>=5.2, fsspec, s3fs, pyarrow>=26, gguf>=0.19,
 #   numpy>=2, pyyaml, tqdm, matplotlib>=3.11.
@@ -35,7 +35,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false TRANSFORMERS_VERBOSITY=error
 # cusprun, flows and tasks from this checkout when they are not installed
 $PYTHON -c "import cusprun, flows, tasks" 2>/dev/null || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-REQUIRED="torch>=2.13 transformers>=5.24 tokenizers safetensors>=0.8 accelerate>=1.15 pydantic>=2.14
+REQUIRED="torch>=2.11 transformers>=5.24 tokenizers safetensors>=0.8 accelerate>=1.15 pydantic>=2.14
 prefect>=3.9.1 datasets>=5.2 fsspec s3fs pyarrow>=26 gguf>=0.19 numpy>=2 pyyaml tqdm matplotlib>=3.11"
 
 missing() {  # prints "name>=version (found X)" for each requirement not met
