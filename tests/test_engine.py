@@ -204,3 +204,12 @@ def test_batches_of_several_corpora_in_one_pass_are_kept_apart(saved):
     assert _rel(both["b"].down_sumsq, alone.down_sumsq) < 1e-6
     assert both["a"].n_docs == 2 and both["b"].n_docs == 3
     assert isinstance(Batch(torch.zeros(1, 1), torch.ones(1, 1), [0]).group, type(None))
+
+
+def test_hidden_state_budgets_come_from_free_memory(monkeypatch):
+    from cusprun.engine import placement
+    from cusprun.engine.run import HIDDEN_SHARE, hidden_budgets
+
+    monkeypatch.setattr(placement, "free_bytes", lambda device: 8_000 if str(device) == "cpu" else 4_000)
+    assert hidden_budgets(torch.device("cpu"), 2, None) == (int(HIDDEN_SHARE * 8_000 / 2), 0)
+    assert hidden_budgets(torch.device("cpu"), 1, 123) == (123, 123)

@@ -58,6 +58,23 @@ class Variant:
     recorders: Sequence[Recorder] = ()
 
 
+HIDDEN_SHARE = 0.25
+"""Share of the free memory a pass's hidden states may take before they spill."""
+
+
+def hidden_budgets(device: torch.device, n_variants: int, budget: int | None) -> tuple[int, int]:
+    """(device, host) bytes per variant for hidden states: `budget` when given, else a share
+    of the device's (and, from a GPU, the host's) free memory measured now."""
+    if budget is not None:
+        return budget, budget
+    from cusprun.engine.placement import free_bytes
+
+    dev = free_bytes(device)
+    host = free_bytes("cpu") if device.type != "cpu" else 0
+    share = lambda free: int(HIDDEN_SHARE * free / n_variants) if free else 1 << 62  # noqa: E731
+    return share(dev), share(host)
+
+
 def run_layer(layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
     y = layer(hidden, **kwargs)
     return y[0] if isinstance(y, tuple) else y
@@ -73,11 +90,13 @@ def run_pass(lm: LayeredModel, batches: Sequence[Batch], variants: Sequence[Vari
     batch, hidden)` receives the hidden states leaving the last layer for batch i (before the
     final norm, which is per token: consumers norm the positions they score, lm.norm). `precision`: float32,
     or bfloat16 matmuls under autocast (cusprun.models.precision). `budget_bytes`: hidden states
-    kept on the device per variant before spilling (cusprun.engine.batches.HiddenStore).
+    kept on the device per variant before spilling (cusprun.engine.batches.HiddenStore; default
+    from free memory, hidden_budgets).
     `on_layer(done, total)` after each layer. Returns timings and bytes read."""
     t0 = time.perf_counter()
     read0 = lm.bytes_read
-    stores = {v.name: HiddenStore(lm.device, budget_bytes, budget_bytes) for v in variants}
+    device_budget, host_budget = hidden_budgets(lm.device, len(variants), budget_bytes)
+    stores = {v.name: HiddenStore(lm.device, device_budget, host_budget) for v in variants}
     if len(stores) != len(variants):
         raise ValueError(f"variant names must be unique: {[v.name for v in variants]}")
     try:
