@@ -69,10 +69,8 @@ def hidden_budgets(device: torch.device, n_variants: int, budget: int | None) ->
         return budget, budget
     from cusprun.engine.placement import free_bytes
 
-    dev = free_bytes(device)
-    host = free_bytes("cpu") if device.type != "cpu" else 0
     share = lambda free: int(HIDDEN_SHARE * free / n_variants) if free else 1 << 62  # noqa: E731
-    return share(dev), share(host)
+    return share(free_bytes(device)), share(free_bytes("cpu")) if device.type != "cpu" else 0
 
 
 def run_layer(layer: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
