@@ -63,3 +63,23 @@ def test_bad_input_is_refused_before_the_model_is_touched(kwargs, err, match):
     args = {"corpora": {"domain": ["a document"] * 10}, **kwargs}
     with pytest.raises(err, match=match):
         cusprun.prune("/no/such/model", args.pop("corpora"), **args)
+
+
+@pytest.mark.integration
+def test_the_embedded_model_from_bundled_corpora_saves_a_stock_expert(tmp_path):
+    """What examples/prune.py does, on fewer documents: the embedded SmolLM2-135M pruned from
+    Python, saved, and loaded by stock transformers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    corpora = {"language": "bundled://language/en", "domain": "bundled://domain/health?lang=en",
+               "task": "bundled://task/qa?domain=health&lang=en"}
+    expert = cusprun.prune("smollm2-135m", corpora, ratio=0.25, max_docs=12, max_tokens=64,
+                           holdback_docs=4, work_dir=tmp_path / "work", progress=False)
+    assert abs(expert.ratio - 0.25) < 0.01
+    out = expert.save(tmp_path / "expert", progress=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    ids = tok("Question: What is insulin?\nAnswer:", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**ids).logits).all()
