@@ -79,13 +79,14 @@ def drop_page_cache(model_dir: Path) -> bool:
 def disk_estimate(w: LlamaWidths, dimensions: int, baselines: int, max_tokens: int) -> int:
     """Bytes the build writes besides the checkpoint: each calibration corpus's Grams in the
     store's format (cusprun.compensation.gram_set: the Gram or the tokens' inputs, whichever is
-    smaller; inputs here), twice while a scratch copy is committed; a sliced checkpoint per plan,
-    the published copy and its staging copy (each counted at the dense size)."""
+    smaller; inputs here), twice while a scratch copy is committed, and a sliced checkpoint per
+    plan (counted at the dense size). A local store hard-links the committed and published
+    copies (cusprun.storage.ArtifactStore.put_file), so they take no more space."""
     from cusprun.compensation.gram_set import gram_file_bytes
 
     per = gram_file_bytes(w.layers, {"down": w.ffn, "o": w.heads * w.head_dim},
                           CALIB_DOCS * max_tokens)
-    return 2 * dimensions * per + w.nbytes() * (1 + baselines + 2)
+    return 2 * dimensions * per + w.nbytes() * (1 + baselines)
 
 
 def _dir_gb(path: Path) -> float:
