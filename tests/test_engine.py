@@ -213,3 +213,19 @@ def test_hidden_state_budgets_come_from_free_memory(monkeypatch):
     monkeypatch.setattr(placement, "free_bytes", lambda device: 8_000 if str(device) == "cpu" else 4_000)
     assert hidden_budgets(torch.device("cpu"), 2, None) == (int(HIDDEN_SHARE * 8_000 / 2), 0)
     assert hidden_budgets(torch.device("cpu"), 1, 123) == (123, 123)
+
+
+def test_a_per_layer_expert_streams_like_it_loads(saved, tmp_path):
+    """Experts whose layers have different widths (model type cusprun_per_layer) stream too."""
+    from cusprun.slicing import slice_checkpoint
+    from tests.support import random_plan
+
+    path, whole = saved["Qwen3ForCausalLM"]
+    plan = random_plan(whole.config, fingerprint="fp", ffn=[10, 96, 33], groups=[1, 2, 2],
+                       heads_per_group=[2, 1, 2], layout="per_layer", seed=4)
+    out = slice_checkpoint(path, plan, tmp_path / "expert", model_fingerprint="fp", progress=False)
+    expert, tok = load_model(out, device="cpu", dtype=torch.float32)
+    streamed = LayeredModel.streamed(out, device="cpu", dtype=torch.float32)
+    ex = [LossExample(text=t) for t in DOCS]
+    assert heldout_loss(streamed, tok, ex, progress=False).loss == pytest.approx(
+        heldout_loss(expert, tok, ex, progress=False).loss, rel=1e-5)
