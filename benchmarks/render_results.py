@@ -22,7 +22,9 @@ from results_io import md_table  # benchmarks/ is on sys.path when a script here
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, DOC, README = ROOT / "benchmarks" / "results", ROOT / "docs" / "results.md", ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SCALE_COLUMNS = ["layers", "hidden", "ffn", "peak_rss_gb", "wall_s", "completed", "stock_load_ok"]
+SCALE_COLUMNS = ["layers", "hidden", "ffn", "checkpoint_gb", "completed", "stock_load_ok",
+                 "logits_match", "peak_rss_gb", "wall_s", "stages_wall_s", "read_gb", "error"]
+SCALE_STAGES = ["stats", "plan", "baseline", "slice", "evaluate", "publish"]
 
 HEADER = """# Measured results
 
@@ -104,16 +106,42 @@ def benchmark_section(name: str, data: dict) -> list[str]:
     return out
 
 
+def scale_headline(data: dict) -> str | None:
+    """One line from the runs: the deepest completed build, its peak memory and time, and how
+    peak memory grows from the shallowest."""
+    done = sorted((r for r in data.get("runs") or [] if r.get("completed") and r.get("peak_rss_gb")),
+                  key=lambda r: r["layers"])
+    if not done:
+        return None
+    lo, hi = done[0], done[-1]
+    line = (f"Default build of a random {hi['layers']}-layer model at Llama-3.1-8B widths "
+            f"({hi['checkpoint_gb']:.1f} GB bf16 checkpoint) on {cell((data.get('machine') or {}).get('cores'))} "
+            f"CPU cores: {hi['wall_s'] / 60:.0f} min, peak RSS {hi['peak_rss_gb']:.1f} GB")
+    if hi is not lo:
+        line += f" ({hi['peak_rss_gb'] / lo['peak_rss_gb']:.2f}x the {lo['layers']}-layer build's)"
+    ok = hi.get("stock_load_ok") and hi.get("logits_match")
+    return line + ("; the expert loads in stock transformers with the reference logits" if ok else "")
+
+
 def scale_section(name: str, data: dict) -> list[str]:
     runs = data.get("runs") or []
-    extra = [k for r in runs for k in r if k not in SCALE_COLUMNS]
-    cols = SCALE_COLUMNS + list(dict.fromkeys(extra))
     out = [f"## {data.get('title') or 'Scale: model size vs peak memory and time'}", "",
            f"`benchmarks/results/{name}`", ""] + provenance(data) + [""]
-    out += table(cols, [[cell(r.get(c)) for c in cols] for r in runs]) if runs else ["No runs recorded."]
-    rest = {k: v for k, v in data.items()
-            if k not in ("runs", "title", "commit", "dirty", "date", "machine", "command")}
-    return out + [""] + (generic_table(rest) + [""] if rest else [])
+    if not runs:
+        return out + ["No runs recorded.", ""]
+    out += table(SCALE_COLUMNS, [[cell(r.get(c)) for c in SCALE_COLUMNS] for r in runs]) + [""]
+    out += ["Wall seconds per stage (spans; stages of one kind ran concurrently):", ""]
+    out += table(["layers", *SCALE_STAGES],
+                 [[r["layers"], *[cell((r.get("stage_s") or {}).get(s)) for s in SCALE_STAGES]]
+                  for r in runs]) + [""]
+    if (headline := scale_headline(data)):
+        out += [headline + ".", ""]
+    checks = [(r["layers"], r.get("verify") or {}) for r in runs]
+    out += [f"{n} layers: logits of the stock-loaded expert vs the streamed reference: float32 max "
+            f"difference {cell(v['fp32']['max_abs_diff'])} (tolerance {cell(v['fp32']['tolerance'])}), "
+            f"bfloat16 {cell(v['bf16']['max_abs_diff'])} (tolerance {cell(v['bf16']['tolerance'])})."
+            for n, v in checks if v.get("fp32") and v.get("bf16")]
+    return out + [""]
 
 
 def generic_table(data: dict) -> list[str]:
@@ -204,8 +232,11 @@ def render_readme_block(root: Path = RESULTS) -> str:
     lines = []
     for path in top:
         data = json.loads(path.read_text())
-        if isinstance(data, dict) and data.get("headline"):
-            lines.append(f"- {data['headline']} (`{path.name}`)")
+        headline = data.get("headline") if isinstance(data, dict) else None
+        if headline is None and isinstance(data, dict) and isinstance(data.get("runs"), list):
+            headline = scale_headline(data)
+        if headline:
+            lines.append(f"- {headline} (`{path.name}`)")
     out += lines + ([""] if lines else [])
     out.append("Every table, with the commit, date and machine of each run: "
                "[docs/results.md](docs/results.md).")

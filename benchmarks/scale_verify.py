@@ -14,9 +14,11 @@ Two checks, both on the same few tokens:
 - reference: `reference_logits` (the dense model pruned and compensated layer by layer as it
   streams from disk, so any size works). Both models then hold the same bfloat16 weights (the
   slicer and the engine round the same float solve to bfloat16), so they are compared twice:
-  upcast to float32, where only the summation order differs (tolerance FP32_RTOL of the largest
-  logit), and run in bfloat16 as shipped, where a different summation order flips roundings
-  layer after layer (tolerance BF16_RTOL).
+  upcast to float32 (the expert's checkpoint streamed in float32, the reference's edited layers
+  upcast), where only the summation order differs (the expert lacks the pruned heads, the
+  reference zeroes them; tolerance FP32_RTOL of the largest logit), and the stock-loaded expert
+  in bfloat16 as shipped, where a different summation order flips roundings layer after layer
+  (tolerance BF16_RTOL).
 """
 from __future__ import annotations
 
@@ -115,6 +117,16 @@ def _engine_logits(lm, ids: torch.Tensor, edit) -> torch.Tensor:
 
 
 @torch.no_grad()
+def expert_float32_logits(expert_dir: Path, ids: torch.Tensor) -> torch.Tensor:
+    """The expert checkpoint's own logits in float32, read layer by layer (cusprun.engine), so an
+    expert of any size is compared in float32 without holding 4 bytes per weight."""
+    from cusprun.engine import LayeredModel
+
+    lm = LayeredModel.streamed(expert_dir, device="cpu", dtype=torch.float32)
+    return _engine_logits(lm, ids, None)
+
+
+@torch.no_grad()
 def reference_logits(dense_dir: Path, plan, grams: list[Path], compensation: dict,
                      ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """Logits on `ids` of the dense checkpoint with `plan`'s pruned FFN neurons cut and query
@@ -180,8 +192,8 @@ def verify(store_root: str, name: str, dense_dir: Path, reference: str = "auto")
         res["reference"] = "skipped (--reference never)"
         res["logits_match"] = None
     else:
-        upcast = _logits(model.float(), ids)
-        del model
+        del model     # the float32 comparison streams the expert instead (25 GB whole at 8B)
+        upcast = expert_float32_logits(exp_dir, ids)
         from cusprun.compensation import GramSet
 
         # the Grams found in the store are the expert's: same calibration token count
