@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -193,20 +192,12 @@ def _verify(run_dir: Path, args: argparse.Namespace) -> dict:
 
 
 def machine() -> dict:
-    import torch
+    """The shared machine record (results_io) plus the transformers version."""
     import transformers
 
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines()
-               if x.startswith("MemTotal:"))
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem / 2 ** 20, 1), "gpu": gpu,
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    from results_io import machine as base_machine
+
+    return {**base_machine(), "transformers": transformers.__version__}
 
 
 def git_state() -> tuple[str | None, bool | None]:

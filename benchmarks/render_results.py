@@ -114,9 +114,12 @@ def scale_headline(data: dict) -> str | None:
     if not done:
         return None
     lo, hi = done[0], done[-1]
-    line = (f"Default build of a random {hi['layers']}-layer model at Llama-3.1-8B widths "
-            f"({hi['checkpoint_gb']:.1f} GB bf16 checkpoint) on {cell((data.get('machine') or {}).get('cores'))} "
-            f"CPU cores: {hi['wall_s'] / 60:.0f} min, peak RSS {hi['peak_rss_gb']:.1f} GB")
+    m = data.get("machine")
+    where = f"{m['cores']} CPU cores" if isinstance(m, dict) and m.get("cores") else machine_text(m)
+    size = f" ({hi['checkpoint_gb']:.1f} GB bf16 checkpoint)" if hi.get("checkpoint_gb") else ""
+    line = (f"Default build of a random {hi['layers']}-layer model at hidden {hi.get('hidden')}, "
+            f"FFN {hi.get('ffn')}{size} on {where}: {hi['wall_s'] / 60:.0f} min, "
+            f"peak RSS {hi['peak_rss_gb']:.1f} GB")
     if hi is not lo:
         line += f" ({hi['peak_rss_gb'] / lo['peak_rss_gb']:.2f}x the {lo['layers']}-layer build's)"
     ok = hi.get("stock_load_ok") and hi.get("logits_match")

@@ -188,8 +188,9 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
     for name in experts:
         e = report.models[name]
         extra = _size_speed_line(idx, name)
-        out += ["", f"**{_short(name)}** ({e.method}, ratio {e.ratio:g})" + (f": {extra}" if extra else ""),
-                "", f"| set | dense | {_short(name)} | best baseline | retention (expert / baseline) |",
+        # names in code spans: renderers (the Prefect UI) turn a bare "name@0.25" into a mailto link
+        out += ["", f"**`{_short(name)}`** ({e.method}, ratio {e.ratio:g})" + (f": {extra}" if extra else ""),
+                "", f"| set | dense | `{_short(name)}` | best baseline | retention (expert / baseline) |",
                 "|---|---:|---:|---:|---:|"]
         for metric, suffix in metrics:
             for s in sorted({r.eval_set for r in report.rows if r.metric == metric}):
@@ -198,7 +199,7 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
                     continue
                 dense = idx.get((report.dense, metric, s)) if report.dense else None
                 best = idx.get((row.best_baseline, metric, s)) if row.best_baseline else None
-                best_cell = f"{_short(row.best_baseline, 16)} {_value_ci(best)}" if best else "–"
+                best_cell = f"`{_short(row.best_baseline, 16)}` {_value_ci(best)}" if best else "–"
                 kept = _pct_of(row) + (f" / {_pct_of(best)}" if best else "")
                 out.append(f"| {_short(s)}{suffix} | {fmt(metric, dense.value) if dense else '–'} | "
                            f"{_value_ci(row)}{marks(row)} | {best_cell} | {kept} |")
