@@ -111,13 +111,17 @@ def run_monitored(cmd: list[str], *, env: dict, cwd: Path, log_path: Path, usage
                             text=True, errors="replace", start_new_session=True)
     log = _Log(proc.stdout, log_path, proc.pid, t0)
     last, max_rss, at_max, timed_out, over = usage(proc.pid), 0, [], False, False
+    by_kind: dict[str, int] = {}   # largest RSS sampled while a stage of each kind ran
     try:
         while proc.poll() is None:
             u = usage(proc.pid)
             if u["vmhwm"]:
                 last = u
+            running = log.running()
             if u["vmrss"] > max_rss:
-                max_rss, at_max = u["vmrss"], log.running()
+                max_rss, at_max = u["vmrss"], running
+            for k in {stage_kind(label) for label in running}:
+                by_kind[k] = max(by_kind.get(k, 0), u["vmrss"])
             min_free = min(min_free, shutil.disk_usage(disk_path).free)
             if time.perf_counter() - t0 > timeout_s:
                 timed_out = True
@@ -151,6 +155,7 @@ def run_monitored(cmd: list[str], *, env: dict, cwd: Path, log_path: Path, usage
             "peak_rss_source": ("VmHWM of the build process at exit" if exact else
                                 f"VmHWM of the build process, last of samples every {every_s:g}s"),
             "peak_rss_stages": at_max, "sampled_max_rss_gb": round(max_rss / 1e9, 3),
+            "rss_by_stage_gb": {k: round(v / 1e9, 3) for k, v in by_kind.items()},
             "rss_at_first_stage_gb": round(first["vmrss"] / 1e9, 3),
             "read_gb": round(reads / 1e9, 3), "read_before_stages_gb": round(first["read_bytes"] / 1e9, 3),
             "cpu_s": exact["cpu_s"] if exact else None,
