@@ -225,14 +225,34 @@ def render_doc(root: Path = RESULTS) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+def _build_of(folder: Path) -> dict:
+    f = folder / "build.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _readme_expert(experts: list[Path]) -> Path | None:
+    """The expert whose table the README shows: the demo's (`make demo`), else the first."""
+    from cusprun.pipeline.demo import demo_spec
+
+    demo = demo_spec(full=False, storage_root="unused")["name"]
+    return next((f for f in experts if f.name == demo), experts[0] if experts else None)
+
+
 def render_readme_block(root: Path = RESULTS) -> str:
     """The README's short version: each expert's compact table and one line per benchmark."""
     top, experts, _ = files(root)
-    out = []
-    for folder in experts:
-        out += [f"Expert `{folder.relative_to(root).as_posix()}`:", "",
-                expert_summary(folder / "report.json", "docs/results.md"), ""]
-    lines = []
+    out, lines = [], []
+    shown = _readme_expert(experts)
+    for folder in experts:   # the demo expert's table in full; the others one line each
+        name = folder.relative_to(root).as_posix()
+        build = _build_of(folder)
+        built = (f"built in {build['build_s']:.0f} s" if build.get("build_s") is not None else "")
+        if folder == shown:
+            out += [f"Expert `{name}`" + (f" ({built})" if built else "") + ":", "",
+                    expert_summary(folder / "report.json", "docs/results.md"), ""]
+        else:
+            lines.append(f"- Expert `{name}`" + (f", {built}" if built else "")
+                         + ": its tables are in docs/results.md")
     for path in top:
         data = json.loads(path.read_text())
         headline = data.get("headline") if isinstance(data, dict) else None
