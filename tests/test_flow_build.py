@@ -114,7 +114,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert "## Retention vs pruning ratio" in md and "| cusprun | 0.25 | ls |" in md
     # The compact summary the Prefect UI artifact shows: five columns, narrow lines.
     summary = store.read_json(report_dir + "/DONE.json")["summary_markdown"]
-    assert "| set | dense | cusprun@0.25 | best baseline |" in summary
+    assert "| set | dense | `cusprun@0.25` | best baseline |" in summary
     assert max(len(line) for line in summary.splitlines()) <= 120
     # Every loss set scores the spec's min_loss_tokens (QA answers: several times max_docs of them).
     rows = json.loads(store.read_bytes(report_dir + "/report.json"))["rows"]
