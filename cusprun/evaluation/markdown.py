@@ -177,20 +177,19 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
     base = baseline_methods()
     idx = {(r.model, r.metric, r.eval_set): r for r in report.rows}
     experts = [n for n, e in report.models.items() if e.method != "dense" and e.method not in base]
-    metrics = [("loss", ""), ("mc_accuracy", " (accuracy)")]
+    metrics = [("loss", ""), ("mc_accuracy", " (acc.)")]
     # short lines: this text is shown where wide content is cut (markdown joins them anyway)
-    out = ["Loss in nats/token (lower is better), accuracy for multiple-choice tasks,",
-           "as `value [95 % interval]`; retention: expert / best baseline (same ratio),",
-           f"relative to dense `{_short(report.dense or '–')}`. Marks {' '.join(MARKS.values())}: "
-           "beyond the interval",
-           "against dense (d) or the best baseline (b)"
-           + (f"; full tables in {full_tables}." if full_tables else ".")]
+    out = ["Loss in nats/token (lower is better); acc.: accuracy on multiple-choice tasks.",
+           "Expert as `value [95 % interval]`; kept: retention of the expert / of the best",
+           f"baseline at the same ratio, relative to dense `{_short(report.dense or '–')}`.",
+           f"Marks {' '.join(MARKS.values())}: beyond the interval against dense (d) or the best",
+           "baseline (b)" + (f"; full tables in {full_tables}." if full_tables else ".")]
     for name in experts:
         e = report.models[name]
         extra = _size_speed_line(idx, name)
         # names in code spans: renderers (the Prefect UI) turn a bare "name@0.25" into a mailto link
         out += ["", f"**`{_short(name)}`** ({e.method}, ratio {e.ratio:g})" + (f": {extra}" if extra else ""),
-                "", f"| set | dense | `{_short(name)}` | best baseline | retention (expert / baseline) |",
+                "", f"| set | dense | `{_short(name)}` | best baseline | kept |",
                 "|---|---:|---:|---:|---:|"]
         for metric, suffix in metrics:
             for s in sorted({r.eval_set for r in report.rows if r.metric == metric}):
@@ -199,7 +198,8 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
                     continue
                 dense = idx.get((report.dense, metric, s)) if report.dense else None
                 best = idx.get((row.best_baseline, metric, s)) if row.best_baseline else None
-                best_cell = f"`{_short(row.best_baseline, 16)}` {_value_ci(best)}" if best else "–"
+                # the baseline's value only: the ▲b/▼b marks on the expert carry the paired interval
+                best_cell = f"`{_short(row.best_baseline, 16)}` {fmt(metric, best.value)}" if best else "–"
                 kept = _pct_of(row) + (f" / {_pct_of(best)}" if best else "")
                 out.append(f"| {_short(s)}{suffix} | {fmt(metric, dense.value) if dense else '–'} | "
                            f"{_value_ci(row)}{marks(row)} | {best_cell} | {kept} |")
