@@ -45,8 +45,8 @@ def test_summary_numbers_are_the_reports():
         assert line[1] == f"{dense.value:.4f}"
         assert line[2].startswith(f"{row.value:.4f} [{row.ci_low:.3f}, {row.ci_high:.3f}]")
         assert "▲b" in line[2] and "▼d" in line[2]  # better than the baseline, worse than dense
-        assert line[3] == f"`wanda-sp@0.25` {best.value:.4f}"
-        assert line[4] == f"{100 * row.retention:.1f}% / {100 * best.retention:.1f}%"
+        assert line[3] == f"`wanda-sp` {best.value:.4f}"
+        assert line[4] == f"{100 * row.retention:.0f} / {100 * best.retention:.0f}%"
     params = report.get("cusprun@0.25", "params_total")
     assert f"({100 * params.retention:.1f}% of dense)" in md and "prefill 1.25x dense" in md
 

@@ -92,8 +92,8 @@ def test_expert_report_renders_the_compact_comparison(tmp_path):
     row = report.get("cusprun@0.25", "loss", "domain=health")
     best = report.get(row.best_baseline, "loss", "domain=health")
     line = next(ln for ln in doc.splitlines() if ln.startswith("| domain=health |"))
-    assert f"{100 * row.retention:.1f}% / {100 * best.retention:.1f}%" in line
-    assert f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" in line and row.best_baseline in line
+    assert f"{100 * row.retention:.0f} / {100 * best.retention:.0f}%" in line
+    assert f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" in line and f"`{report.models[row.best_baseline].method}`" in line
     # the README block carries the same table
     assert line in rr.render_readme_block(tmp_path)
 

@@ -154,6 +154,13 @@ def _pct_of(row: ReportRow | None) -> str:
     return "–" if row is None or row.retention is None else f"{100 * row.retention:.1f}%"
 
 
+def _kept(row: ReportRow, best: ReportRow | None) -> str:
+    """'82 / 59%': whole percents keep the UI table inside the page (report.md has decimals)."""
+    def pct(r):
+        return "–" if r is None or r.retention is None else f"{100 * r.retention:.0f}"
+    return pct(row) + (f" / {pct(best)}" if best else "") + ("%" if row.retention is not None else "")
+
+
 def _size_speed_line(idx: dict, name: str) -> str:
     parts = []
     p = idx.get((name, "params_total", ""))
@@ -181,7 +188,7 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
     # short lines: this text is shown where wide content is cut (markdown joins them anyway)
     out = ["Loss in nats/token (lower is better); acc.: accuracy on multiple-choice tasks.",
            "Expert as `value [95 % interval]`; kept: retention of the expert / of the best",
-           f"baseline at the same ratio, relative to dense `{_short(report.dense or '–')}`.",
+           f"baseline at the same ratio (by method), relative to dense `{_short(report.dense or '–')}`.",
            f"Marks {' '.join(MARKS.values())}: beyond the interval against dense (d) or the best",
            "baseline (b)" + (f"; full tables in {full_tables}." if full_tables else ".")]
     for name in experts:
@@ -199,8 +206,10 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
                 dense = idx.get((report.dense, metric, s)) if report.dense else None
                 best = idx.get((row.best_baseline, metric, s)) if row.best_baseline else None
                 # the baseline's value only: the ▲b/▼b marks on the expert carry the paired interval
-                best_cell = f"`{_short(row.best_baseline, 16)}` {fmt(metric, best.value)}" if best else "–"
-                kept = _pct_of(row) + (f" / {_pct_of(best)}" if best else "")
+                # the method's name only: the best baseline is at the expert's ratio by definition
+                best_name = report.models[row.best_baseline].method if best else ""
+                best_cell = f"`{_short(best_name, 16)}` {fmt(metric, best.value)}" if best else "–"
+                kept = _kept(row, best)
                 out.append(f"| {_short(s)}{suffix} | {fmt(metric, dense.value) if dense else '–'} | "
                            f"{_value_ci(row)}{marks(row)} | {best_cell} | {kept} |")
     if not experts:
