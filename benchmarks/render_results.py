@@ -234,7 +234,7 @@ def _readme_expert(experts: list[Path]) -> Path | None:
     """The expert whose table the README shows: the demo's (`make demo`), else the first."""
     from cusprun.pipeline.demo import demo_spec
 
-    demo = demo_spec(full=False, storage_root="unused")["name"]
+    demo = demo_spec()["name"]
     return next((f for f in experts if f.name == demo), experts[0] if experts else None)
 
 

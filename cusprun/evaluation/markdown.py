@@ -205,8 +205,8 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
                     continue
                 dense = idx.get((report.dense, metric, s)) if report.dense else None
                 best = idx.get((row.best_baseline, metric, s)) if row.best_baseline else None
-                # the baseline's value only: the ▲b/▼b marks on the expert carry the paired interval
-                # the method's name only: the best baseline is at the expert's ratio by definition
+                # the baseline by method (it is at the expert's ratio by definition) and value
+                # only (the expert's ▲b/▼b marks carry the paired interval): the table fits the UI
                 best_name = report.models[row.best_baseline].method if best else ""
                 best_cell = f"`{_short(best_name, 16)}` {fmt(metric, best.value)}" if best else "–"
                 kept = _kept(row, best)
