@@ -41,6 +41,7 @@ class FaultyEndpoint:
         self.fail_next = 0
         self.fail_status, self.fail_code = 503, "SlowDown"
         self.delay_s = 0.0
+        self.slow_next: int | None = None   # set: only this many more requests wait delay_s
         self.requests = 0
         self.failed = 0
         self._lock = threading.Lock()
@@ -68,6 +69,18 @@ class FaultyEndpoint:
                 self.failed += 1
                 return True
             return False
+
+    def _take_delay(self) -> float:
+        """Seconds this request waits: delay_s, for the next `slow_next` requests only when
+        that is set (a slow spell that ends after a known number of requests, not at a time
+        that a loaded machine could reach before or after the client's retries)."""
+        with self._lock:
+            if self.slow_next is None:
+                return self.delay_s
+            if self.slow_next > 0:
+                self.slow_next -= 1
+                return self.delay_s
+            return 0.0
 
     def _handler(self):
         endpoint = self
@@ -97,8 +110,9 @@ class FaultyEndpoint:
                                f"<RequestId>{uuid.uuid4().hex}</RequestId></Error>").encode()
                         self._reply(endpoint.fail_status, [("Content-Type", "application/xml")], xml)
                         return
-                    if endpoint.delay_s:
-                        time.sleep(endpoint.delay_s)
+                    delay = endpoint._take_delay()
+                    if delay:
+                        time.sleep(delay)
                     conn = http.client.HTTPConnection(*endpoint.upstream, timeout=60)
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                     conn.request(self.command, self.path, body=body or None, headers=headers)
