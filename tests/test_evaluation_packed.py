@@ -75,3 +75,31 @@ def test_block_mask_lets_options_see_the_question_and_themselves_only():
     assert m[5].tolist() == [True, True, False, False, False, True, False]  # option 2 only sees Q
     assert m[1].tolist() == [True, True, False, False, False, False, False]  # question is causal
     assert m[6].tolist() == [False] * 6 + [True]                            # padding: itself
+
+
+def test_options_share_the_question_position_in_the_head(monkeypatch):
+    """Every option's first token is predicted from the question's last position: the head (and
+    its log-sum-exp over the vocabulary) runs on that position once per item, not once per
+    option, and the scores stay those of each option alone."""
+    import cusprun.engine.logprobs as lp_mod
+
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    model.eval()
+    tok = tiny_tokenizer()
+    enc = [encode_item(tok, it) for it in ITEMS]
+    packed = [pack(e) for e in enc]
+    rows_seen = []
+    real = lp_mod.token_logprobs
+
+    def counting(lm, hidden, targets, **kw):
+        rows_seen.append(sum(h.shape[0] for h in hidden.values()))
+        return real(lm, hidden, targets, **kw)
+
+    monkeypatch.setattr(lp_mod, "token_logprobs", counting)
+    got = score_packed(model, packed, batch_size=2, pad_id=tok.pad_token_id, progress=False)
+    scored = sum(len(o) for p in packed for o in p.options)
+    shared = sum(len(p.options) - 1 for p in packed)     # repeated question positions
+    assert rows_seen == [scored - shared]
+    for it, e, g in zip(packed, enc, got):
+        want = [_alone(model, x.ids, x.n_scored) for x in e]
+        assert g == pytest.approx(want, abs=1e-4)

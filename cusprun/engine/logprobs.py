@@ -27,9 +27,12 @@ def chunk_rows(n_positions: int, vocab: int, budget: int = LOGITS_BUDGET) -> int
 @torch.no_grad()
 def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
                    targets: Mapping[str, torch.Tensor], *, precision: str = "float32",
-                   budget: int = LOGITS_BUDGET) -> dict[str, torch.Tensor]:
-    """name -> log p(targets[name][k] | hidden[name][k]) (float32, on CPU) for final-normed
-    hidden states [N, hidden] of one or more variants."""
+                   budget: int = LOGITS_BUDGET,
+                   rows: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """name -> log p(targets[name][k] | hidden[name][rows[name][k]]) (float32, on CPU) for
+    final-normed hidden states [N, hidden] of one or more variants. `rows` (default: k itself)
+    lets several targets share one hidden state: its row of the head and its log-sum-exp are
+    computed once."""
     names = [n for n in hidden if hidden[n].shape[0]]
     out = {n: torch.zeros(0) for n in hidden if n not in names}
     if not names:
@@ -38,8 +41,10 @@ def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
     total = sum(hidden[n].shape[0] for n in names)
     step = chunk_rows(total, vocab, budget)
     lse = {n: torch.full((hidden[n].shape[0],), -torch.inf, device=lm.device) for n in names}
-    picked = {n: torch.zeros(hidden[n].shape[0], device=lm.device) for n in names}
     tg = {n: targets[n].to(lm.device) for n in names}
+    at = {n: (rows[n] if rows is not None else torch.arange(len(targets[n]))).to(lm.device)
+          for n in names}
+    picked = {n: torch.zeros(len(tg[n]), device=lm.device) for n in names}
     for start in range(0, vocab, step):
         stop = min(vocab, start + step)
         with lm.head(start, stop) as head, compute_precision(lm.device, precision):
@@ -51,10 +56,10 @@ def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
                 lse[n] = torch.logaddexp(lse[n], torch.logsumexp(logits, dim=-1))
                 inside = (tg[n] >= start) & (tg[n] < stop)
                 if inside.any():
-                    rows = inside.nonzero().flatten()
-                    picked[n][rows] = logits[rows, tg[n][rows] - start]
+                    k = inside.nonzero().flatten()
+                    picked[n][k] = logits[at[n][k], tg[n][k] - start]
                 del logits
-    out.update({n: (picked[n] - lse[n]).cpu() for n in names})
+    out.update({n: (picked[n] - lse[n][at[n]]).cpu() for n in names})
     return out
 
 
@@ -71,16 +76,28 @@ def pick_logprobs(lm: LayeredModel, batches: Sequence[Batch], picks: Sequence[Pi
                   variants: Sequence[Variant] = (Variant(),), *, precision: str = "float32",
                   desc: str = "scoring", progress: bool = True) -> dict[str, torch.Tensor]:
     """variant -> log-prob of every pick, batch after batch in order (float32, CPU): one pass,
-    then the final norm and the head on the picked positions only."""
+    then the final norm and the head on the picked positions only, each position once (the
+    options of a packed multiple-choice item all start after the same question token)."""
     hidden: dict[str, list[torch.Tensor]] = {v.name: [] for v in variants}
+    where, offset = [], 0         # per batch: the picks' rows among its unique positions
+    for p in picks:
+        flat = p.rows.long() * (int(p.cols.max()) + 1 if len(p.cols) else 1) + p.cols.long()
+        uniq, inverse = torch.unique(flat, return_inverse=True)
+        first = torch.full((len(uniq),), len(flat), dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(len(flat)), reduce="amin")
+        where.append((first, inverse + offset))
+        offset += len(uniq)
 
     def on_final(name: str, i: int, _b: Batch, h: torch.Tensor) -> None:
-        p = picks[i]
-        hidden[name].append(lm.norm(h[p.rows.to(h.device), p.cols.to(h.device)]))
+        p, first = picks[i], where[i][0]
+        r, c = p.rows[first].to(h.device), p.cols[first].to(h.device)
+        hidden[name].append(lm.norm(h[r, c]))
 
     run_pass(lm, batches, variants, precision=precision, on_final=on_final, desc=desc,
              progress=progress)
     targets = torch.cat([p.targets for p in picks]) if picks else torch.zeros(0, dtype=torch.long)
+    rows = torch.cat([w[1] for w in where]) if where else torch.zeros(0, dtype=torch.long)
     width = lm.dims.hidden
     joined = {n: torch.cat(hs) if hs else torch.zeros((0, width)) for n, hs in hidden.items()}
-    return token_logprobs(lm, joined, {n: targets for n in joined}, precision=precision)
+    return token_logprobs(lm, joined, {n: targets for n in joined}, precision=precision,
+                          rows={n: rows for n in joined})
