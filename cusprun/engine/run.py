@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from cusprun.engine.batches import Batch, HiddenStore
 from cusprun.engine.model import LayeredModel
+from cusprun.system import release_free_memory
 from cusprun.models.precision import compute_precision
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def run_pass(lm: LayeredModel, batches: Sequence[Batch], variants: Sequence[Vari
             with lm.layer(li) as layer:
                 for v in variants:
                     _run_variant(li, layer, v, batches, stores[v.name], lm.device, precision)
+            release_free_memory()      # the layer's temporaries, before the next layer loads
             if on_layer is not None:
                 on_layer(li + 1, lm.dims.n_layers)
         bar.close()

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cusprun.paths import cache_root
+from cusprun.system import release_free_memory
 from cusprun.pipeline.artifacts import DONE, commit, invalidate, is_done, local_copy  # noqa: F401
 from cusprun.storage import ArtifactStore
 
@@ -62,4 +63,5 @@ def timed(what: str):
     t0 = time.perf_counter()
     log.info("%s: started", what)
     yield
+    release_free_memory()   # what the stage freed goes back to the OS, not to the next stage
     log.info("%s: done in %.1fs", what, time.perf_counter() - t0)

@@ -15,6 +15,7 @@ from cusprun.compensation.config import CompensationConfig, check_bias_support
 from cusprun.compensation.layer import compensate_role, head_channels
 from cusprun.compensation.gram_set import GramSet
 from cusprun.errors import SpecError
+from cusprun.system import release_free_memory
 from cusprun.masks.plan import PruningPlan
 from cusprun.models.st_io import OutTensor, TensorInfo, read_tensor
 
@@ -54,6 +55,8 @@ class _Solver:
         key = (li, role)
         if self._key != key:
             if self._layer is None or self._layer[0] != li:
+                self._layer = self._value = None
+                release_free_memory()   # the previous layer's solve
                 self._layer = (li, self.comp.grams.layer(li) if self.comp.config.enabled else None)
             g = self._layer[1]
             w = read_tensor(self.tensors[f"{prefix}.weight"])
