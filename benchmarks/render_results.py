@@ -137,6 +137,11 @@ def scale_section(name: str, data: dict) -> list[str]:
     out += table(["layers", *SCALE_STAGES],
                  [[r["layers"], *[cell((r.get("stage_s") or {}).get(s)) for s in SCALE_STAGES]]
                   for r in runs]) + [""]
+    if any(r.get("rss_by_stage_gb") for r in runs):
+        out += ["Largest RSS sampled (GB, every second) while a stage of each kind ran:", ""]
+        out += table(["layers", *SCALE_STAGES],
+                     [[r["layers"], *[cell((r.get("rss_by_stage_gb") or {}).get(s)) for s in SCALE_STAGES]]
+                      for r in runs]) + [""]
     if (headline := scale_headline(data)):
         out += [headline + ".", ""]
     checks = [(r["layers"], r.get("verify") or {}) for r in runs]
