@@ -1,4 +1,5 @@
-"""Facts about this machine that decide how work is laid out: free memory and CPU cores."""
+"""Facts about this machine that decide how work is laid out (free memory, CPU cores), and
+handing memory the process freed back to it."""
 from __future__ import annotations
 
 import ctypes
