@@ -19,7 +19,9 @@ for b in blocks:
 keep = blocks[9::10]                                  # live blocks pin the heap's top
 del blocks
 before = anon()
-release_free_memory()
+assert not release_free_memory(min_free=1 << 40)     # under the threshold: left alone
+assert anon() > before - (50 << 20)
+assert release_free_memory()
 print(before, anon())
 """
 
