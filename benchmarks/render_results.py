@@ -146,17 +146,12 @@ def scale_section(name: str, data: dict) -> list[str]:
         out += [headline + ".", ""]
     checks = [(r["layers"], r.get("verify") or {}) for r in runs]
     for n, v in checks:
-        if v.get("fp64") and v.get("bf16"):      # float64 check; bf16 against the engine's bf16
+        if v.get("fp64") and v.get("bf16"):
             out.append(f"{n} layers: expert vs the streamed masked + compensated reference: float64 "
                        f"max logit difference {cell(v['fp64']['max_abs_diff'])} (tolerance "
                        f"{cell(v['fp64']['tolerance'])}); stock bfloat16 expert vs the float64 "
                        f"reference {cell(v['bf16']['max_abs_diff'])} (tolerance: 2x the reference's "
                        f"own bfloat16 difference, {cell(v['bf16']['tolerance'])}).")
-        elif v.get("fp32") and v.get("bf16"):    # results written before the float64 check
-            out.append(f"{n} layers: logits of the stock-loaded expert vs the streamed reference: "
-                       f"float32 max difference {cell(v['fp32']['max_abs_diff'])} (tolerance "
-                       f"{cell(v['fp32']['tolerance'])}), bfloat16 {cell(v['bf16']['max_abs_diff'])} "
-                       f"(tolerance {cell(v['bf16']['tolerance'])}).")
     return out + [""]
 
 

@@ -79,24 +79,21 @@ def pick_logprobs(lm: LayeredModel, batches: Sequence[Batch], picks: Sequence[Pi
     then the final norm and the head on the picked positions only, each position once (the
     options of a packed multiple-choice item all start after the same question token)."""
     hidden: dict[str, list[torch.Tensor]] = {v.name: [] for v in variants}
-    where, offset = [], 0         # per batch: the picks' rows among its unique positions
+    where, offset = [], 0         # per batch: its unique positions, the picks' rows among them
     for p in picks:
-        flat = p.rows.long() * (int(p.cols.max()) + 1 if len(p.cols) else 1) + p.cols.long()
-        uniq, inverse = torch.unique(flat, return_inverse=True)
-        first = torch.full((len(uniq),), len(flat), dtype=torch.long)
-        first.scatter_reduce_(0, inverse, torch.arange(len(flat)), reduce="amin")
-        where.append((first, inverse + offset))
+        width = int(p.cols.max()) + 1 if len(p.cols) else 1
+        uniq, inverse = torch.unique(p.rows.long() * width + p.cols.long(), return_inverse=True)
+        where.append((uniq // width, uniq % width, inverse + offset))
         offset += len(uniq)
 
     def on_final(name: str, i: int, _b: Batch, h: torch.Tensor) -> None:
-        p, first = picks[i], where[i][0]
-        r, c = p.rows[first].to(h.device), p.cols[first].to(h.device)
-        hidden[name].append(lm.norm(h[r, c]))
+        r, c, _ = where[i]
+        hidden[name].append(lm.norm(h[r.to(h.device), c.to(h.device)]))
 
     run_pass(lm, batches, variants, precision=precision, on_final=on_final, desc=desc,
              progress=progress)
     targets = torch.cat([p.targets for p in picks]) if picks else torch.zeros(0, dtype=torch.long)
-    rows = torch.cat([w[1] for w in where]) if where else torch.zeros(0, dtype=torch.long)
+    rows = torch.cat([w[2] for w in where]) if where else torch.zeros(0, dtype=torch.long)
     width = lm.dims.hidden
     joined = {n: torch.cat(hs) if hs else torch.zeros((0, width)) for n, hs in hidden.items()}
     return token_logprobs(lm, joined, {n: targets for n in joined}, precision=precision,
