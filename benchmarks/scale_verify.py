@@ -12,12 +12,13 @@ Two checks, both on the same few tokens:
   here), a stock transformers class (not cusprun's per-layer type), the parameter count
   cusprun.json states, finite logits;
 - reference: `reference_logits` (the dense model pruned and compensated layer by layer as it
-  streams from disk, so any size works). Both models should hold the same bfloat16 weights (the
-  slicer and the engine round the same float solve to bfloat16), so they are compared twice:
-  in float64 (the expert's checkpoint streamed in float64, the reference's edited layers
-  upcast), where same weights would differ only by summation order (the expert lacks the pruned
-  heads, the reference zeroes them), far below FP64_RTOL of the largest logit, while differing
-  weights would not be (the 8B-width runs differ by about 1e-4 of it: see docs/results.md); and the stock-loaded expert in bfloat16 as shipped, against the
+  streams from disk, so any size works). The slicer and the engine round the same float solve
+  to bfloat16 (the Grams are summed in one order whoever reads them: GramSet), so both models
+  hold the same weights bit for bit (tests/test_compensation.py). They are compared twice: in
+  float64 (the expert's checkpoint streamed in float64, the reference's edited layers upcast),
+  where they differ only by summation order (the expert lacks the pruned heads, the reference
+  zeroes them), far below FP64_RTOL of the largest logit; a weight one bfloat16 step off would
+  show well above it; and the stock-loaded expert in bfloat16 as shipped, against the
   float64 reference: its error must be at most BF16_FACTOR times the error of the reference
   computed in bfloat16 from the same weights (bfloat16 rounding adds up layer after layer, so a
   fixed tolerance would not fit every depth; the engine's own bfloat16 error is the yardstick).

@@ -392,3 +392,67 @@ def test_the_refit_from_stored_inputs_equals_the_refit_from_their_gram(ridge):
     # The reconstruction really improved over dropping the columns.
     err = lambda wk: float((x @ w.t() - x[:, keep] @ wk.t().float()).pow(2).sum())  # noqa: E731
     assert err(low) < 0.7 * err(w[:, keep].double())
+
+
+@pytest.mark.parametrize("mode", ["ls", "ls+bias"])
+def test_the_sliced_bf16_expert_holds_the_streamed_references_weights_bit_for_bit(mode, tmp_path):
+    """Slicing and the streamed plan_edit reference (benchmarks/scale_verify.py) round the same
+    float solve to bf16, so their weights are equal bit for bit even when the corpora's Grams
+    are listed in another order: a solve from concatenated inputs depends on their order, and
+    the 8B-width scale check once differed by a bf16 ulp in a few weights because of it."""
+    from safetensors import safe_open
+
+    from cusprun.engine import LayeredModel, plan_edit
+    from cusprun.models.loading import load_model
+
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tiny_tokenizer().save_pretrained(tmp_path / "bf16")
+    base, tok = load_model(tmp_path / "bf16", device="cpu", dtype=torch.bfloat16)
+    for name, texts, h in (("a", TEXTS[:2], "f" * 8), ("b", TEXTS[2:4], "0" * 8)):
+        s = collect_grams(base, tok, texts, tmp_path / name, max_tokens=8, progress=False,
+                          extra={"corpus_hash": h})
+        assert set(s["stored"].values()) == {"inputs"}     # the order-sensitive path
+    plan = random_plan(base.config, fingerprint=FP, ffn=50, groups=1, heads_per_group=2,
+                       layout="uniform", seed=2)
+    config = CompensationConfig(mode=mode, ridge=0.1)
+    out = slice_checkpoint(tmp_path / "bf16", plan, tmp_path / "expert", model_fingerprint=FP,
+                           compensation=Compensation(config, GramSet([tmp_path / "a", tmp_path / "b"])),
+                           progress=False)
+    lm = LayeredModel.streamed(tmp_path / "bf16", device="cpu", dtype=torch.bfloat16)
+    edit = plan_edit(lm.adapter, lm.dims, plan, config=config,
+                     grams=GramSet([tmp_path / "b", tmp_path / "a"]))
+    compared = 0
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        for li, keep in enumerate(plan.layers):
+            cols = torch.tensor([h * lm.dims.head_dim + j for h in keep.heads
+                                 for j in range(lm.dims.head_dim)])
+            with lm.layer(li) as layer, edit(li, layer):
+                ad = lm.adapter
+                pairs = [(ad.down_proj(layer).weight, "mlp.down_proj.weight"),
+                         (ad.o_proj(layer).weight[:, cols], "self_attn.o_proj.weight")]
+                if mode == "ls+bias":
+                    pairs += [(ad.down_proj(layer).bias, "mlp.down_proj.bias"),
+                              (ad.o_proj(layer).bias, "self_attn.o_proj.bias")]
+                for ref, name in pairs:
+                    got = f.get_tensor(f"model.layers.{li}.{name}")
+                    assert got.dtype == ref.dtype == torch.bfloat16
+                    assert torch.equal(got, ref), (li, name)
+                    compared += 1
+    assert compared == len(plan.layers) * (4 if mode == "ls+bias" else 2)
+
+
+def test_a_gram_set_sums_in_one_order_whatever_order_it_is_given(tmp_path):
+    model, tok = make_tiny_model("LlamaForCausalLM")
+    for name, texts, h in (("a", TEXTS[:3], "f" * 8), ("b", TEXTS[3:], "0" * 8)):
+        collect_grams(model, tiny_tokenizer(), texts, tmp_path / name, max_tokens=8,
+                      progress=False, extra={"corpus_hash": h})
+    ab = GramSet([tmp_path / "a", tmp_path / "b"], weights=[1.0, 3.0])
+    ba = GramSet([tmp_path / "b", tmp_path / "a"], weights=[3.0, 1.0])
+    assert ab.dirs == ba.dirs == [tmp_path / "b", tmp_path / "a"]     # by corpus hash
+    assert ab.weights == ba.weights == [3.0, 1.0]                      # weights travel along
+    for li in range(ab.n_layers):
+        x, y = ab.layer(li), ba.layer(li)
+        assert x.n_tokens == y.n_tokens
+        for r in ("down", "o"):
+            assert torch.equal(x.gram[r], y.gram[r]) and torch.equal(x.total[r], y.total[r])

@@ -125,14 +125,21 @@ class GramSet:
         if weights is not None and (len(weights) != len(dirs) or any(w <= 0 for w in weights)):
             raise SpecError(f"Gram weights {list(weights)} must be one positive number per "
                             f"directory ({len(dirs)}).")
-        self.weights = [1.0] * len(dirs) if weights is None else [float(w) for w in weights]
-        self.dirs = [Path(p) for p in dirs]
-        self.summaries = []
-        for p in self.dirs:
-            f = p / SUMMARY_FILE
+        weights = [1.0] * len(dirs) if weights is None else [float(w) for w in weights]
+        found = []
+        for p, w in zip(dirs, weights):
+            f = Path(p) / SUMMARY_FILE
             if not f.is_file():
                 raise CorpusError(f"{p} holds no {SUMMARY_FILE}; it was not written by collect_grams.")
-            self.summaries.append(json.loads(f.read_text()))
+            found.append((json.loads(f.read_text()), Path(p), w))
+        # One order whatever order the caller lists them in: float sums and a solve from the
+        # concatenated inputs depend on it, and a reference rebuilt later (benchmarks/
+        # scale_verify.py) must round to the very bits the slicer wrote.
+        found.sort(key=lambda t: (str(t[0].get("corpus_hash", "")),
+                                  str(t[0].get("model_fingerprint", "")), str(t[1])))
+        self.summaries = [s for s, _, _ in found]
+        self.dirs = [p for _, p, _ in found]
+        self.weights = [w for _, _, w in found]
         layers = {s["n_layers"] for s in self.summaries}
         if len(layers) != 1:
             raise SpecError(f"Gram sets disagree on the number of layers: {sorted(layers)}")
