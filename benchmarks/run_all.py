@@ -1,7 +1,7 @@
 """Run the quick benchmarks in one go: each prints its tables and writes them, with the commit,
 date and machine, to benchmarks/results/<name>.json; `make results` then renders docs/results.md.
 The quality benchmarks (quality_*.py, bench_quality_overhead.py, bench_sweep_precision.py,
-bench_mc.py, base_model_loss.py) take from minutes to hours on a CPU: run them one by one."""
+bench_mc.py, bench_lm_head.py, base_model_loss.py) take from minutes to hours on a CPU: run them one by one."""
 from __future__ import annotations
 
 import subprocess

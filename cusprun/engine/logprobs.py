@@ -17,30 +17,44 @@ from cusprun.engine.model import LayeredModel
 from cusprun.engine.run import Variant, run_pass
 from cusprun.models.precision import compute_precision
 
-LOGITS_BUDGET = 256 << 20   # bytes of float32 logits per chunk
+LOGITS_BUDGET = 256 << 20   # bytes of float32 logits per tile on an accelerator
+CPU_LOGITS_BUDGET = 2 << 20
+"""On a CPU a tile whose logits stay in cache is about 1.3-2x faster than a big one: the matmul
+writes them, then max, exp and sum read them again (benchmarks/bench_lm_head.py)."""
+POSITION_BLOCK = 512        # positions per tile on a CPU
 
 
-def chunk_rows(n_positions: int, vocab: int, budget: int = LOGITS_BUDGET) -> int:
-    return max(1, min(vocab, budget // max(4 * n_positions, 1)))
+def default_budget(device: torch.device | str) -> int:
+    return LOGITS_BUDGET if torch.device(device).type != "cpu" else CPU_LOGITS_BUDGET
+
+
+def head_tiles(n_positions: int, vocab: int, budget: int, device: torch.device | str = "cpu"
+               ) -> tuple[int, int]:
+    """(vocabulary rows per chunk, positions per block) so one tile of logits is about `budget`
+    bytes. A chunk of the head is read once and serves every position block."""
+    block = n_positions if torch.device(device).type != "cpu" else min(n_positions, POSITION_BLOCK)
+    block = max(block, 1)
+    return max(1, min(vocab, budget // (4 * block))), block
 
 
 @torch.no_grad()
 def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
                    targets: Mapping[str, torch.Tensor], *, precision: str = "float32",
-                   budget: int = LOGITS_BUDGET,
+                   budget: int | None = None,
                    rows: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """name -> log p(targets[name][k] | hidden[name][rows[name][k]]) (float32, on CPU) for
     final-normed hidden states [N, hidden] of one or more variants. `rows` (default: k itself)
     lets several targets share one hidden state: its row of the head and its log-sum-exp are
-    computed once."""
+    computed once. `budget`: bytes of float32 logits per tile (default: by device)."""
     names = [n for n in hidden if hidden[n].shape[0]]
     out = {n: torch.zeros(0) for n in hidden if n not in names}
     if not names:
         return out
     vocab = lm.config.vocab_size
-    total = sum(hidden[n].shape[0] for n in names)
-    step = chunk_rows(total, vocab, budget)
-    lse = {n: torch.full((hidden[n].shape[0],), -torch.inf, device=lm.device) for n in names}
+    budget = default_budget(lm.device) if budget is None else budget
+    step, block = head_tiles(max(hidden[n].shape[0] for n in names), vocab, budget, lm.device)
+    hs = {n: hidden[n].to(lm.device) for n in names}
+    lse = {n: torch.full((hs[n].shape[0],), -torch.inf, device=lm.device) for n in names}
     tg = {n: targets[n].to(lm.device) for n in names}
     at = {n: (rows[n] if rows is not None else torch.arange(len(targets[n]))).to(lm.device)
           for n in names}
@@ -49,16 +63,19 @@ def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
         stop = min(vocab, start + step)
         with lm.head(start, stop) as head, compute_precision(lm.device, precision):
             for n in names:
-                logits = F.linear(hidden[n].to(lm.device), head.weight, head.bias)
-                if head.softcap:
-                    logits = torch.tanh(logits / head.softcap) * head.softcap
-                logits = logits.float()
-                lse[n] = torch.logaddexp(lse[n], torch.logsumexp(logits, dim=-1))
-                inside = (tg[n] >= start) & (tg[n] < stop)
-                if inside.any():
-                    k = inside.nonzero().flatten()
-                    picked[n][k] = logits[at[n][k], tg[n][k] - start]
-                del logits
+                inside = ((tg[n] >= start) & (tg[n] < stop)).nonzero().flatten()
+                for p in range(0, hs[n].shape[0], block):
+                    logits = F.linear(hs[n][p:p + block], head.weight, head.bias)
+                    if head.softcap:
+                        logits = torch.tanh(logits / head.softcap) * head.softcap
+                    logits = logits.float()
+                    lse[n][p:p + block] = torch.logaddexp(lse[n][p:p + block],
+                                                          torch.logsumexp(logits, dim=-1))
+                    r = at[n][inside]
+                    k = inside[(r >= p) & (r < p + block)]
+                    if len(k):
+                        picked[n][k] = logits[at[n][k] - p, tg[n][k] - start]
+                    del logits
     out.update({n: (picked[n] - lse[n][at[n]]).cpu() for n in names})
     return out
 

@@ -1,0 +1,47 @@
+"""The chunked, tiled LM head: log-probs equal a full log-softmax over the vocabulary, whatever
+the tile shape, for several variants at once, with shared rows and a final-logit soft cap."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cusprun.engine.logprobs as lp_mod
+from cusprun.engine import LayeredModel, token_logprobs
+from tests.support import make_tiny_model
+
+
+def _reference(model, h: torch.Tensor, targets: torch.Tensor, cap: float | None) -> torch.Tensor:
+    logits = model.get_output_embeddings()(h).double()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.log_softmax(logits, -1)[torch.arange(len(targets)), targets]
+
+
+@pytest.mark.parametrize("budget,block", [(None, 512), (4 * 7 * 5, 5), (1 << 30, 3)])
+@pytest.mark.parametrize("cap", [None, 7.0])
+def test_tiled_head_equals_a_full_log_softmax(budget, block, cap, monkeypatch):
+    monkeypatch.setattr(lp_mod, "POSITION_BLOCK", block)
+    model, _ = make_tiny_model("LlamaForCausalLM", final_logit_softcapping=cap)
+    lm = LayeredModel.resident(model)
+    g = torch.Generator().manual_seed(0)
+    vocab, width = model.config.vocab_size, model.config.hidden_size
+    hidden = {"a": torch.randn(23, width, generator=g), "b": torch.randn(9, width, generator=g),
+              "empty": torch.zeros(0, width)}
+    # "a": 40 targets on its 23 rows (rows shared); "b": one target per row
+    rows = {"a": torch.randint(0, 23, (40,), generator=g), "b": torch.arange(9),
+            "empty": torch.zeros(0, dtype=torch.long)}
+    targets = {n: torch.randint(0, vocab, (len(r),), generator=g) for n, r in rows.items()}
+    got = token_logprobs(lm, hidden, targets, budget=budget, rows=rows)
+    assert got["empty"].numel() == 0
+    for n in ("a", "b"):
+        want = _reference(model, hidden[n][rows[n]], targets[n], cap)
+        assert torch.allclose(got[n].double(), want, atol=1e-5), n
+
+
+def test_tiles_fit_the_budget_on_cpu_and_stay_whole_on_an_accelerator():
+    rows, block = lp_mod.head_tiles(4096, 262144, lp_mod.default_budget("cpu"), "cpu")
+    assert block == lp_mod.POSITION_BLOCK and rows * block * 4 <= lp_mod.CPU_LOGITS_BUDGET
+    rows, block = lp_mod.head_tiles(4096, 262144, lp_mod.default_budget("cuda"), "cuda")
+    assert block == 4096 and rows * block * 4 <= lp_mod.LOGITS_BUDGET
+    assert lp_mod.head_tiles(3, 100, 1 << 30, "cpu") == (100, 3)     # never past the vocabulary
