@@ -45,3 +45,4 @@ def test_tiles_fit_the_budget_on_cpu_and_stay_whole_on_an_accelerator():
     rows, block = lp_mod.head_tiles(4096, 262144, lp_mod.default_budget("cuda"), "cuda")
     assert block == 4096 and rows * block * 4 <= lp_mod.LOGITS_BUDGET
     assert lp_mod.head_tiles(3, 100, 1 << 30, "cpu") == (100, 3)     # never past the vocabulary
+    assert lp_mod.head_tiles(4096, 262144, 2 << 20, "cpu", block=4096) == (128, 4096)

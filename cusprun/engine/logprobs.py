@@ -28,31 +28,36 @@ def default_budget(device: torch.device | str) -> int:
     return LOGITS_BUDGET if torch.device(device).type != "cpu" else CPU_LOGITS_BUDGET
 
 
-def head_tiles(n_positions: int, vocab: int, budget: int, device: torch.device | str = "cpu"
-               ) -> tuple[int, int]:
+def head_tiles(n_positions: int, vocab: int, budget: int, device: torch.device | str = "cpu",
+               block: int | None = None) -> tuple[int, int]:
     """(vocabulary rows per chunk, positions per block) so one tile of logits is about `budget`
-    bytes. A chunk of the head is read once and serves every position block."""
-    block = n_positions if torch.device(device).type != "cpu" else min(n_positions, POSITION_BLOCK)
-    block = max(block, 1)
+    bytes. A chunk of the head is read once and serves every position block. `block`: positions
+    per tile (default: POSITION_BLOCK on a CPU, all of them elsewhere)."""
+    if block is None:
+        on_cpu = torch.device(device).type == "cpu"
+        block = min(n_positions, POSITION_BLOCK) if on_cpu else n_positions
+    block = max(min(block, n_positions), 1)
     return max(1, min(vocab, budget // (4 * block))), block
 
 
 @torch.no_grad()
 def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
                    targets: Mapping[str, torch.Tensor], *, precision: str = "float32",
-                   budget: int | None = None,
+                   budget: int | None = None, block: int | None = None,
                    rows: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """name -> log p(targets[name][k] | hidden[name][rows[name][k]]) (float32, on CPU) for
     final-normed hidden states [N, hidden] of one or more variants. `rows` (default: k itself)
     lets several targets share one hidden state: its row of the head and its log-sum-exp are
-    computed once. `budget`: bytes of float32 logits per tile (default: by device)."""
+    computed once. `budget`: bytes of float32 logits per tile (default: by device); `block`:
+    positions per tile (head_tiles)."""
     names = [n for n in hidden if hidden[n].shape[0]]
     out = {n: torch.zeros(0) for n in hidden if n not in names}
     if not names:
         return out
     vocab = lm.config.vocab_size
     budget = default_budget(lm.device) if budget is None else budget
-    step, block = head_tiles(max(hidden[n].shape[0] for n in names), vocab, budget, lm.device)
+    step, block = head_tiles(max(hidden[n].shape[0] for n in names), vocab, budget, lm.device,
+                             block)
     hs = {n: hidden[n].to(lm.device) for n in names}
     lse = {n: torch.full((hs[n].shape[0],), -torch.inf, device=lm.device) for n in names}
     tg = {n: targets[n].to(lm.device) for n in names}
