@@ -402,6 +402,7 @@ def test_the_sliced_bf16_expert_holds_the_streamed_references_weights_bit_for_bi
     the 8B-width scale check once differed by a bf16 ulp in a few weights because of it."""
     from safetensors import safe_open
 
+    from cusprun.compensation.layer import head_channels
     from cusprun.engine import LayeredModel, plan_edit
     from cusprun.models.loading import load_model
 
@@ -425,8 +426,7 @@ def test_the_sliced_bf16_expert_holds_the_streamed_references_weights_bit_for_bi
     compared = 0
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         for li, keep in enumerate(plan.layers):
-            cols = torch.tensor([h * lm.dims.head_dim + j for h in keep.heads
-                                 for j in range(lm.dims.head_dim)])
+            cols = torch.tensor(head_channels(keep.heads, lm.dims.head_dim))
             with lm.layer(li) as layer, edit(li, layer):
                 ad = lm.adapter
                 pairs = [(ad.down_proj(layer).weight, "mlp.down_proj.weight"),
@@ -443,7 +443,7 @@ def test_the_sliced_bf16_expert_holds_the_streamed_references_weights_bit_for_bi
 
 
 def test_a_gram_set_sums_in_one_order_whatever_order_it_is_given(tmp_path):
-    model, tok = make_tiny_model("LlamaForCausalLM")
+    model, _ = make_tiny_model("LlamaForCausalLM")
     for name, texts, h in (("a", TEXTS[:3], "f" * 8), ("b", TEXTS[3:], "0" * 8)):
         collect_grams(model, tiny_tokenizer(), texts, tmp_path / name, max_tokens=8,
                       progress=False, extra={"corpus_hash": h})

@@ -19,8 +19,8 @@ from cusprun.models.precision import compute_precision
 
 LOGITS_BUDGET = 256 << 20   # bytes of float32 logits per tile on an accelerator
 CPU_LOGITS_BUDGET = 2 << 20
-"""On a CPU a tile whose logits stay in cache is about 1.3-2x faster than a big one: the matmul
-writes them, then max, exp and sum read them again (benchmarks/bench_lm_head.py)."""
+"""On a CPU a tile whose logits stay in cache is faster than a big one: the matmul writes them,
+then max, exp and sum read them again (measured: benchmarks/bench_lm_head.py)."""
 POSITION_BLOCK = 512        # positions per tile on a CPU
 
 
@@ -69,6 +69,7 @@ def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
         with lm.head(start, stop) as head, compute_precision(lm.device, precision):
             for n in names:
                 inside = ((tg[n] >= start) & (tg[n] < stop)).nonzero().flatten()
+                r = at[n][inside]           # their rows among the positions
                 for p in range(0, hs[n].shape[0], block):
                     logits = F.linear(hs[n][p:p + block], head.weight, head.bias)
                     if head.softcap:
@@ -76,10 +77,10 @@ def token_logprobs(lm: LayeredModel, hidden: Mapping[str, torch.Tensor],
                     logits = logits.float()
                     lse[n][p:p + block] = torch.logaddexp(lse[n][p:p + block],
                                                           torch.logsumexp(logits, dim=-1))
-                    r = at[n][inside]
-                    k = inside[(r >= p) & (r < p + block)]
-                    if len(k):
-                        picked[n][k] = logits[at[n][k] - p, tg[n][k] - start]
+                    here = (r >= p) & (r < p + block)
+                    if here.any():
+                        k = inside[here]
+                        picked[n][k] = logits[r[here] - p, tg[n][k] - start]
                     del logits
     out.update({n: (picked[n] - lse[n][at[n]]).cpu() for n in names})
     return out
