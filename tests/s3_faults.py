@@ -16,7 +16,6 @@ import http.client
 import json
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ class FaultyEndpoint:
         self.requests = 0
         self.failed = 0
         self._lock = threading.Lock()
+        self._closed = threading.Event()   # wakes requests still held when the test ends
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -58,6 +58,7 @@ class FaultyEndpoint:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -111,8 +112,8 @@ class FaultyEndpoint:
                         self._reply(endpoint.fail_status, [("Content-Type", "application/xml")], xml)
                         return
                     delay = endpoint._take_delay()
-                    if delay:
-                        time.sleep(delay)
+                    if delay and endpoint._closed.wait(delay):
+                        return   # the test is over: a held request must not reach the next test
                     conn = http.client.HTTPConnection(*endpoint.upstream, timeout=60)
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                     conn.request(self.command, self.path, body=body or None, headers=headers)
