@@ -71,13 +71,16 @@ class Expert:
 
 
 def _check(corpora: Mapping[str, Corpus], ratios: list[float], method: str, compensation: str,
-           general: Corpus | None) -> None:
+           general: Corpus | None, protect_fraction: float = 0.05) -> None:
     """Every check that needs no model; SpecError names the bad value."""
     if method not in METHODS:
         raise SpecError(f"method={method!r}; accepted: {', '.join(METHODS)}")
     CompensationConfig(mode=compensation)
     for r in ratios:
         check_ratio(r, "ratio")
+    if not 0 <= protect_fraction < 1:
+        raise SpecError(f"protect_fraction={protect_fraction!r}; accepted: a fraction in [0, 1) "
+                        "(0 turns general-text protection off)")
     if not isinstance(corpora, Mapping) or not 1 <= len(corpora) <= 3:
         raise SpecError("corpora must map 1 to 3 dimensions (language, domain, task) to "
                         f"documents or sources, got {type(corpora).__name__} of {len(corpora or {})}")
@@ -110,7 +113,8 @@ def prune(model: str | Path | nn.Module, corpora: Mapping[str, Corpus], *,
           ridge: float = 0.1, layout: str = "uniform", allocation: str = "measured",
           general: Corpus | None = None, tokenizer=None, max_docs: int = 128,
           holdback_docs: int = 8, max_tokens: int = 256, batch_size: int = 8,
-          ffn_multiple: int = 1, streaming: str = "auto", device: str | None = None,
+          ffn_multiple: int = 1, protect_fraction: float = 0.05, streaming: str = "auto",
+          device: str | None = None,
           seed: int = 0, work_dir: str | Path | None = None,
           progress: bool = True) -> Expert | list[Expert]:
     """Prune `model` into an expert for the dimensions of `corpora` (dimension -> documents or
@@ -118,14 +122,14 @@ def prune(model: str | Path | nn.Module, corpora: Mapping[str, Corpus], *,
     statistics pass). `model`: an alias (cusprun.models.ALIASES), a local directory, a hub id,
     or a loaded transformers model (with `tokenizer`). `method`: 'cusprun' or a baseline.
     `general`: general text, needed by wanda-sp and flap (Cus-Prun then protects the units it
-    needs most). Grams, corpora and a saved copy of an in-memory model go to `work_dir`
+    needs most: the top `protect_fraction` by mean rank percentile). Grams, corpora and a saved copy of an in-memory model go to `work_dir`
     (default: a temporary directory kept with the expert)."""
     from cusprun.engine import LayeredModel, open_model
     from cusprun.models import model_fingerprint, resolve_model
     from cusprun.models.loading import load_config, load_tokenizer
 
     ratios = [ratio] if isinstance(ratio, (int, float)) else list(ratio)
-    _check(corpora, ratios, method, compensation, general)
+    _check(corpora, ratios, method, compensation, general, protect_fraction)
     measured = method == "cusprun" and allocation == "measured"
     work = Path(work_dir or tempfile.mkdtemp(prefix="cusprun-prune-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,7 @@ def prune(model: str | Path | nn.Module, corpora: Mapping[str, Corpus], *,
                                batch_size, fp, progress)
     if method == "cusprun":
         plans = _cusprun_plans(lm, tok, stats, texts, grams, comp, config, fp, ratios, layout,
-                               allocation, ffn_multiple, max_tokens, batch_size)
+                               allocation, ffn_multiple, max_tokens, batch_size, protect_fraction)
     else:
         from cusprun.baselines import plan_from_scores, unit_scores
 
@@ -180,7 +184,7 @@ def _statistics(lm, tok, texts, general, work, comp, layout, measured, max_token
 
 
 def _cusprun_plans(lm, tok, stats, texts, grams, comp, config, fp, ratios, layout, allocation,
-                   ffn_multiple, max_tokens, batch_size):
+                   ffn_multiple, max_tokens, batch_size, protect_fraction):
     from cusprun.allocation import DamageProbe
     from cusprun.masks import PruneConfig, build_plan
 
@@ -193,7 +197,7 @@ def _cusprun_plans(lm, tok, stats, texts, grams, comp, config, fp, ratios, layou
     out = []
     for r in ratios:
         prune_config = PruneConfig(target_ratio=r, layout=layout, allocation=allocation,
-                                   ffn_multiple=ffn_multiple,
+                                   ffn_multiple=ffn_multiple, protect_fraction=protect_fraction,
                                    min_docs=min(8, *(s[0].n_docs for s in stats.values())))
         plan = build_plan(stats, prune_config, config, base_fingerprint=fp, general=general,
                           probe=probe)

@@ -51,6 +51,22 @@ def test_a_loaded_model_and_a_baseline(tmp_path):
     assert expert.plan.method == "flap" and abs(expert.ratio - 0.3) < 0.05
 
 
+def test_general_text_protects_the_units_it_needs_most(tmp_path):
+    """protect_fraction: the units general text ranks highest on average are never pruned; more
+    protection keeps more of them, and the plan reports how many."""
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    plans = {}
+    general = [d.upper() for d in _docs(12, 5)]     # other tokens than the domain's
+    for pf in (0.0, 0.3):
+        e = cusprun.prune(model, {"domain": _docs(12, 4)}, ratio=0.3, general=general,
+                          tokenizer=tiny_tokenizer(), max_tokens=32, allocation="rank",
+                          protect_fraction=pf, work_dir=tmp_path / str(pf), progress=False)
+        plans[pf] = e.plan
+    off, on = plans[0.0].report["protected"], plans[0.3].report["protected"]
+    assert off["ffn"] == 0 and on["ffn"] > 0 and on["protect_fraction"] == 0.3
+    assert plans[0.0].layers != plans[0.3].layers
+
+
 @pytest.mark.parametrize("kwargs, err, match", [
     (dict(ratio=0.95), SpecError, r"ratio=0.95 is outside \(0, 0.9\]"),
     (dict(method="obs"), SpecError, "method='obs'; accepted: cusprun, random"),
@@ -58,6 +74,7 @@ def test_a_loaded_model_and_a_baseline(tmp_path):
     (dict(method="wanda-sp"), SpecError, "general="),
     (dict(corpora={"domain": []}), CorpusError, "non-empty list"),
     (dict(corpora={}), SpecError, "1 to 3 dimensions"),
+    (dict(protect_fraction=1.0), SpecError, r"protect_fraction=1.0; accepted: a fraction in \[0, 1\)"),
 ])
 def test_bad_input_is_refused_before_the_model_is_touched(kwargs, err, match):
     args = {"corpora": {"domain": ["a document"] * 10}, **kwargs}

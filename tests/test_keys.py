@@ -161,3 +161,19 @@ def test_a_new_ratio_or_new_baselines_keep_the_dense_evaluation():
     assert dense({"baselines": ["random"], "language": {"value": "en", "max_docs": 12}}) == base
     assert dense({}, {**EVAL, "task=qa": _corpus("task", "qa", "e3")}) != base
     assert dense({"evaluation": {"mc_items": 50}}) != base
+
+
+def test_protect_fraction_changes_the_cusprun_plans_and_what_follows_them_only():
+    """General-text protection is a Cus-Prun plan setting: its plans, their slices and the
+    evaluation (with the sweep's plans) get new keys; statistics, baseline plans and their slices are reused."""
+    spec = {"baselines": ["magnitude", "flap"], "evaluation": {"sweep_ratios": [0.1, 0.25]}}
+    before, after = work(load_spec(spec)), work(load_spec({**spec, "protect_fraction": 0.4}))
+    assert _changed(before, after) == {"plan cusprun@0.1", "plan cusprun@0.25", "slice cusprun@0.25",
+                                       "evaluate"}
+
+
+def test_a_protect_fraction_outside_its_range_names_the_field():
+    from cusprun.errors import SpecError
+
+    with pytest.raises((SpecError, ValueError), match="protect_fraction"):
+        load_spec({"protect_fraction": 1.0})

@@ -95,7 +95,8 @@ def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
 def prune_config(spec: ExpertSpec, ratio: float) -> dict:
     return {"rule": spec.rule, "target_ratio": ratio, "sigma": spec.sigma, "layout": spec.layout,
             "min_docs": spec.min_docs, "ffn_multiple": spec.ffn_multiple, "score": spec.score,
-            "allocation": spec.allocation}
+            "allocation": spec.allocation,
+            "protect_fraction": spec.protect_fraction}
 
 
 def check_fits_model(spec: ExpertSpec, model_config) -> None:

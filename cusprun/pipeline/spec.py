@@ -106,6 +106,10 @@ class ExpertSpec(BaseModel):
     allocation: Literal["measured", "rank"] = Field("measured", description=(
         "'measured': head structures and FFN widths chosen by the held-back loss of masked "
         "candidates; 'rank': by one global order of unit scores"))
+    protect_fraction: float = Field(0.05, ge=0, lt=1, description=(
+        "With a general corpus: units whose mean rank percentile over its documents is at least "
+        "1 - protect_fraction are never pruned (0: off). Higher keeps more of what general text "
+        "needs; too high makes a large target_ratio unreachable (the plan says so)"))
     probe_precision: Precision = Field("auto", description=(
         "Precision of the allocation probes' forwards ('auto': bfloat16 where matmuls are native "
         "in it, else float32). On the demo bfloat16 took 0.6x the time per candidate and shifted "
