@@ -35,9 +35,11 @@ def test_build_flags_override_the_spec():
     from cusprun.cli.pipeline import _spec_from_args
 
     args = build_parser().parse_args(["build", "--ratio", "0.3", "--layout", "per_layer",
-                                      "--ffn-multiple", "64", "--domain", "none", "--baselines", "random"])
+                                      "--ffn-multiple", "64", "--domain", "none", "--baselines", "random",
+                                      "--protect-fraction", "0.3"])
     spec = _spec_from_args(args)
     assert (spec.target_ratios, spec.layout, spec.ffn_multiple) == ([0.3], "per_layer", 64)
+    assert spec.protect_fraction == 0.3
     assert spec.domain is None and spec.baselines == ["random"]
     args = build_parser().parse_args(["build", "--base-model", "gemma3-270m", "--language", "es",
                                       "--domain", "none", "--task", "none", "--general", "none",
@@ -47,6 +49,8 @@ def test_build_flags_override_the_spec():
     assert list(spec.dimensions()) == ["language"] and spec.language.value == "es"
     with pytest.raises(Exception, match="ffn_multiple"):
         _spec_from_args(build_parser().parse_args(["build", "--ffn-multiple", "0"]))
+    with pytest.raises(Exception, match="protect_fraction"):
+        _spec_from_args(build_parser().parse_args(["build", "--protect-fraction", "1"]))
 
 
 def test_demo_runs_the_quick_english_default_full_or_a_profile():

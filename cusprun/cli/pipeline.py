@@ -52,6 +52,8 @@ def _spec_from_args(args) -> ExpertSpec:
         data["target_ratios"] = args.ratio
     if getattr(args, "ffn_multiple", None) is not None:
         data["ffn_multiple"] = args.ffn_multiple
+    if getattr(args, "protect_fraction", None) is not None:
+        data["protect_fraction"] = args.protect_fraction
     if getattr(args, "hub_kernels", False):
         data["hub_kernels"] = True
     if args.baselines is not None:
@@ -162,6 +164,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="closed-form correction of kept weights (default ls), for every method")
     b.add_argument("--ffn-multiple", type=int, help="round kept FFN widths to a multiple of this "
                    "(1: exact target; 64/128: faster matmuls)")
+    b.add_argument("--protect-fraction", type=float, help="never prune the units general text "
+                   "needs most: those whose mean rank percentile is >= 1 - this (default 0.05; 0: off)")
     b.add_argument("--baselines", help="comma-separated: random,magnitude,wanda-sp,flap ('' for none)")
     b.add_argument("--storage-root", help="artifact store: local dir or s3://bucket/prefix")
     b.add_argument("--execution", choices=["local", "distributed"])
