@@ -22,7 +22,7 @@ from torch import nn
 
 from cusprun.compensation import CompensationConfig, GramSet
 from cusprun.errors import CorpusError, SpecError
-from cusprun.masks.config import check_ratio
+from cusprun.masks.config import PruneConfig, check_ratio
 from cusprun.masks.plan import PruningPlan
 
 log = logging.getLogger(__name__)
@@ -71,16 +71,14 @@ class Expert:
 
 
 def _check(corpora: Mapping[str, Corpus], ratios: list[float], method: str, compensation: str,
-           general: Corpus | None, protect_fraction: float = 0.05) -> None:
+           general: Corpus | None, protect_fraction: float) -> None:
     """Every check that needs no model; SpecError names the bad value."""
     if method not in METHODS:
         raise SpecError(f"method={method!r}; accepted: {', '.join(METHODS)}")
     CompensationConfig(mode=compensation)
     for r in ratios:
         check_ratio(r, "ratio")
-    if not 0 <= protect_fraction < 1:
-        raise SpecError(f"protect_fraction={protect_fraction!r}; accepted: a fraction in [0, 1) "
-                        "(0 turns general-text protection off)")
+    PruneConfig(protect_fraction=protect_fraction)
     if not isinstance(corpora, Mapping) or not 1 <= len(corpora) <= 3:
         raise SpecError("corpora must map 1 to 3 dimensions (language, domain, task) to "
                         f"documents or sources, got {type(corpora).__name__} of {len(corpora or {})}")
@@ -114,16 +112,16 @@ def prune(model: str | Path | nn.Module, corpora: Mapping[str, Corpus], *,
           general: Corpus | None = None, tokenizer=None, max_docs: int = 128,
           holdback_docs: int = 8, max_tokens: int = 256, batch_size: int = 8,
           ffn_multiple: int = 1, protect_fraction: float = 0.05, streaming: str = "auto",
-          device: str | None = None,
-          seed: int = 0, work_dir: str | Path | None = None,
+          device: str | None = None, seed: int = 0, work_dir: str | Path | None = None,
           progress: bool = True) -> Expert | list[Expert]:
     """Prune `model` into an expert for the dimensions of `corpora` (dimension -> documents or
     a source) at `ratio` of its prunable parameters (several ratios: one expert each, from one
     statistics pass). `model`: an alias (cusprun.models.ALIASES), a local directory, a hub id,
     or a loaded transformers model (with `tokenizer`). `method`: 'cusprun' or a baseline.
     `general`: general text, needed by wanda-sp and flap (Cus-Prun then protects the units it
-    needs most: the top `protect_fraction` by mean rank percentile). Grams, corpora and a saved copy of an in-memory model go to `work_dir`
-    (default: a temporary directory kept with the expert)."""
+    needs most: the top `protect_fraction` by mean rank percentile). Grams, corpora and a saved
+    copy of an in-memory model go to `work_dir` (default: a temporary directory kept with the
+    expert)."""
     from cusprun.engine import LayeredModel, open_model
     from cusprun.models import model_fingerprint, resolve_model
     from cusprun.models.loading import load_config, load_tokenizer
@@ -186,7 +184,7 @@ def _statistics(lm, tok, texts, general, work, comp, layout, measured, max_token
 def _cusprun_plans(lm, tok, stats, texts, grams, comp, config, fp, ratios, layout, allocation,
                    ffn_multiple, max_tokens, batch_size, protect_fraction):
     from cusprun.allocation import DamageProbe
-    from cusprun.masks import PruneConfig, build_plan
+    from cusprun.masks import build_plan
 
     general = stats.pop("general", None)
     probe = None

@@ -74,7 +74,8 @@ def test_general_text_protects_the_units_it_needs_most(tmp_path):
     (dict(method="wanda-sp"), SpecError, "general="),
     (dict(corpora={"domain": []}), CorpusError, "non-empty list"),
     (dict(corpora={}), SpecError, "1 to 3 dimensions"),
-    (dict(protect_fraction=1.0), SpecError, r"protect_fraction=1.0; accepted: a fraction in \[0, 1\)"),
+    (dict(protect_fraction=1.0), SpecError,
+     r"protect_fraction=1.0: Input should be less than 1; allowed: a fraction in \[0, 1\)"),
 ])
 def test_bad_input_is_refused_before_the_model_is_touched(kwargs, err, match):
     args = {"corpora": {"domain": ["a document"] * 10}, **kwargs}

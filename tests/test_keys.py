@@ -164,8 +164,9 @@ def test_a_new_ratio_or_new_baselines_keep_the_dense_evaluation():
 
 
 def test_protect_fraction_changes_the_cusprun_plans_and_what_follows_them_only():
-    """General-text protection is a Cus-Prun plan setting: its plans, their slices and the
-    evaluation (with the sweep's plans) get new keys; statistics, baseline plans and their slices are reused."""
+    """General-text protection is a Cus-Prun plan setting: its plans (the sweep's too), their
+    slices and the evaluation get new keys; statistics, baseline plans and their slices are
+    reused."""
     spec = {"baselines": ["magnitude", "flap"], "evaluation": {"sweep_ratios": [0.1, 0.25]}}
     before, after = work(load_spec(spec)), work(load_spec({**spec, "protect_fraction": 0.4}))
     assert _changed(before, after) == {"plan cusprun@0.1", "plan cusprun@0.25", "slice cusprun@0.25",
