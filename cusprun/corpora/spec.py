@@ -39,10 +39,12 @@ class CorpusSpec(BaseModel):
         "measure candidate plans; taken after the max_docs calibration docs"))
     max_eval_docs: int | None = Field(None, ge=1, le=1_000_000,
                                       description="at most this many held-out docs")
-    min_docs: int = Field(1, ge=1, description="fail unless at least this many calibration docs")
+    min_docs: int = Field(1, ge=0, description="fail unless at least this many calibration docs "
+                                               "(0: a held-out-only corpus)")
     min_eval_docs: int = Field(1, ge=1, description="fail unless at least this many held-out docs")
-    eval_percent: int = Field(20, ge=1, le=99, description="share of split units held out; keep "
-                                                           "it equal across an expert's corpora")
+    eval_percent: int = Field(20, ge=1, le=100, description="share of split units held out; keep "
+                                                            "it equal across an expert's corpora "
+                                                            "(100: text no calibration reads)")
     seed: int = Field(0, description="sampling seed (does not move documents between splits)")
     min_chars: int = Field(16, ge=1, description="drop documents shorter than this")
     scan_limit: int | None = Field(None, ge=1, description="read at most this many source rows "
@@ -95,6 +97,8 @@ class CorpusSpec(BaseModel):
     def eval_cap(self) -> int:
         if self.max_eval_docs is not None:
             return self.max_eval_docs
+        if self.eval_percent == 100:
+            return self.max_docs  # nothing on the calibration side to scale from
         return math.ceil(self.max_docs * self.eval_percent / (100 - self.eval_percent))
 
 

@@ -2,18 +2,41 @@
 differences table that says which gaps to dense and to the best baseline are beyond noise."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from cusprun.evaluation.metrics import METRICS
 from cusprun.evaluation.report import ComparisonReport, ReportRow
+from cusprun.evaluation.set_names import is_out_of_source, split_set_name
 
 MARKS = {("dense", "better"): "▲d", ("dense", "worse"): "▼d",
          ("best", "better"): "▲b", ("best", "worse"): "▼b"}
-LEGEND = ("Cells are `value [95 % interval] (retention)`, then marks for differences beyond the "
-          "interval of the paired difference (same documents or items, paired bootstrap): "
-          "`▲d` / `▼d` better / worse than dense, `▲b` / `▼b` better / worse than the best "
-          "baseline at the same ratio (shown for methods that are not baselines). No mark: the "
-          "difference is within the interval, so these data cannot tell the two apart.")
+OUT_OF_SOURCE_NOTE = ("A set named `dimension=value (out-of-source: source)` holds text of that "
+                      "value from a source its calibration never read (it measures transfer); "
+                      "`dimension=value` alone is held out of the calibration source itself.")
+
+
+def baselines_at(report: ComparisonReport, ratio: float | None = None) -> list[str]:
+    """Baseline methods in the report (at `ratio` when given): a table that shows one calls its
+    column 'baseline'; 'best baseline' only where several were compared and the best is shown."""
+    from cusprun.evaluation.significance import baseline_methods
+
+    base = baseline_methods()
+    return sorted({e.method for e in report.models.values()
+                   if e.method in base and (ratio is None or e.ratio == ratio)})
+
+
+def _baseline_word(report: ComparisonReport) -> str:
+    return "best baseline" if len(baselines_at(report)) > 1 else "baseline"
+
+
+def legend(report: ComparisonReport) -> str:
+    return ("Cells are `value [95 % interval] (retention)`, then marks for differences beyond the "
+            "interval of the paired difference (same documents or items, paired bootstrap): "
+            f"`▲d` / `▼d` better / worse than dense, `▲b` / `▼b` better / worse than the "
+            f"{_baseline_word(report)} at the same ratio (shown for methods that are not "
+            "baselines). No mark: the difference is within the interval, so these data cannot "
+            "tell the two apart.")
 
 
 def _human(x: float, unit: str = "") -> str:
@@ -80,12 +103,13 @@ def differences_table(report: ComparisonReport) -> list[str]:
     rows = [r for r in report.rows if r.best_baseline is not None]
     if not rows:
         return []
+    word = _baseline_word(report)
     out = ["## Differences beyond the 95 % interval", "",
            "Gap = model - reference on the same documents or items (loss: lower is better; "
            "accuracy: higher is better), with its paired-bootstrap 95 % interval; `better` / "
            "`worse` when the interval excludes 0, `within` when it does not.", "",
-           "| model | metric | eval set | value [95 % interval] | gap to dense | best baseline | "
-           "gap to best baseline |", "|---|---|---|---|---|---|---|"]
+           f"| model | metric | eval set | value [95 % interval] | gap to dense | {word} | "
+           f"gap to {word} |", "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.model, r.metric, r.eval_set)):
         out.append(f"| {r.model} | {r.metric} | {r.eval_set} | {fmt(r.metric, r.value)}"
                    f"{_ci(r.metric, r.ci_low, r.ci_high)} | "
@@ -112,7 +136,9 @@ def to_markdown(report: ComparisonReport, images: dict[str, Path] | None = None)
     out = ["# Model comparison", "",
            f"Retention is relative to {ref}: value/dense for accuracy, size and speed; dense/value "
            "for loss and perplexity (so below 100% is worse for quality, smaller for size). "
-           + LEGEND + " See docs/evaluation.md for the exact definitions.", ""]
+           + legend(report) + (" " + OUT_OF_SOURCE_NOTE if any(
+               is_out_of_source(r.eval_set) for r in report.rows) else "")
+           + " See docs/evaluation.md for the exact definitions.", ""]
     size_speed = [(METRICS[m].label, m, "") for m in METRICS
                   if METRICS[m].family in ("size", "speed") and m in present]
     if size_speed:
@@ -173,33 +199,69 @@ def _size_speed_line(idx: dict, name: str) -> str:
     return "; ".join(parts)
 
 
+def summary_order(sets) -> list[str]:
+    """In-source sets sorted by name, each followed by its out-of-source sets, so the two
+    retentions of a dimension stand next to each other."""
+    sets = set(sets)
+    out: list[str] = []
+    for s in sorted(x for x in sets if not is_out_of_source(x)):
+        out += [s] + sorted(x for x in sets if is_out_of_source(x) and split_set_name(x)[0] == s)
+    return out + sorted(sets - set(out))  # out-of-source sets without their in-source set
+
+
+def _set_label(name: str, shown: set[str]) -> str:
+    base, label = split_set_name(name)
+    return _short(f"↳ {label}" if label and base in shown else name)
+
+
+def _summary_legend(report: ComparisonReport, several: bool, out_of_source: bool,
+                    full_tables: str | None) -> list[str]:
+    base = "the best baseline at the same ratio (by method)" if several else \
+        "the baseline at the same ratio"
+    text = (f"Loss in nats/token (lower is better); acc.: accuracy on multiple-choice tasks. "
+            f"Expert as `value [95 % interval]`; kept: retention of the expert / of {base}, "
+            f"relative to dense `{_short(report.dense or '–')}`. Marks "
+            f"{' '.join(MARKS.values())}: beyond the interval against dense (d) or the "
+            f"{'best baseline' if several else 'baseline'} (b)")
+    if out_of_source:
+        text += ("; ↳: the set above on text from another source, never read by the "
+                 "calibration (out-of-source)")
+    text += f"; full tables in {full_tables}." if full_tables else "."
+    # short lines: this text is shown where wide content is cut (markdown joins them anyway)
+    return textwrap.wrap(text, 76, break_on_hyphens=False, break_long_words=False)
+
+
 def summary_markdown(report: ComparisonReport, full_tables: str | None = "report.md") -> str:
     """A compact comparison: for each pruned model that is not a baseline (the expert), one table
-    of five columns (set, dense, expert, best baseline at the same ratio, retention of both),
-    loss sets then multiple-choice tasks, with 95 % intervals and the significance marks of
-    report.md. The full tables stay in report.md (to_markdown); `full_tables` names where, in
-    the legend (None: not named)."""
+    of five columns (set, dense, expert, baseline at the same ratio, retention of both), loss
+    sets then multiple-choice tasks, with 95 % intervals and the significance marks of
+    report.md. The baseline column is 'baseline `method`' where one baseline was compared, and
+    'best baseline' (named per row) where several were. Each out-of-source set follows its
+    in-source set. The full tables stay in report.md (to_markdown); `full_tables` names where,
+    in the legend (None: not named)."""
     from cusprun.evaluation.significance import baseline_methods
 
     base = baseline_methods()
     idx = {(r.model, r.metric, r.eval_set): r for r in report.rows}
     experts = [n for n, e in report.models.items() if e.method != "dense" and e.method not in base]
+    compared = {n: baselines_at(report, report.models[n].ratio) for n in experts}
     metrics = [("loss", ""), ("mc_accuracy", " (acc.)")]
-    # short lines: this text is shown where wide content is cut (markdown joins them anyway)
-    out = ["Loss in nats/token (lower is better); acc.: accuracy on multiple-choice tasks.",
-           "Expert as `value [95 % interval]`; kept: retention of the expert / of the best",
-           f"baseline at the same ratio (by method), relative to dense `{_short(report.dense or '–')}`.",
-           f"Marks {' '.join(MARKS.values())}: beyond the interval against dense (d) or the best",
-           "baseline (b)" + (f"; full tables in {full_tables}." if full_tables else ".")]
+    loss_sets = {r.eval_set for r in report.rows if r.metric == "loss"}
+    out = _summary_legend(report, any(len(b) > 1 for b in compared.values()),
+                          any(map(is_out_of_source, loss_sets)), full_tables)
     for name in experts:
         e = report.models[name]
         extra = _size_speed_line(idx, name)
+        one = compared[name][0] if len(compared[name]) == 1 else None
+        head = (f"baseline `{_short(one, 16)}`" if one else
+                "best baseline" if compared[name] else "baseline")
         # names in code spans: renderers (the Prefect UI) turn a bare "name@0.25" into a mailto link
         out += ["", f"**`{_short(name)}`** ({e.method}, ratio {e.ratio:g})" + (f": {extra}" if extra else ""),
-                "", f"| set | dense | `{_short(name)}` | best baseline | kept |",
+                "", f"| set | dense | `{_short(name)}` | {head} | kept |",
                 "|---|---:|---:|---:|---:|"]
         for metric, suffix in metrics:
-            for s in sorted({r.eval_set for r in report.rows if r.metric == metric}):
+            sets = summary_order({r.eval_set for r in report.rows if r.metric == metric})
+            for s in sets:
                 row = idx.get((name, metric, s))
                 if row is None:
                     continue
@@ -208,9 +270,11 @@ def summary_markdown(report: ComparisonReport, full_tables: str | None = "report
                 # the baseline by method (it is at the expert's ratio by definition) and value
                 # only (the expert's ▲b/▼b marks carry the paired interval): the table fits the UI
                 best_name = report.models[row.best_baseline].method if best else ""
-                best_cell = f"`{_short(best_name, 16)}` {fmt(metric, best.value)}" if best else "–"
+                best_cell = ("–" if not best else fmt(metric, best.value) if one else
+                             f"`{_short(best_name, 16)}` {fmt(metric, best.value)}")
                 kept = _kept(row, best)
-                out.append(f"| {_short(s)}{suffix} | {fmt(metric, dense.value) if dense else '–'} | "
+                out.append(f"| {_set_label(s, set(sets))}{suffix} | "
+                           f"{fmt(metric, dense.value) if dense else '–'} | "
                            f"{_value_ci(row)}{marks(row)} | {best_cell} | {kept} |")
     if not experts:
         out += ["", "No pruned model other than baselines in this report."]

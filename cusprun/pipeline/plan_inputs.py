@@ -69,7 +69,10 @@ def eval_pool_docs(ev) -> int:
 def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
     """'dimension=value' -> a held-out-only corpus spec. Held-out documents are chosen by a stable
     hash of their id, so they are never in any calibration corpus of the same source; keeping them
-    in separate corpora means evaluation settings never invalidate the statistics."""
+    in separate corpora means evaluation settings never invalidate the statistics. Each dimension
+    also gets its out-of-source sets ('dimension=value (out-of-source: ...)', out_of_source.py)."""
+    from cusprun.pipeline.out_of_source import out_of_source_corpora
+
     if not spec.evaluation.enabled:
         return {}
     ev = spec.evaluation
@@ -89,6 +92,8 @@ def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
             "source": source, "text_field": dim.text_field, "max_docs": 1, "min_docs": 1,
             "max_eval_docs": n, "min_eval_docs": 1, "seed": spec.seed,
             "dimension": dimension, "value": dim.value}
+        if ":" not in d:  # other languages are out of the expert's sources already
+            out.update(out_of_source_corpora(dimension, dim, spec, n))
     return out
 
 
@@ -97,6 +102,14 @@ def prune_config(spec: ExpertSpec, ratio: float) -> dict:
             "min_docs": spec.min_docs, "ffn_multiple": spec.ffn_multiple, "score": spec.score,
             "allocation": spec.allocation,
             "protect_fraction": spec.protect_fraction}
+
+
+def expert_card(spec: ExpertSpec, model: dict) -> dict:
+    """What the published expert's model card says of it: its name, the base model as the user
+    named it, and the base model's license (written at publish: cusprun.slicing.card)."""
+    from cusprun.models.embedded import license_card
+
+    return {"expert": spec.name, "base_model": spec.base_model, **license_card(model.get("license"))}
 
 
 def check_fits_model(spec: ExpertSpec, model_config) -> None:

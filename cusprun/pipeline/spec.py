@@ -33,6 +33,22 @@ class DimensionSpec(BaseModel):
     max_docs: int = Field(128, ge=1, le=100_000, description=(
         "Calibration documents sampled per corpus (128: where held-out retention stops improving "
         "on the demo, see benchmarks/quality_calibration.py)"))
+    eval_sources: list[str] = Field(default_factory=list, title="Evaluation sources", description=(
+        "Out-of-source text of this value (same URI kinds as sources, text in text_field), e.g. "
+        "the customer's own documents: each source adds the loss set 'dimension=value "
+        "(out-of-source: <name>)', all of its documents held out, to measure what the expert "
+        "keeps on text its calibration never read. Empty: a bundled source other than the "
+        "calibration one where there is one (another Bible translation for a bundled language)"))
+
+    @field_validator("eval_sources")
+    @classmethod
+    def _eval_sources(cls, v: list[str]) -> list[str]:
+        v = [s.strip() for s in v]
+        if "" in v:
+            raise ValueError("eval_sources holds an empty source; give corpus URIs or paths")
+        if (dup := sorted({s for s in v if v.count(s) > 1})):
+            raise ValueError(f"eval_sources lists {dup[0]!r} twice")
+        return v
 
 
 class EvaluationOptions(BaseModel):
@@ -180,6 +196,14 @@ class ExpertSpec(BaseModel):
         if self.rule == "exact-ratio" and self.allocation == "measured" and self.holdback_docs < 1:
             raise ValueError("allocation='measured' needs holdback_docs >= 1 (held-back documents "
                              "to measure candidates); set holdback_docs or allocation='rank'")
+        groups = {**self.dimensions(), **({"general": self.general} if self.general else {})}
+        calibrating = {s: g for g, dim in groups.items() for s in dim.sources}
+        for g, dim in groups.items():
+            for s in dim.eval_sources:
+                if s in calibrating:
+                    raise ValueError(f"{g}.eval_sources {s!r} is a calibration source of "
+                                     f"{calibrating[s]}: out-of-source text must be text no "
+                                     "calibration reads")
         return self
 
     def dimensions(self) -> dict[str, DimensionSpec]:

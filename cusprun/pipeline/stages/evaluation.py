@@ -43,10 +43,14 @@ def build_eval_inputs(store: ArtifactStore, eval_corpora: dict[str, dict], *, ow
     from cusprun.evaluation import (build_definition_items, build_translation_items,
                                     loss_sets_from_tables, mc_tasks_from_tables, scored_tokens)
 
-    tables = {name: corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
+    from cusprun.evaluation.set_names import is_out_of_source
+
+    every = {name: corpus_table(store, c, "eval") for name, c in eval_corpora.items()}
     count = scored_tokens(tokenizer, max_tokens) if tokenizer is not None else None
-    loss_sets = loss_sets_from_tables(tables, max_docs=max_docs, min_tokens=min_loss_tokens,
+    loss_sets = loss_sets_from_tables(every, max_docs=max_docs, min_tokens=min_loss_tokens,
                                       count_tokens=count)
+    # out-of-source text is scored as loss only: the tasks stay those of the in-source data
+    tables = {n: t for n, t in every.items() if not is_out_of_source(n)}
     mc = mc_tasks_from_tables(tables, n_items=mc_items, seed=seed, max_option_chars=OPTION_CHARS,
                               max_article_chars=article_chars(max_tokens))
     articles = [n for n in sorted(tables) if n.split("=")[0] in ("domain", "general")
@@ -99,11 +103,14 @@ def _ratio_sweep(store: ArtifactStore, model: dict, runtime: dict, sweep: dict[s
     modes = [comp["mode"]] + (["none"] if comp["mode"] != "none" and options.get("sweep_compensation", True)
                               else [])
     plans = {name: (v["method"], v["ratio"], read_plan(store, v["plan"])) for name, v in sweep.items()}
-    own = [n for n in loss_sets if n.split("=")[0] in ("domain", "task")
-           or n == f"language={options.get('own_language')}"]
-    # The expert's own sets and general text: what a ratio is chosen by (other languages are in
-    # the main tables at the published ratio).
-    loss_sets = {n: ex for n, ex in loss_sets.items() if n in own or n.startswith("general=")}
+    from cusprun.evaluation.set_names import is_out_of_source
+
+    own = [n for n in loss_sets if not is_out_of_source(n) and (n.split("=")[0] in ("domain", "task")
+           or n == f"language={options.get('own_language')}")]
+    # The expert's own sets and general text: what a ratio is chosen by (other languages and
+    # out-of-source text are in the main tables at the published ratio).
+    loss_sets = {n: ex for n, ex in loss_sets.items()
+                 if n in own or (n.startswith("general=") and not is_out_of_source(n))}
     with timed(f"ratio sweep: {len(plans)} plans x {len(modes)} compensation settings"):
         m, tok = open_base(store, model, runtime)
         gs = gram_set(store, grams or []) if comp["mode"] != "none" else None
