@@ -11,10 +11,9 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from cusprun.models.embedded import license_card
 from cusprun.models.loading import load_config
 from cusprun.pipeline.identity import source_identity
-from cusprun.pipeline.plan_inputs import check_fits_model
+from cusprun.pipeline.plan_inputs import check_fits_model, expert_card
 from cusprun.pipeline.runtime import resolve_runtime, statistics_runtime
 from cusprun.pipeline.spec import ExpertSpec, Stage
 from cusprun.pipeline.worklist import WorkList, corpus_jobs, plan_work
@@ -65,8 +64,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     log.info("runtime: %s", runtime.model_dump())
 
     # Corpora: calibration corpora per dimension (+ general text), held-out evaluation corpora.
-    opts = store.storage_options or None  # for source identities (ETags)
-    calib, held = corpus_jobs(spec, {s: source_identity(s, opts) for s in _sources(spec)})
+    opts = store.storage_options or None  # for source identities (file listings, ETags)
+    calib, held = corpus_jobs(spec, {s: source_identity(s, opts, log=log) for s in _sources(spec)})
     prep = lambda j: t.prepare_corpus.submit(j.key, storage, j.inputs["corpus"],  # noqa: E731
                                              "corpus" in refresh)
     calib_futs = {g: [prep(j) for j in js] for g, js in calib.items()}
@@ -97,9 +96,10 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         done = dict(zip([j["key"] for j in base_jobs], base.result()))
         plans.update({k: done[j.key] for k, j in wl.plans.items() if k[0] != "cusprun"})
 
-    # Slice every plan at a target ratio into a real, smaller (compensated) checkpoint.
-    card = {"expert": spec.name, "base_model": spec.base_model, **license_card(model.get("license"))}
-    slice_futs = {k: t.slice_weights.submit(j.key, storage, model, card, j.inputs, "slice" in refresh)
+    # Slice every plan at a target ratio into a real, smaller (compensated) checkpoint; the
+    # expert's card (name, base model, license) is written when it is published.
+    card = expert_card(spec, model)
+    slice_futs = {k: t.slice_weights.submit(j.key, storage, model, j.inputs, "slice" in refresh)
                   for k, j in wl.slices.items()}
     sliced = {k: f.result() for k, f in slice_futs.items()}
 
@@ -113,7 +113,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                                  description=f"Evaluation of expert {spec.name}")
         log.info("evaluation:\n%s", report["markdown"])
     t_pub = time.perf_counter()
-    published = t.publish_expert(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report)
+    published = t.publish_expert(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report,
+                                 card)
     published["task_s"] = round(time.perf_counter() - t_pub, 1)
     create_link_artifact(published["uri"], link_text=f"{spec.name} {published['version']}",
                          key=f"{spec.name}-expert", description="Published expert checkpoint")

@@ -174,8 +174,11 @@ def test_s3_prefix_and_glob_see_edits_additions_and_removals(s3_bucket):
 
     uri, opts = s3_bucket
     s3 = boto3.client("s3", endpoint_url=s3_bucket.endpoint_url)
-    put = lambda name, body: s3.put_object(Bucket=s3_bucket.bucket,  # noqa: E731
-                                           Key=f"{s3_bucket.prefix}/corpora/{name}", Body=body.encode())
+
+    def put(name: str, body: str) -> None:
+        s3.put_object(Bucket=s3_bucket.bucket, Key=f"{s3_bucket.prefix}/corpora/{name}",
+                      Body=body.encode())
+
     put("a.jsonl", _doc(1))
     put("b.jsonl", _doc(2))
     prefix = Tracker(f"{uri}/corpora/", storage_options=opts)
@@ -200,7 +203,8 @@ def test_hf_source_offline_is_read_again_and_says_so(caplog, monkeypatch):
         a = source_identity("hf://org/data?split=train")
         b = source_identity("hf://org/data?split=train")
     assert a != b and a.startswith("read-again:")
-    assert _corpus_key("hf://org/data?split=train", a) != _corpus_key("hf://org/data?split=train", b)
+    uri = "hf://org/data?split=train"
+    assert _corpus_key(uri, a) != _corpus_key(uri, b)
     assert ("hf://org/data?split=train: revision could not be resolved (HF_HUB_OFFLINE is set); "
             "its corpus will be read again") in caplog.text
 
