@@ -456,3 +456,35 @@ def test_a_gram_set_sums_in_one_order_whatever_order_it_is_given(tmp_path):
         assert x.n_tokens == y.n_tokens
         for r in ("down", "o"):
             assert torch.equal(x.gram[r], y.gram[r]) and torch.equal(x.total[r], y.total[r])
+
+
+def test_channel_means_give_the_bias_of_the_grams_of_the_same_tokens(tmp_path):
+    """FLAP's bias from a statistics pass's channel sums (no Gram) equals the bias from the Grams
+    of the same tokens; a sliced per-layer expert compensated from them computes what the masked
+    model computes; they refuse a mode that needs a Gram."""
+    from cusprun.compensation import ChannelMeans
+    from cusprun.scoring import collect_stats
+
+    model, dense_dir = make_tiny_model("LlamaForCausalLM", tmp_path / "dense")
+    stats = collect_stats(model, tiny_tokenizer(), TEXTS, max_tokens=48, batch_size=4,
+                          grams_dir=tmp_path / "grams", progress=False)
+    means, grams = ChannelMeans.from_stats([stats]), GramSet([tmp_path / "grams"])
+    assert means.n_tokens == grams.n_tokens and means.n_layers == grams.n_layers
+    plan = random_plan(model.config, fingerprint=FP, ffn=[10, 96, 33], groups=[1, 2, 2],
+                       heads_per_group=[2, 1, 2], layout="per_layer", seed=5)
+    config = CompensationConfig(mode="bias")
+    a, b = make_tiny_model("LlamaForCausalLM")[0], make_tiny_model("LlamaForCausalLM")[0]
+    mask_model(a, plan, grams=means, config=config)
+    mask_model(b, plan, grams=grams, config=config)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    out = slice_checkpoint(dense_dir, plan, tmp_path / "expert", model_fingerprint=FP,
+                           compensation=Compensation(config, means), progress=False)
+    import cusprun.slicing  # noqa: F401 - per-layer model type
+    sliced = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    x = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (sliced(x).logits - a(x).logits).abs().max().item() < 1e-4
+    with pytest.raises(SpecError, match="only compensation mode 'bias'"):
+        mask_model(make_tiny_model("LlamaForCausalLM")[0], plan, grams=means,
+                   config=CompensationConfig(mode="ls"))

@@ -51,20 +51,32 @@ def wanda_sp(layer, adapter, dims, li, general):
     return down * x_down, _per_head(o * x_o, dims)
 
 
+def _zscore(x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std over one module of one layer (std with n - 1, as torch.std in the
+    reference); all equal -> zeros."""
+    sd = x.std()
+    return (x - x.mean()) / (sd if sd > 0 else 1.0)
+
+
 @torch.no_grad()
 def flap(layer, adapter, dims, li, general):
-    """FLAP fluctuation: per input channel, variance over tokens times the squared norm of the
-    weight column it feeds; summed over a head's channels."""
-    var_down = general.channel_moments("down")[1][li].float()
-    var_o = general.channel_moments("o")[1][li].float()
-    down = adapter.down_proj(layer).weight.float().pow(2).sum(0).cpu()
-    o = adapter.o_proj(layer).weight.float().pow(2).sum(0).cpu()
-    return down * var_down, _per_head(o * var_o, dims)
+    """FLAP (metric WIFV, structure AL-AM of CASIA-IVA-Lab/FLAP lib/prune.py): a channel's
+    fluctuation is its input variance over the general text's tokens times the squared norm of
+    the weight column it feeds; the attention metric is squared as a whole, as the reference
+    squares its o_proj metric. Each module's channel metrics are standardised within the layer,
+    and a head scores the mean of its channels' standardised metrics. The scores of all layers
+    and both unit types are then on one scale for FLAP's one global threshold."""
+    var_down = general.channel_moments("down")[1][li].double()
+    var_o = general.channel_moments("o")[1][li].double()
+    down = adapter.down_proj(layer).weight.double().pow(2).sum(0).cpu()
+    o = adapter.o_proj(layer).weight.double().pow(2).sum(0).cpu()
+    heads = _zscore((o * var_o) ** 2).view(dims.n_heads, dims.head_dim).mean(-1)
+    return _zscore(down * var_down), heads
 
 
-LAYER_SCORERS: dict[str, LayerScorer] = {"magnitude": magnitude, "wanda-sp": wanda_sp, "flap": flap}
-BASELINES: tuple[str, ...] = ("random", "magnitude", "wanda-sp", "flap")
-NEEDS_GENERAL = frozenset({"wanda-sp", "flap"})
+# Scorer of each method ('flap-score' ranks by FLAP's scores under the build's selection).
+LAYER_SCORERS: dict[str, LayerScorer] = {"magnitude": magnitude, "wanda-sp": wanda_sp, "flap": flap,
+                                         "flap-score": flap}
 
 
 def random_scores(dims: Dims, seed: int) -> Scores:
@@ -79,22 +91,24 @@ def unit_scores(model: nn.Module | LayeredModel, methods: Sequence[str],
     lm = model if isinstance(model, LayeredModel) else LayeredModel.resident(model)
     ad, d = lm.adapter, lm.dims
     out = {m: random_scores(d, seed) for m in methods if m == "random"}
-    walk = [m for m in methods if m in LAYER_SCORERS]
-    rows: dict[str, list] = {m: [] for m in walk}
-    if walk:
+    scorers = {LAYER_SCORERS[m] for m in methods if m in LAYER_SCORERS}   # shared ones run once
+    rows: dict[LayerScorer, list] = {f: [] for f in scorers}
+    if scorers:
         for li in range(d.n_layers):
             with lm.layer(li) as layer:
-                for m in walk:
-                    f, h = LAYER_SCORERS[m](layer, ad, d, li, general)
-                    rows[m].append((f.detach().float().cpu(), h.detach().float().cpu()))
-    for m in walk:
-        out[m] = (torch.stack([f for f, _ in rows[m]]).double().numpy(),
-                  torch.stack([h for _, h in rows[m]]).double().numpy())
+                for fn in scorers:
+                    f, h = fn(layer, ad, d, li, general)
+                    rows[fn].append((f.detach().double().cpu(), h.detach().double().cpu()))
+    for m in methods:
+        if m in LAYER_SCORERS:
+            r = rows[LAYER_SCORERS[m]]
+            out[m] = (torch.stack([f for f, _ in r]).numpy(), torch.stack([h for _, h in r]).numpy())
     return {m: out[m] for m in methods}
 
 
 def standardise(x: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance over all units of one type in all layers (as FLAP does before
-    its global sort), so heads and neurons compete on one scale."""
+    """Zero mean, unit variance over all units of one type in all layers, so that random and
+    magnitude heads and neurons compete on one scale in cusprun's global selection. (FLAP
+    standardises per layer and module instead: see `flap`.)"""
     sd = x.std()
     return (x - x.mean()) / (sd if sd > 0 else 1.0)

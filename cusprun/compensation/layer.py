@@ -20,8 +20,9 @@ def head_channels(heads: list[int], head_dim: int) -> list[int]:
 
 
 def _gram(grams: LayerGrams | None, role: str, config: CompensationConfig):
-    """The role's Gram, unless the solve works from the stored inputs ('ls' with factor)."""
-    if grams is None or (config.mode == "ls" and role in grams.factor):
+    """The role's Gram, unless the solve needs none ('bias': means only) or works from the
+    stored inputs ('ls' with factor)."""
+    if grams is None or config.mode == "bias" or (config.mode == "ls" and role in grams.factor):
         return None
     return grams.gram[role]
 
