@@ -38,6 +38,11 @@ def _spec_from_args(args) -> ExpertSpec:
             data[dim] = None
         elif value:
             data[dim] = {"value": value, "sources": sources or []}
+        if (held := getattr(args, f"{dim}_eval_source", None)):
+            if not data.get(dim):
+                raise SpecError(f"--{dim}-eval-source {held[0]!r} needs a {dim} to measure (--{dim} "
+                                f"VALUE, e.g. --{dim} {_EXAMPLE[dim]}).")
+            data[dim] = {**data[dim], "eval_sources": held}
     if args.general == "none":
         data["general"] = None
     elif args.general:
@@ -148,6 +153,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         b.add_argument(f"--{dim}", help=f"{dim} value ('none' to leave the dimension out)")
         b.add_argument(f"--{dim}-source", action="append",
                        help=f"corpus URI for the {dim} (repeatable; default: the bundled corpus)")
+        b.add_argument(f"--{dim}-eval-source", action="append",
+                       help=f"out-of-source text of the {dim}, e.g. the customer's own documents "
+                            "(repeatable): all held out, scored beside the in-source set")
     b.add_argument("--general", help="general-text language protecting the units it needs and "
                                      "feeding wanda-sp/flap ('none': no general corpus)")
     b.add_argument("--no-evaluation", action="store_true",

@@ -2,14 +2,15 @@
 its calibration never read. An in-source set (a held-out slice of the calibration source: the
 same Bible translation, Wikipedia topic, QA template) shows what the calibration corpus shows;
 an out-of-source set shows how much of it transfers to other text of that language, domain or
-task, which is what a customer's own documents are. Pure (no I/O), like plan_inputs."""
+task, which is what a customer's own documents are. Pure (no I/O); plan_inputs gives each
+dimension's calibration sources and its bundled corpus."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from cusprun.errors import CorpusError, SpecError
+from cusprun.errors import SpecError
 from cusprun.evaluation.set_names import out_of_source_name
-from cusprun.pipeline.spec import DimensionSpec, ExpertSpec
+from cusprun.pipeline.spec import DimensionSpec
 
 AUTOMATIC = ("language", "domain", "task")
 """Dimensions that get a bundled out-of-source set when none is given (general text is the
@@ -58,24 +59,19 @@ def _other_translation(sources: list[str]) -> str | None:
     return bundled_uri("language", lang, translation=choice, **params)
 
 
-def automatic_source(dimension: str, dim: DimensionSpec, spec: ExpertSpec) -> str | None:
-    """The bundled out-of-source text for a dimension without eval_sources, or None where the
+def automatic_source(dimension: str, calibration: list[str], bundled: str | None) -> str | None:
+    """The bundled out-of-source text for a dimension without eval_sources (`calibration`: its
+    calibration sources; `bundled`: the bundled corpus of its value, if any), or None where the
     bundle has no honest one. A bundled language calibrates on one Bible translation: another
     translation. A dimension calibrated on the customer's own files: the bundled corpus of that
     value, where there is one. A bundled domain or task: none (the bundle has one source of
     each: Wikipedia articles of the topic, one QA template; its other topics would measure
     another domain, not another source)."""
-    from cusprun.pipeline.plan_inputs import default_source
-
     if dimension not in AUTOMATIC:
         return None
-    sources = dim.sources or [default_source(dimension, dim.value, spec)]
-    if all(_bundled(s) for s in sources):
-        return _other_translation(sources) if dimension == "language" else None
-    try:
-        return default_source(dimension, dim.value, spec)
-    except CorpusError:
-        return None  # no bundled corpus of this value
+    if all(_bundled(s) for s in calibration):
+        return _other_translation(calibration) if dimension == "language" else None
+    return bundled
 
 
 def source_label(source: str) -> str:
@@ -99,23 +95,21 @@ def source_label(source: str) -> str:
     return label.replace("(", "[").replace(")", "]").replace("\n", " ")
 
 
-def out_of_source_corpora(dimension: str, dim: DimensionSpec, spec: ExpertSpec,
-                          n_eval: int) -> dict[str, dict]:
+def out_of_source_corpora(dimension: str, dim: DimensionSpec, calibration: list[str],
+                          bundled: str | None, n_eval: int, seed: int) -> dict[str, dict]:
     """Set name -> held-out corpus spec, one per out-of-source source of this dimension. A
     bundled source keeps the bundle's split (its units are shared with the bundled calibration
     corpora); the customer's own files are read by no calibration, so all of their documents are
     held out."""
-    from cusprun.pipeline.plan_inputs import default_source
-
     sources = list(dim.eval_sources)
     if not sources:
-        auto = automatic_source(dimension, dim, spec)
+        auto = automatic_source(dimension, calibration, bundled)
         sources = [auto] if auto else []
-    calibration = {_canonical(s) for s in dim.sources or [default_source(dimension, dim.value, spec)]}
+    calibrated = {_canonical(s) for s in calibration}
     labels = [source_label(s) for s in sources]
     out = {}
     for source, label in zip(sources, labels):
-        if _canonical(source) in calibration:
+        if _canonical(source) in calibrated:
             raise SpecError(f"{dimension}.eval_sources {source!r} is the source {dimension} "
                             f"{dim.value!r} calibrates on: out-of-source text must come from "
                             "another source")
@@ -127,6 +121,6 @@ def out_of_source_corpora(dimension: str, dim: DimensionSpec, spec: ExpertSpec,
         out[out_of_source_name(f"{dimension}={dim.value}", label)] = {
             "source": source, "text_field": "text" if parsed else dim.text_field, "max_docs": 1,
             "min_docs": 1 if parsed else 0, "max_eval_docs": n_eval, "min_eval_docs": 1,
-            "seed": spec.seed, "dimension": what[0], "value": what[1],
+            "seed": seed, "dimension": what[0], "value": what[1],
             **({} if parsed else {"eval_percent": 100})}
     return out

@@ -16,6 +16,16 @@ def default_source(dimension: str, value: str, spec: ExpertSpec) -> str:
         domain=spec.domain.value if spec.domain and dimension == "task" else None)
 
 
+def bundled_source(dimension: str, value: str, spec: ExpertSpec) -> str | None:
+    """default_source, or None where the bundle has no corpus of this value."""
+    from cusprun.errors import CorpusError
+
+    try:
+        return default_source(dimension, value, spec)
+    except CorpusError:
+        return None
+
+
 def corpus_specs(dimension: str, dim: DimensionSpec, spec: ExpertSpec) -> list[dict]:
     """Calibration corpora of one dimension: every source, calibration side only. The expert's
     own dimensions also set holdback_docs aside (allocation search), general text does not."""
@@ -92,8 +102,10 @@ def evaluation_corpora(spec: ExpertSpec) -> dict[str, dict]:
             "source": source, "text_field": dim.text_field, "max_docs": 1, "min_docs": 1,
             "max_eval_docs": n, "min_eval_docs": 1, "seed": spec.seed,
             "dimension": dimension, "value": dim.value}
-        if ":" not in d:  # other languages are out of the expert's sources already
-            out.update(out_of_source_corpora(dimension, dim, spec, n))
+        if ev.out_of_source and ":" not in d:  # other languages: no source of the expert's
+            out.update(out_of_source_corpora(dimension, dim, dim.sources or [source],
+                                             bundled_source(dimension, dim.value, spec), n,
+                                             spec.seed))
     return out
 
 

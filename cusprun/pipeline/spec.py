@@ -61,6 +61,10 @@ class EvaluationOptions(BaseModel):
     other_languages: list[str] = Field(default_factory=lambda: ["de", "fr"],
                                        description="Languages measured to show what the expert gave up")
     max_docs: int = Field(24, ge=1, le=10_000, description="Held-out documents per evaluation set")
+    out_of_source: bool = Field(True, description=(
+        "Also score each dimension on out-of-source text (its eval_sources, else a bundled source "
+        "other than the calibration one where there is one): what the expert keeps on text its "
+        "calibration never read, beside the in-source sets; off: in-source sets only"))
     min_loss_tokens: int = Field(1024, ge=0, le=1_000_000, description=(
         "Scored tokens each loss set reaches where its held-out documents allow: a set of short "
         "documents (QA answers, ~25 tokens each) takes more than max_docs of them, so its loss "
