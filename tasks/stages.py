@@ -82,11 +82,10 @@ def baseline_plans(storage: dict, jobs: list[dict], model: dict, refresh: bool =
 
 
 @heavy_task("slice-weights")
-def slice_weights(key: str, storage: dict, model: dict, card: dict, inputs: dict,
-                  refresh: bool = False):
+def slice_weights(key: str, storage: dict, model: dict, inputs: dict, refresh: bool = False):
     t0 = time.perf_counter()
-    return finished(slicing_stage.slice_stage(open_store_ref(storage), key, model, card=card,
-                                              refresh=refresh, **inputs), started=t0)
+    return finished(slicing_stage.slice_stage(open_store_ref(storage), key, model, refresh=refresh,
+                                              **inputs), started=t0)
 
 
 @heavy_task("evaluate")
@@ -99,6 +98,7 @@ def evaluate(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
 
 @task(name="publish-expert", retries=2, retry_delay_seconds=5,
       retry_condition_fn=retry_if_transient)
-def publish_expert(storage: dict, name: str, sliced: dict, report: dict | None) -> dict:
-    """Not cached: every build publishes a new immutable version (atomically)."""
-    return publish_stage.publish_stage(open_store_ref(storage), name, sliced, report)
+def publish_expert(storage: dict, name: str, sliced: dict, report: dict | None, card: dict) -> dict:
+    """Publishes a new immutable version (atomically) unless the latest version holds the same
+    checkpoint, report and card."""
+    return publish_stage.publish_stage(open_store_ref(storage), name, sliced, report, card)

@@ -151,6 +151,17 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert again["unchanged"] and again["version"] == result["expert"]["version"]
     assert list_versions(store, "tiny-expert") == [result["expert"]["version"]]  # no duplicate
 
+    # The same expert copied under another name: every stage reused, and it is published with
+    # its own card (the stored slice, hard-linked into both publications, is left as it was).
+    copied, _ = run(tiny_spec(tiny_model, root, max_tokens=128, name="tiny-copy"))
+    assert all(s == "Cached" for n, s in task_states(copied) if n in HEAVY)
+    version = copied.result()["expert"]["version"]
+    card = store.read_bytes(f"experts/tiny-copy/{version}/README.md").decode()
+    assert "\n# tiny-copy\n" in card and "tiny-expert" not in card
+    own = store.read_bytes(f"experts/tiny-expert/{result['expert']['version']}/README.md").decode()
+    assert "\n# tiny-expert\n" in own
+    assert _stage_files(root) == before
+
     # Change only the domain corpus: its corpus + statistics and everything downstream of the
     # Cus-Prun plan recompute; other corpora, statistics and the baselines stay cached.
     changed = tiny_spec(tiny_model, root, max_tokens=128, domain={"value": "health", "max_docs": 20})

@@ -1,6 +1,9 @@
 """Model card (README.md with YAML front matter) of a sliced expert."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import yaml
 
 from cusprun.masks.plan import PruningPlan
@@ -126,3 +129,21 @@ def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list
         ]
     lines += ["", "`cusprun.json` holds the full pruning plan (kept unit indices of every layer).", ""]
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n" + "\n".join(lines)
+
+
+def rewrite_card(model_dir: Path, card: dict) -> None:
+    """Give a sliced checkpoint the card of the expert it is published as: README.md and the
+    base model named in cusprun.json, made from the plan, counts and widths cusprun.json holds.
+    A slice is shared by every build with the same plan (its key is the weights'), so the card
+    belongs to the publication. Files are replaced, never written through: they may be hard
+    links into the stored slice."""
+    meta = json.loads((model_dir / "cusprun.json").read_text())
+    plan = PruningPlan.model_validate({k: v for k, v in meta.items() if k in PruningPlan.model_fields})
+    base_model = card.get("base_model") or meta.get("base_model")
+    meta["base_model"] = base_model
+    text = model_card(plan, base_model=base_model, params=meta["params"], widths=meta["layer_widths"],
+                      card=card, version=meta.get("cusprun_version", "?"),
+                      compensation=meta.get("compensation"))
+    for name, data in (("README.md", text), ("cusprun.json", json.dumps(meta, indent=2) + "\n")):
+        (model_dir / name).unlink(missing_ok=True)
+        (model_dir / name).write_text(data)

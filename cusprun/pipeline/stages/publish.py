@@ -14,12 +14,16 @@ from cusprun.storage import ArtifactStore, publish_expert
 log = logging.getLogger(__name__)
 
 
-def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | None) -> dict:
-    """Publish the Cus-Prun expert: upload, verify it loads and matches its plan, then manifest.
-    A rebuild whose checkpoint and report are unchanged keeps the latest version (no duplicate)."""
+def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | None,
+                  card: dict | None = None) -> dict:
+    """Publish the Cus-Prun expert with its card (cusprun.slicing.card.rewrite_card): upload,
+    verify it loads and matches its plan, then manifest. A rebuild whose checkpoint, report and
+    card are unchanged keeps the latest version (no duplicate)."""
+    from cusprun.slicing.card import rewrite_card
     from cusprun.storage import ExpertNotFoundError, read_expert
 
-    build = {"sliced": sliced["key"], "report": report["key"] if report else None}
+    card = card or {}
+    build = {"sliced": sliced["key"], "report": report["key"] if report else None, "card": card}
     try:
         latest = read_expert(store, name)
         if latest.manifest.verification.get("build") == build:
@@ -45,6 +49,7 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
                     os.link(f, staged / f.name)
                 except OSError:
                     shutil.copyfile(f, staged / f.name)
+        rewrite_card(staged, card)
         if report:
             (staged / "evaluation.md").write_text(report["markdown"])
         pub = publish_expert(store, name, staged, verify=verify, progress=False, link=True,

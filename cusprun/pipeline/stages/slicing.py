@@ -1,5 +1,6 @@
 """The slice stage: a plan written as a smaller standard checkpoint, compensated in closed form
-one layer at a time (cusprun.slicing), in the dense checkpoint's dtype."""
+one layer at a time (cusprun.slicing), in the dense checkpoint's dtype. Its key is the weights'
+(plan and compensation), so it carries no expert's card: publishing writes that."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ from cusprun.pipeline.stages.common import base_path, commit_stage, gram_set, re
 from cusprun.storage import ArtifactStore
 
 
-def slice_stage(store: ArtifactStore, key: str, model: dict, plan: str, card: dict,
+def slice_stage(store: ArtifactStore, key: str, model: dict, plan: str,
                 grams: list[str] | None = None, compensation: dict | None = None,
                 refresh: bool = False) -> dict:
     from cusprun.compensation import CompensationConfig
@@ -24,7 +25,7 @@ def slice_stage(store: ArtifactStore, key: str, model: dict, plan: str, card: di
             scratch_dir("slice", key) as out:
         grams_set = gram_set(store, grams or [], 0) if comp.enabled else None
         slice_checkpoint(base_path(store, model), p, out / "model",
-                         model_fingerprint=model["fingerprint"], card=card,
+                         model_fingerprint=model["fingerprint"],
                          compensation=Compensation(comp, grams_set))
         info = json.loads((out / "model" / "cusprun.json").read_text())
         return commit_stage(store, "slice", key, out / "model", {
