@@ -17,8 +17,9 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -41,8 +42,11 @@ class FaultyEndpoint:
         self.fail_status, self.fail_code = 503, "SlowDown"
         self.delay_s = 0.0
         self.slow_next: int | None = None   # set: only this many more requests wait delay_s
+        self.lose_next = 0
+        self.lose_if: Callable[[str, str, Message], bool] = lambda method, path, headers: True
         self.requests = 0
         self.failed = 0
+        self.lost = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()   # wakes requests still held when the test ends
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -83,6 +87,14 @@ class FaultyEndpoint:
                 return self.delay_s
             return 0.0
 
+    def _take_loss(self, method: str, path: str, headers: Message) -> bool:
+        with self._lock:
+            if self.lose_next > 0 and self.lose_if(method, path, headers):
+                self.lose_next -= 1
+                self.lost += 1
+                return True
+            return False
+
     def _handler(self):
         endpoint = self
 
@@ -120,6 +132,9 @@ class FaultyEndpoint:
                     resp = conn.getresponse()
                     data = resp.read()
                     conn.close()
+                    if endpoint._take_loss(self.command, self.path, self.headers):
+                        self.close_connection = True   # applied upstream; the answer is lost
+                        return
                     self._reply(resp.status, resp.getheaders(), data)
                 except OSError:
                     pass  # the client gave up waiting (read timeout), or the test is over

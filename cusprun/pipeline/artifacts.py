@@ -1,14 +1,22 @@
-"""Committing and reading stage artifacts so that concurrent builds, killed builds and refreshes
-never show a reader a partial or mixed artifact.
+"""Committing and reading stage artifacts so that concurrent builds, killed builds, refreshes and
+lost answers from the store never show a reader a partial or mixed artifact, nor delete one a
+reader holds.
 
-An artifact lives under its content key, e.g. stats/<fp>/<corpus>/<config>/, and is visible only
-once <key>/DONE.json exists. DONE.json is created at most once (atomically: first writer wins)
-and records the artifact's files and their sizes. The first build to claim a key (creating the
-object .claims/<key>, atomically) uploads straight into <key>/; a build that finds the key
-already claimed (another build is writing it, or one died while writing) uploads into its own
-folder .attempts/<key>/<id>/ and, if its DONE.json wins, points readers there. A build that loses
-the DONE.json race removes its upload and returns the winner's record. Refreshing a stage removes the
-artifact first (invalidate), so the refreshed result is committed like a new one."""
+An artifact lives under its content key, e.g. stats/<key>/, and is visible only once
+<key>/DONE.json exists: the record readers trust, naming the artifact's files, their sizes and
+where they are. A new key is committed first-writer-wins: the first build to claim it (creating
+.claims/<key> atomically) uploads straight into <key>/; a build that finds it claimed (another
+build is writing it, or one died while writing) uploads into its own .attempts/<key>/<id>/; then
+each creates DONE.json atomically, and a build that loses that race removes its upload and
+returns the winner's record. Every record created so (the claim, DONE.json) holds its writer's
+owner id: a write whose answer was lost is recognised as the writer's own, never taken for a
+lost race (which would delete the files the record names).
+
+A refresh never deletes: it uploads into a new attempt folder, moves the current record aside
+(.retired/<key>/<generation>-<folder>.json) and replaces DONE.json with one atomic write. A reader
+that resolved the old record keeps reading intact files; the next read gets the new artifact.
+Retired folders, and uploads of builds that died, are removed once untouched for
+STALE_ATTEMPT_S (collect_garbage, run after commits that saw contention and after refreshes)."""
 from __future__ import annotations
 
 import json
@@ -20,12 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cusprun.paths import cache_root
-from cusprun.storage import ArtifactNotFoundError, ArtifactStore, StorageError
+from cusprun.storage import ArtifactNotFoundError, ArtifactStore, ObjectInfo, StorageError
 
 log = logging.getLogger("cusprun.pipeline")
 
 DONE = "DONE.json"
-STALE_ATTEMPT_S = 6 * 3600   # unfinished attempt folders older than this are removed
+STALE_ATTEMPT_S = 6 * 3600   # retired artifacts and unfinished uploads untouched this long go
 
 
 def claim_key(key: str) -> str:
@@ -34,6 +42,11 @@ def claim_key(key: str) -> str:
 
 def attempts_key(key: str) -> str:
     return f".attempts/{key}"
+
+
+def retired_key(key: str) -> str:
+    """Where records replaced by a refresh are kept until their files are removed."""
+    return f".retired/{key}"
 
 
 def is_done(store: ArtifactStore, key: str) -> bool:
@@ -62,63 +75,131 @@ def _attempt_id() -> str:
     return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-def commit(store: ArtifactStore, local_dir: Path, key: str, summary: dict) -> dict:
+def _encode(record: dict) -> bytes:
+    return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+
+
+def commit(store: ArtifactStore, local_dir: Path, key: str, summary: dict, *,
+           replace: bool = False) -> dict:
     """Upload a finished artifact and make it visible (DONE.json last); returns the task result.
-    If another build committed the same key first, its record is returned instead."""
-    existing = read_done(store, key)
-    if existing is not None:
-        log.info("%s was committed meanwhile by another build; using it", store.uri(key))
-        return existing
+    If another build committed the same key first, its record is returned instead; with
+    `replace` (a refresh), this artifact replaces the committed one."""
     files = _listing(local_dir)
     if DONE in files:
         raise StorageError(f"{local_dir}/{DONE} is reserved for the commit record")
     owner = _attempt_id()
-    direct = store.create_exclusive(claim_key(key), json.dumps(
-        {"owner": owner, "pid": os.getpid(), "created": time.time()}).encode())
+    if replace:
+        return _replace(store, local_dir, key, summary, files, owner)
+    existing = read_done(store, key)
+    if existing is not None:
+        log.info("%s was committed meanwhile by another build; using it", store.uri(key))
+        return existing
+    direct = store.create_exclusive(claim_key(key), _encode(
+        {"owner": owner, "pid": os.getpid(), "created": time.time()}))
     target = key if direct else f"{attempts_key(key)}/{owner}"
     store.put_dir(local_dir, target, progress=False, link=True)   # the scratch copy goes next
-    record = {"uri": store.uri(key), "key": key, **summary, "files": files}
-    if not direct:
-        record["files_key"] = target
-    if store.create_exclusive(f"{key}/{DONE}", (json.dumps(record, indent=2, sort_keys=True)
-                                                  + "\n").encode()):
+    record = _record(store, key, summary, files, owner, target, generation=0)
+    if store.create_exclusive(f"{key}/{DONE}", _encode(record)):
         if not direct:   # there was contention: a dead build's folder may be lying around
-            _remove_stale_attempts(store, key, keep=target)
+            collect_garbage(store, key)
         return record
-    log.info("another build committed %s first; discarding this upload", store.uri(key))
-    if not direct:
-        store.delete(target, recursive=True)
     winner = read_done(store, key)
     if winner is None:
         raise StorageError(f"{store.uri(key)}/{DONE} vanished right after another build wrote it")
+    if winner.get("owner") == owner:   # ours after all; the store recognises this itself, but
+        return record                  # nothing is deleted on a misreported race either way
+    log.info("another build committed %s first; discarding this upload", store.uri(key))
+    if not direct:
+        store.delete(target, recursive=True)
+    elif files_key(winner) != key:     # the winner's files are elsewhere; ours are nobody's
+        for name in files:
+            store.delete(f"{key}/{name}")
     return winner
 
 
+def _record(store: ArtifactStore, key: str, summary: dict, files: dict[str, int], owner: str,
+            target: str, generation: int) -> dict:
+    record = {"uri": store.uri(key), "key": key, **summary, "files": files, "owner": owner,
+              "generation": generation}
+    if target != key:
+        record["files_key"] = target
+    return record
+
+
+def _replace(store: ArtifactStore, local_dir: Path, key: str, summary: dict,
+             files: dict[str, int], owner: str) -> dict:
+    """A refresh: upload into a new attempt folder, set the current record aside, switch
+    DONE.json to the new one (one atomic write). Nothing a reader may hold is deleted."""
+    target = f"{attempts_key(key)}/{owner}"
+    store.put_dir(local_dir, target, progress=False, link=True)
+    old = read_done(store, key)   # read late: the record replaced is the one current now
+    record = _record(store, key, summary, files, owner, target,
+                     generation=0 if old is None else int(old.get("generation", 0)) + 1)
+    if old is not None:   # before the switch, so the old folder is never unmarked and stale
+        where = files_key(old)
+        store.write_json(f"{retired_key(key)}/{old.get('generation', 0)}-"
+                         f"{where.rsplit('/', 1)[-1]}.json", {**old, "retired_at": time.time()})
+    store.write_bytes(f"{key}/{DONE}", _encode(record))
+    log.info("%s refreshed (generation %d); readers of the previous files keep them",
+             store.uri(key), record["generation"])
+    collect_garbage(store, key)
+    return record
+
+
 def invalidate(store: ArtifactStore, key: str) -> None:
-    """Remove an artifact (record first, so readers stop trusting it) to recompute it."""
+    """Remove an artifact outright (record first, so new readers stop trusting it). A refresh
+    does not use this: it would delete files a concurrent reader holds (commit(replace=True))."""
     store.delete(f"{key}/{DONE}")
-    for k in (key, attempts_key(key)):
+    for k in (key, attempts_key(key), retired_key(key)):
         store.delete(k, recursive=True)
     store.delete(claim_key(key))
 
 
-def _remove_stale_attempts(store: ArtifactStore, key: str, keep: str) -> None:
-    """Attempt folders of builds that died mid-upload, once they are clearly abandoned. Best
-    effort: the artifact is committed already, a failure here only leaves garbage."""
-    groups: dict[str, list] = {}
-    pre = attempts_key(key)
+def collect_garbage(store: ArtifactStore, key: str) -> None:
+    """Remove the artifact's files no reader should hold any more, once untouched for
+    STALE_ATTEMPT_S: those of records a refresh replaced (counted from the replacement) and
+    uploads of builds that died. Never the files the current record names. Best effort: a
+    failure here only leaves garbage."""
     try:
-        listing = store.list_info(pre)
+        _collect(store, key)
     except StorageError as e:
-        log.warning("could not look for abandoned uploads of %s: %s", store.uri(key), e)
-        return
-    for o in listing:
-        groups.setdefault(o.key[len(pre) + 1:].split("/", 1)[0], []).append(o)
+        log.warning("could not remove old uploads of %s: %s", store.uri(key), e)
+
+
+def _stale(infos: list[ObjectInfo], now: float) -> bool:
+    times = [o.mtime for o in infos if o.mtime is not None]
+    return bool(times) and now - max(times) > STALE_ATTEMPT_S
+
+
+def _collect(store: ArtifactStore, key: str) -> None:
+    current = read_done(store, key)
+    keep = {files_key(current)} if current is not None else set()
     now = time.time()
+    for marker in store.list_info(retired_key(key)):
+        try:
+            old = store.read_json(marker.key)
+        except ArtifactNotFoundError:   # another build's clean-up got there first
+            continue
+        where = files_key(old)
+        if where in keep:         # current again: a refresh died between aside and switch
+            continue
+        if not _stale([marker], now):
+            keep.add(where)
+            continue
+        log.info("removing %s, replaced by a refresh", store.uri(where))
+        if where == key:          # the first build's files, next to DONE.json
+            for name in old.get("files", {}):
+                store.delete(f"{key}/{name}")
+        else:
+            store.delete(where, recursive=True)
+        store.delete(marker.key)
+    groups: dict[str, list[ObjectInfo]] = {}
+    pre = attempts_key(key)
+    for o in store.list_info(pre):
+        groups.setdefault(o.key[len(pre) + 1:].split("/", 1)[0], []).append(o)
     for attempt, objs in groups.items():
         folder = f"{pre}/{attempt}"
-        times = [o.mtime for o in objs if o.mtime is not None]
-        if folder != keep and times and now - max(times) > STALE_ATTEMPT_S:
+        if folder not in keep and _stale(objs, now):
             log.info("removing abandoned upload %s", store.uri(folder))
             store.delete(folder, recursive=True)
 

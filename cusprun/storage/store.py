@@ -293,12 +293,16 @@ class ArtifactStore:
         """Create `key` with `data` unless it already exists; True when this call created it.
         Of concurrent callers exactly one wins: S3 uses a conditional PUT (If-None-Match: *),
         local stores hard-link a finished temporary file (both atomic). Other filesystems fall
-        back to check-then-write."""
+        back to check-then-write. `data` must be unique to the caller (hold an owner id): a
+        remote store that answers "exists" may be answering a resent request whose first try
+        created the object but lost its answer (our retries, or aiohttp's own resend of a PUT
+        whose kept-alive connection dropped), so the object is read back and equal bytes mean
+        this caller won."""
         if not self.normalize_key(key):
             raise SpecError("create_exclusive needs a non-empty key")
         path = self._path(key)
         if self.is_local:
-            def put() -> bool:
+            def create() -> bool:
                 dest = Path(path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -314,19 +318,31 @@ class ArtifactStore:
         elif self.protocol == "s3":
             bucket, obj, _ = self.fs.split_path(path)
 
-            def put() -> bool:
+            def create() -> bool:
                 try:
                     self.fs.call_s3("put_object", Bucket=bucket, Key=obj, Body=data, IfNoneMatch="*")
                     return True
                 except FileExistsError:   # s3fs's name for 412 PreconditionFailed (If-None-Match)
                     return False
         else:
-            def put() -> bool:
+            def create() -> bool:
                 if self.fs.exists(path):
                     return False
                 self.fs.pipe_file(path, data)
                 return True
-        return self._call("create", key, put)
+        if self.is_local:   # a hard link has no answer to lose
+            return self._call("create", key, create)
+        return self._call("create", key, lambda: create() or self._holds(path, data))
+
+    def _holds(self, path: str, data: bytes) -> bool:
+        """Whether the object at `path` holds exactly `data` (missing: no)."""
+        try:
+            same = self.fs.cat_file(path) == data
+        except FileNotFoundError:
+            return False
+        if same:
+            log.info("%s: created by an earlier try of this write, whose answer was lost", path)
+        return same
 
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())

@@ -4,16 +4,22 @@ artifact is committed under its key returns that record instead of computing it 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from cusprun.errors import SpecError
 from cusprun.models import resolve_model
-from cusprun.pipeline.artifacts import invalidate, read_done
+from cusprun.pipeline.artifacts import read_done
 from cusprun.pipeline.context import commit, local_copy, scratch_dir
 from cusprun.storage import ArtifactStore
 from cusprun.storage.layout import stage_key
 
 log = logging.getLogger("cusprun.pipeline")
+# (store root, stage key) that reused(refresh=True) handed to a stage: its next commit
+# replaces the committed artifact instead of adopting it (reused and commit_stage run in one
+# task, so the stage functions need not carry the flag to their commits).
+_refreshing: set[tuple[str, str]] = set()
+_refreshing_lock = threading.Lock()
 
 
 def model_info(ref: str, storage_options: dict | None = None) -> dict:
@@ -59,10 +65,12 @@ def open_base(store: ArtifactStore, model: dict, runtime: dict):
 
 def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) -> dict | None:
     """The committed record of the stage's artifact, marked reused; None when it must run (not
-    committed, or asked to refresh: then its old artifact is removed first)."""
+    committed, or asked to refresh: then the stage's commit replaces the committed artifact,
+    deleting nothing a concurrent reader may hold)."""
     path = stage_key(stage, key)
     if refresh:
-        invalidate(store, path)
+        with _refreshing_lock:
+            _refreshing.add((store.root, path))
         return None
     record = read_done(store, path)
     if record is None:
@@ -72,7 +80,11 @@ def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) ->
 
 
 def commit_stage(store: ArtifactStore, stage: str, key: str, local_dir: Path, summary: dict) -> dict:
-    return {**commit(store, local_dir, stage_key(stage, key), summary), "reused": False}
+    path = stage_key(stage, key)
+    with _refreshing_lock:
+        replace = (store.root, path) in _refreshing
+        _refreshing.discard((store.root, path))
+    return {**commit(store, local_dir, path, summary, replace=replace), "reused": False}
 
 
 def artifact_dir(store: ArtifactStore, stage: str, key: str) -> Path:
