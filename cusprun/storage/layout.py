@@ -12,8 +12,9 @@ finished stage is found again instead of recomputed.
     experts/<name>/<version>/...        (+ MANIFEST.json, written last)
     experts/<name>/LATEST.json          (pointer, updated after the manifest)
 
-Stage artifacts are committed by cusprun.pipeline.artifacts, which also uses .claims/<key> and
-.attempts/<key>/<id>/ so that concurrent builds of one stage never mix their files.
+Stage artifacts are committed by cusprun.pipeline.artifacts, which also uses .claims/<key>,
+.attempts/<key>/<id>/ and .retired/<key>/ so that concurrent builds and refreshes of one stage
+never mix their files nor delete those a reader holds.
 """
 from __future__ import annotations
 
