@@ -188,6 +188,8 @@ def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(pre
     from pathlib import Path
 
     from cusprun.compensation import GramSet
+    from cusprun.pipeline.artifacts import local_copy, read_done
+    from cusprun.storage import ArtifactStore
 
     over = {"baselines": [], "evaluation": {"enabled": False}}
     root = tmp_path / "a"
@@ -199,8 +201,10 @@ def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(pre
     states = dict(task_states(again))
     assert states["collect-statistics"] == "Completed" and states["merge-masks"] == "Cached"
     assert {k: v for k, v in _stage_files(str(root)).items() if k.startswith("stats/")} == stats_before
-    for d, want in zip(gram_dirs, fused):
-        got = GramSet([d]).layer(1)
+    store = ArtifactStore(str(root))
+    for d, want in zip(gram_dirs, fused):   # the refreshed Grams, where their new record points
+        assert read_done(store, f"grams/{d.name}")["generation"] == 1
+        got = GramSet([local_copy(store, f"grams/{d.name}")]).layer(1)
         assert got.n_tokens == want.n_tokens
         assert torch.allclose(got.gram["down"], want.gram["down"], rtol=1e-4, atol=1e-6)
     assert again.result()["plans"] == first.result()["plans"]
