@@ -7,7 +7,7 @@ language set and the other as `other_languages`).
 
 Each cell: the expert's held-out loss retention (dense loss / expert loss) on that language's
 set; then, per set, the paired difference of the two experts' losses on the same documents with
-its 95 % paired-bootstrap interval. Reads benchmarks/results/<expert>/report.json, writes
+its paired 95 % interval. Reads benchmarks/results/<expert>/report.json, writes
 benchmarks/results/language_cross.json (rendered into docs/results.md by `make results`)."""
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                  "held-out Bible verses", {"experts": args.experts})
     res.table(ret[0], ret[1:], title="Held-out loss retention (dense loss / expert loss):")
     res.table(dif[0], dif[1:], title="Paired difference of the two experts' losses (nats/token), "
-                                     "95 % paired-bootstrap interval:", align=["l", "r", "l"])
+                                     "paired 95 % interval:", align=["l", "r", "l"])
     res.values = raw
     res.headline = "; ".join(f"{r[0]}: {r[2]}" for r in dif[1:])
     res.write()

@@ -57,6 +57,21 @@ def _evaluate(name: str, entry: ModelEntry, loss_sets, mc, config: EvalConfig,
     return ModelResult(name=name, entry=entry, values=values)
 
 
+def check_known(known: Mapping[str, Sequence[MetricValue]], loss_sets: Mapping[str, list],
+                mc: Mapping[str, list]) -> None:
+    """Values measured before must cover the same documents and items as this comparison: a
+    paired difference against them is refused later anyway (cusprun.evaluation.significance),
+    so say it before any model is evaluated, not after all of them."""
+    for name, values in known.items():
+        for v in values:
+            units = (mc if v.metric == "mc_accuracy" else loss_sets).get(v.eval_set)
+            if units is not None and v.n_units is not None and v.n_units != len(units):
+                raise EvaluationError(
+                    f"Known {v.metric} of model {name!r} on {v.eval_set!r} covers {v.n_units} "
+                    f"units, but this comparison has {len(units)}: it was measured on other "
+                    "evaluation inputs; measure it again.")
+
+
 def eval_workers(config: EvalConfig, entries: Mapping[str, ModelEntry]) -> int:
     """Models measured at once: 'auto' is two on a CPU with 2+ cores when the two largest fit in
     a quarter of free memory and are held whole (cusprun.evaluation.replicas: one forward leaves
@@ -106,6 +121,7 @@ def compare(models: Mapping[str, ModelEntry | Mapping], eval_sets: Mapping[str, 
     config = config or EvalConfig()
     entries = _entries(models)
     loss_sets, mc = prepare_inputs(eval_sets, mc_tasks, config)
+    check_known(known or {}, loss_sets, mc)
     if config.streaming == "auto":     # one way for every model, decided by the largest
         from cusprun.engine import decide, model_bytes
 

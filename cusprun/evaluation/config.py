@@ -39,7 +39,7 @@ class EvalConfig(BaseModel):
     mc_shared_prefix: bool = True
     """Compute each MC question once for all its options (same scores, several times faster)."""
     seed: int = 0
-    """Seeds the MC subsample and the bootstrap intervals."""
+    """Seeds the MC subsample (intervals are closed-form: no seed)."""
     metrics: list[str] = list(METRIC_FAMILIES)
     """Metric families to compute: any of loss, mc, size, speed."""
     speed_prompt_tokens: int = 128

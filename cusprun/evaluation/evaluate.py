@@ -34,7 +34,7 @@ class MetricValue(BaseModel):
     """Documents (loss, perplexity) or items (MC accuracy) the interval resamples."""
     ci_low: float | None = None
     ci_high: float | None = None
-    """95 % interval (Wilson for accuracy, bootstrap over documents for loss and perplexity)."""
+    """95 % interval (Wilson for accuracy, t interval over documents for loss and perplexity)."""
     unit_num: list[float] | None = None
     unit_den: list[float] | None = None
     """Per document NLL and tokens (loss) or per item 1/0 correct (accuracy): value =
@@ -91,7 +91,7 @@ def evaluate_loaded(model, tokenizer, loss_sets: Mapping[str, list[LossExample]]
         for set_name, r in losses.items():
             units = samples_of([nll for nll, _ in r.per_doc], [k for _, k in r.per_doc])
             for metric, value in (("loss", r.loss), ("perplexity", r.perplexity)):
-                lo, hi = interval(metric, units, seed=config.seed)
+                lo, hi = interval(metric, units)
                 out.append(MetricValue(metric=metric, eval_set=set_name, value=value, n=r.n_tokens,
                                        n_units=len(units), ci_low=lo, ci_high=hi,
                                        unit_num=list(units.num), unit_den=list(units.den)))

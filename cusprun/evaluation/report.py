@@ -41,11 +41,11 @@ class ReportRow(BaseModel):
     """Documents or items behind the interval."""
     ci_low: float | None = None
     ci_high: float | None = None
-    """95 % interval of value (Wilson for accuracy, bootstrap over documents for loss)."""
+    """95 % interval of value (Wilson for accuracy, t interval over documents for loss)."""
     d_dense: float | None = None
     d_dense_low: float | None = None
     d_dense_high: float | None = None
-    """value - dense on the same documents/items, with its paired-bootstrap 95 % interval."""
+    """value - dense on the same documents/items, with its paired 95 % interval (t, jackknife)."""
     best_baseline: str | None = None
     d_best: float | None = None
     d_best_low: float | None = None
@@ -96,7 +96,7 @@ def build_report(results: list[ModelResult], config: EvalConfig) -> ComparisonRe
     # dense first, then by method and ratio, so tables and plots read top-down
     results = sorted(results, key=lambda r: (r.entry.method != "dense", r.entry.method,
                                              r.entry.ratio, r.name))
-    diffs = differences(results, dense[0] if dense else None, seed=config.seed)
+    diffs = differences(results, dense[0] if dense else None)
     rows = []
     for res in results:
         for v in res.values:
