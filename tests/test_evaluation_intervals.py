@@ -15,6 +15,7 @@ from cusprun.evaluation.intervals import (bootstrap, interval, matched_proportio
                                           wilson)
 from cusprun.evaluation.markdown import to_markdown
 from cusprun.evaluation.report import build_report
+from cusprun.evaluation.significance import comparisons_per_model
 from cusprun.errors import CusprunError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -49,7 +50,8 @@ def test_loss_interval_is_a_t_interval_over_whole_documents():
     mean = sum(loo) / 4
     se = math.sqrt(3 / 4 * sum((v - mean) ** 2 for v in loo))
     lo, hi = interval("loss", s)
-    assert (lo, hi) == (pytest.approx(s.value - 3.182446 * se), pytest.approx(s.value + 3.182446 * se))
+    t3 = 3.182446  # t table, 3 degrees of freedom, 95 %
+    assert (lo, hi) == (pytest.approx(s.value - t3 * se), pytest.approx(s.value + t3 * se))
     assert interval("loss", s) == (lo, hi)  # closed form: reports are reproducible, no seed
     plo, phi = interval("perplexity", s)
     assert (plo, phi) == (pytest.approx(math.exp(lo)), pytest.approx(math.exp(hi)))
@@ -132,7 +134,7 @@ def test_percentile_bootstrap_undercovers_on_ten_documents():
         t = coverage.loss_coverage(world, 10, reps=600, seed=10, methods=("t (jackknife)",))
         for what in ("loss", "difference"):
             assert boot[what]["percentile bootstrap"] < 0.92, (name, what, boot)
-            assert t[what]["t (jackknife)"] > boot[what]["percentile bootstrap"] + 0.02, (name, what)
+            assert t[what]["t (jackknife)"] > boot[what]["percentile bootstrap"] + 0.02, name
 
 
 def test_accuracy_intervals_hold_their_coverage_on_few_items():
@@ -188,7 +190,8 @@ def test_a_paired_comparison_on_other_units_is_an_error_not_a_drop():
     rnd = _result("random@0.25", "random", 0.25, [60.0 + (i % 7) for i in range(n)],
                   [1] * 15 + [0] * 24)
     with pytest.raises(EvaluationError, match=r"mc_accuracy on 'definition QA': model "
-                                               r"'random@0.25' was scored on 39 items, 'dense' on 40"):
+                                               r"'random@0.25' was scored on 39 items, "
+                                               r"'dense' on 40"):
         build_report([dense, rnd], EvalConfig())
 
 
@@ -201,3 +204,18 @@ def test_known_values_from_other_inputs_are_refused_before_any_model_runs(tmp_pa
                 {"general=en": ["one text", "another text"]}, {}, tmp_path / "out",
                 known={"dense": [known]})
     assert not (tmp_path / "out").exists()
+
+
+def test_the_differences_table_says_how_many_comparisons_each_mark_is_one_of():
+    n = 40
+    dense = _result("dense", "dense", 0.0, [20.0 + (i % 7) for i in range(n)], [1] * 20 + [0] * 20)
+    cus = _result("cusprun@0.25", "cusprun", 0.25, [30.0 + (i % 7) for i in range(n)],
+                  [1] * 18 + [0] * 22)
+    rnd = _result("random@0.25", "random", 0.25, [60.0 + (i % 7) for i in range(n)],
+                  [1] * 10 + [0] * 30)
+    report = build_report([dense, cus, rnd], EvalConfig(n_mc_items=40))
+    # one loss set and one task, each against dense and against the best baseline
+    assert comparisons_per_model(report.rows) == 4
+    md = to_markdown(report)
+    assert "not corrected for multiple comparisons: 4 per model in this table" in md
+    assert "about 0.2 of them would read `better` or `worse` by chance" in md

@@ -98,7 +98,8 @@ def t_quantile(df: int, level: float = LEVEL) -> float:
     """The t with P(|T| < t) = level for Student's t at df degrees of freedom (2.262 for df=9 at
     95 %): numpy has no t distribution and the project does not depend on scipy."""
     if int(df) != df or df < 1:
-        raise EvaluationError(f"t_quantile(df={df}): degrees of freedom must be a whole number >= 1.")
+        raise EvaluationError(f"t_quantile(df={df}): degrees of freedom must be a whole number "
+                              ">= 1.")
     if not 0 < level < 1:
         raise EvaluationError(f"t_quantile(level={level}): the level must be between 0 and 1.")
     df = int(df)

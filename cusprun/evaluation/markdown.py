@@ -8,6 +8,7 @@ from pathlib import Path
 from cusprun.evaluation.metrics import METRICS
 from cusprun.evaluation.report import ComparisonReport, ReportRow
 from cusprun.evaluation.set_names import is_out_of_source, split_set_name
+from cusprun.evaluation.significance import comparisons_per_model
 
 MARKS = {("dense", "better"): "▲d", ("dense", "worse"): "▼d",
          ("best", "better"): "▲b", ("best", "worse"): "▼b"}
@@ -32,11 +33,13 @@ def _baseline_word(report: ComparisonReport) -> str:
 
 def legend(report: ComparisonReport) -> str:
     return ("Cells are `value [95 % interval] (retention)`, then marks for differences beyond the "
-            "interval of the paired difference (same documents or items, paired bootstrap): "
+            "interval of the paired difference (same documents or items; t over documents for "
+            "loss, Agresti-Min for accuracy): "
             f"`▲d` / `▼d` better / worse than dense, `▲b` / `▼b` better / worse than the "
             f"{_baseline_word(report)} at the same ratio (shown for methods that are not "
             "baselines). No mark: the difference is within the interval, so these data cannot "
-            "tell the two apart.")
+            "tell the two apart. Each mark is one comparison at 95 %, not corrected for multiple "
+            "comparisons (see the differences below).")
 
 
 def _human(x: float, unit: str = "") -> str:
@@ -104,10 +107,15 @@ def differences_table(report: ComparisonReport) -> list[str]:
     if not rows:
         return []
     word = _baseline_word(report)
+    k = comparisons_per_model(rows)
     out = ["## Differences beyond the 95 % interval", "",
            "Gap = model - reference on the same documents or items (loss: lower is better; "
-           "accuracy: higher is better), with its paired-bootstrap 95 % interval; `better` / "
-           "`worse` when the interval excludes 0, `within` when it does not.", "",
+           "accuracy: higher is better), with its paired 95 % interval; `better` / "
+           "`worse` when the interval excludes 0, `within` when it does not. Each verdict is one "
+           "comparison at 95 %, not corrected for multiple comparisons: "
+           f"{k} per model in this table, so where two models do not differ about "
+           f"{0.05 * k:.1f} of them would read `better` or `worse` by chance "
+           "(docs/evaluation.md).", "",
            f"| model | metric | eval set | value [95 % interval] | gap to dense | {word} | "
            f"gap to {word} |", "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.model, r.metric, r.eval_set)):

@@ -74,3 +74,12 @@ def verdict(metric: str, low: float | None, high: float | None) -> str:
         return ""
     up = low > 0
     return "better" if up == metric_info(metric).higher_is_better else "worse"
+
+
+def comparisons_per_model(rows) -> int:
+    """The most paired comparisons any one model has in a report (rows with d_dense / d_best):
+    among k comparisons at 95 % of models that do not differ, about 0.05 k are marked by chance."""
+    count: dict[str, int] = {}
+    for r in rows:
+        count[r.model] = count.get(r.model, 0) + (r.d_dense is not None) + (r.d_best is not None)
+    return max(count.values(), default=0)
