@@ -3,7 +3,10 @@ the way real endpoints do. Nothing here replaces S3: requests travel over HTTP t
 
   FaultyEndpoint(upstream)   an HTTP proxy in front of moto on 127.0.0.1: forwards requests, or
                              answers the next `fail_next` with an S3 error (503 SlowDown by
-                             default), or holds every answer for `delay_s` seconds (a slow endpoint).
+                             default), or holds every answer for `delay_s` seconds (a slow
+                             endpoint), or lets the next `lose_next` requests matching `lose_if`
+                             reach moto and drops their answers (the write happened; the client
+                             sees the connection close).
   moto_iam_auth()            while active, moto checks credentials and IAM policies (as AWS does);
                              outside it, moto accepts any key.
   iam_user(endpoint, actions, bucket)  an IAM user allowed only `actions` on `bucket`: its keys.
