@@ -66,7 +66,11 @@ def open_base(store: ArtifactStore, model: dict, runtime: dict):
 def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) -> dict | None:
     """The committed record of the stage's artifact, marked reused; None when it must run (not
     committed, or asked to refresh: then the stage's commit replaces the committed artifact,
-    deleting nothing a concurrent reader may hold)."""
+    deleting nothing a concurrent reader may hold). A worker whose code
+    for the stage is not the code the key was made for refuses here, before any work."""
+    from cusprun.pipeline.keys import check_code
+
+    check_code(stage, key)
     path = stage_key(stage, key)
     if refresh:
         with _refreshing_lock:
@@ -80,6 +84,10 @@ def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) ->
 
 
 def commit_stage(store: ArtifactStore, stage: str, key: str, local_dir: Path, summary: dict) -> dict:
+    """Commit the stage's artifact; its DONE record names the code version that computed it."""
+    from cusprun.pipeline.keys import code_version
+
+    summary = {**summary, "code_version": code_version(stage)}
     path = stage_key(stage, key)
     with _refreshing_lock:
         replace = (store.root, path) in _refreshing
