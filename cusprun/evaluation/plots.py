@@ -6,17 +6,24 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from cusprun.evaluation.config import EvaluationError  # noqa: E402
+from cusprun.evaluation.config import EvaluationError
 
 # Panels of the summary plot: metric family -> metric averaged over its eval sets.
 SUMMARY_PANELS = {"loss": "loss", "mc accuracy": "mc_accuracy",
                   "size (non-embedding params)": "params_non_embedding",
                   "speed (decode tokens/s)": "decode_tokens_per_s"}
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn: importing it costs
+    a second and, in a fresh home directory, builds a font cache and logs it, which a command
+    that fails on bad input must not print."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def overlap_matrix(kept: Mapping[str, Iterable]) -> dict[tuple[str, str], float]:
@@ -35,6 +42,7 @@ def plot_overlap(overlap: Mapping[tuple[str, str], float], path: str | Path, *,
     """Heatmap of a pairwise overlap; (a, b) alone fills (b, a) too; missing pairs are blank."""
     if not overlap:
         raise EvaluationError("plot_overlap needs at least one (a, b) -> value pair.")
+    plt = _pyplot()
     names: list[str] = []
     for pair in overlap:
         for n in pair:
@@ -62,6 +70,7 @@ def plot_overlap(overlap: Mapping[tuple[str, str], float], path: str | Path, *,
 
 
 def _save(fig, path: str | Path) -> Path:
+    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -93,6 +102,7 @@ def _lines(rows: list[dict], metric: str, eval_set: str | None) -> dict[str, lis
 
 
 def _panels(panels: list[tuple[str, dict]], path: str | Path, title: str) -> Path | None:
+    plt = _pyplot()
     panels = [(t, lines) for t, lines in panels if lines]
     if not panels:
         return None
@@ -132,6 +142,7 @@ def plot_layer_overlap(rows: list[dict], names: list[str], path: str | Path, *,
                        unit: str = "FFN neurons") -> Path:
     """Stacked bars per layer of the units any expert keeps: shared by all, by some, and specific
     to each expert; the mean pairwise Jaccard index as a line on a second axis."""
+    plt = _pyplot()
     if not rows:
         raise EvaluationError("plot_layer_overlap needs at least one layer.")
     layers = [r["layer"] for r in rows]

@@ -66,8 +66,8 @@ def open_base(store: ArtifactStore, model: dict, runtime: dict):
 def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) -> dict | None:
     """The committed record of the stage's artifact, marked reused; None when it must run (not
     committed, or asked to refresh: then the stage's commit replaces the committed artifact,
-    deleting nothing a concurrent reader may hold). A worker whose code
-    for the stage is not the code the key was made for refuses here, before any work."""
+    deleting nothing a concurrent reader may hold). A worker whose code for the stage is not the
+    code the key was made for refuses here, before any work."""
     from cusprun.pipeline.keys import check_code
 
     check_code(stage, key)
