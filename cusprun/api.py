@@ -20,7 +20,8 @@ from typing import Any
 
 from torch import nn
 
-from cusprun.compensation import CompensationConfig, GramSet
+from cusprun.baselines.methods import BASELINES, NEEDS_GENERAL, baseline_setup, bias_family
+from cusprun.compensation import ChannelMeans, CompensationConfig, GramSet
 from cusprun.errors import CorpusError, SpecError
 from cusprun.masks.config import PruneConfig, check_ratio
 from cusprun.masks.plan import PruningPlan
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 Corpus = Sequence[str] | str | Path
 """Documents (a list of strings), or a source: a local file or folder, s3://, bundled://, hf://."""
-METHODS = ("cusprun", "random", "magnitude", "wanda-sp", "flap")
+METHODS = ("cusprun", *BASELINES)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Expert:
     plan: PruningPlan
     base: Path                       # the dense checkpoint directory
     compensation: CompensationConfig
-    grams: GramSet | None = None
+    grams: GramSet | ChannelMeans | None = None
     report: dict = field(default_factory=dict)
     _model: Any = field(default=None, repr=False)
 
@@ -82,7 +83,7 @@ def _check(corpora: Mapping[str, Corpus], ratios: list[float], method: str, comp
     if not isinstance(corpora, Mapping) or not 1 <= len(corpora) <= 3:
         raise SpecError("corpora must map 1 to 3 dimensions (language, domain, task) to "
                         f"documents or sources, got {type(corpora).__name__} of {len(corpora or {})}")
-    if method in ("wanda-sp", "flap") and general is None:
+    if method in NEEDS_GENERAL and general is None:
         raise SpecError(f"method {method!r} scores with general-text statistics: pass general=")
     for name, c in {**corpora, **({"general": general} if general is not None else {})}.items():
         if isinstance(c, (list, tuple)) and (not c or not all(isinstance(t, str) for t in c)):
@@ -117,7 +118,8 @@ def prune(model: str | Path | nn.Module, corpora: Mapping[str, Corpus], *,
     """Prune `model` into an expert for the dimensions of `corpora` (dimension -> documents or
     a source) at `ratio` of its prunable parameters (several ratios: one expert each, from one
     statistics pass). `model`: an alias (cusprun.models.ALIASES), a local directory, a hub id,
-    or a loaded transformers model (with `tokenizer`). `method`: 'cusprun' or a baseline.
+    or a loaded transformers model (with `tokenizer`). `method`: 'cusprun' or a baseline;
+    `compensation` applies to all but 'flap', which brings FLAP's own (its bias from `general`).
     `general`: general text, needed by wanda-sp and flap (Cus-Prun then protects the units it
     needs most: the top `protect_fraction` by mean rank percentile). Grams, corpora and a saved
     copy of an in-memory model go to `work_dir` (default: a temporary directory kept with the
@@ -148,26 +150,41 @@ def prune(model: str | Path | nn.Module, corpora: Mapping[str, Corpus], *,
     fp = model_fingerprint(base)
     config = load_config(base)
     comp = CompensationConfig(mode=compensation, ridge=ridge)
+    setup = None
+    if method != "cusprun":      # a baseline's own layout and compensation, where it has them
+        from cusprun.adapters import Adapter
+
+        setup = baseline_setup(method, layout=layout, compensation=compensation, ridge=ridge,
+                               ffn_multiple=ffn_multiple,
+                               bias_family=bias_family(Adapter.for_config(config)))
+        comp = CompensationConfig.model_validate(setup.compensation)
+    own_grams = setup is None or setup.means == "own"
     stats, grams = _statistics(lm, tok, texts, gen, work, comp, layout, measured, max_tokens,
-                               batch_size, fp, progress)
+                               batch_size, fp, progress, own_grams)
     if method == "cusprun":
         plans = _cusprun_plans(lm, tok, stats, texts, grams, comp, config, fp, ratios, layout,
                                allocation, ffn_multiple, max_tokens, batch_size, protect_fraction)
     else:
         from cusprun.baselines import plan_from_scores, unit_scores
 
-        scores = unit_scores(lm, [method], stats.pop("general", [None])[0], seed)[method]
+        general_stats = stats.pop("general", [None])[0]
+        scores = unit_scores(lm, [method], general_stats, seed)[method]
         plans = [plan_from_scores(method, scores, config, r, layout, base_fingerprint=fp,
-                                  seed=seed, ffn_multiple=ffn_multiple) for r in ratios]
+                                  seed=seed, ffn_multiple=ffn_multiple, compensation=compensation,
+                                  ridge=ridge) for r in ratios]
+        if setup.means == "general" and comp.enabled:
+            grams = ChannelMeans.from_stats([general_stats])
     experts = [Expert(p, Path(base), comp, grams if comp.enabled else None) for p in plans]
     return experts[0] if isinstance(ratio, (int, float)) else experts
 
 
 def _statistics(lm, tok, texts, general, work, comp, layout, measured, max_tokens, batch_size,
-                fp, progress):
+                fp, progress, own_grams=True):
+    """(statistics by corpus, the expert's Grams or None); `own_grams`: whether compensation
+    reads the expert's Grams (not a baseline's own source)."""
     from cusprun.scoring import CorpusJob, collect_corpora
 
-    want_grams = comp.enabled or (measured and layout == "per_layer")
+    want_grams = (comp.enabled and own_grams) or (measured and layout == "per_layer")
     jobs = {d: CorpusJob(calib, grams_dir=work / "grams" / d if want_grams else None)
             for d, (calib, _) in texts.items()}
     if general is not None:

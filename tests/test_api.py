@@ -49,6 +49,30 @@ def test_a_loaded_model_and_a_baseline(tmp_path):
                            general=_docs(10, 3), tokenizer=tiny_tokenizer(), max_tokens=32,
                            work_dir=tmp_path, progress=False)
     assert expert.plan.method == "flap" and abs(expert.ratio - 0.3) < 0.05
+    assert expert.compensation.mode == "none"       # Qwen2 cannot carry FLAP's biases: said
+    assert "Qwen2" in expert.plan.report["setup"]["note"]
+
+
+def test_flap_brings_its_own_layout_and_bias_compensation(tmp_path):
+    """method='flap' is FLAP as published: per-layer widths, the mean of what it removes put back
+    as biases from the general text (not the `compensation` asked for the others); the saved
+    expert computes what the in-memory one does."""
+    from transformers import AutoModelForCausalLM
+
+    from cusprun.compensation import ChannelMeans
+
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    expert = cusprun.prune(model, {"language": _docs(10, 2)}, ratio=0.3, method="flap",
+                           general=_docs(10, 3), tokenizer=tiny_tokenizer(), max_tokens=32,
+                           compensation="ls", work_dir=tmp_path, progress=False)
+    assert expert.plan.layout == "per_layer" and expert.compensation.mode == "bias"
+    assert isinstance(expert.grams, ChannelMeans) and not (tmp_path / "grams").exists()
+    out = expert.save(tmp_path / "expert", progress=False)
+    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    x = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (saved(x).logits - expert.model()(x).logits).abs().max() < 1e-4
+    assert saved.model.layers[0].mlp.down_proj.bias is not None
 
 
 def test_general_text_protects_the_units_it_needs_most(tmp_path):

@@ -62,7 +62,7 @@ def test_demo_runs_the_quick_english_default_full_or_a_profile():
     full = demo_spec(build_parser().parse_args(["demo", "--full"]))
     assert quick.base_model == FULL_DEMO_SPEC["base_model"] == "smollm2-135m"
     assert quick.baselines == [BEST_BASELINE] and quick.evaluation.sweep_ratios == []
-    assert set(full.baselines) == {"random", "magnitude", "wanda-sp", "flap"}
+    assert set(full.baselines) == {"random", "magnitude", "wanda-sp", "flap", "flap-score"}
     assert full.evaluation.sweep_ratios
     # One calibration for both: the full demo reuses the quick one's statistics and plan.
     assert calibration_corpora(quick) == calibration_corpora(full)

@@ -106,7 +106,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     store = open_store(root)
     assert list_versions(store, "tiny-expert") == [result["expert"]["version"]]
     assert set(result["plans"]) == {"cusprun@0.25", "random@0.25", "magnitude@0.25",
-                                    "wanda-sp@0.25", "flap@0.25"}
+                                    "wanda-sp@0.25", "flap@0.25", "flap-score@0.25"}
     assert all(abs(r - 0.25) < 0.02 for r in result["plans"].values())
     # The Cus-Prun plan was chosen by measured damage and every checkpoint is compensated.
     report_dir = store.key_of(result["report"])
@@ -122,8 +122,9 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     assert scored and all(n >= spec.evaluation.min_loss_tokens for n, _ in scored.values()), scored
     assert scored["task=qa"][1] > 2 * spec.evaluation.max_docs
     sweep = json.loads(store.read_bytes(report_dir + "/sweep.json"))
-    assert {(r["method"], r["compensation"]) for r in sweep} >= {("cusprun", "ls"), ("cusprun", "none"),
-                                                                 ("flap", "ls"), ("flap", "none")}
+    assert {(r["method"], r["compensation"]) for r in sweep} >= {
+        ("cusprun", "ls"), ("cusprun", "none"), ("flap-score", "ls"), ("flap-score", "none"),
+        ("flap", "bias"), ("flap", "none")}         # FLAP with its own bias compensation
     from cusprun.models.precision import resolve_precision
     assert {r["precision"] for r in sweep} == {resolve_precision("auto", "cpu")}  # the spec's default
     expert = store.read_json(f"experts/tiny-expert/{result['expert']['version']}/cusprun.json")

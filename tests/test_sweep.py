@@ -130,3 +130,33 @@ def test_a_gram_set_read_from_several_threads_reads_each_layer_once(setup, monke
         got = list(ex.map(lambda i: fresh.layer(i % fresh.n_layers), range(4 * fresh.n_layers)))
     assert sorted(reads) == list(range(fresh.n_layers))
     assert all(got[i] is got[i % fresh.n_layers] for i in range(len(got)))
+
+
+def test_a_plan_with_its_own_compensation_is_measured_under_it_and_without(setup):
+    """flap brings FLAP's bias from general text: its compensated point is that, measured from
+    the channel means it names, beside the others' 'ls'; the table bolds the best compensated
+    method whatever its compensation."""
+    from cusprun.compensation import ChannelMeans, CompensationConfig
+    from cusprun.engine import MaskSession
+    from cusprun.scoring import collect_stats
+
+    model, tok, gs, plans, sets = setup
+    general = collect_stats(model, tok, [t.upper() for t in TEXTS], max_tokens=32, progress=False)
+    means = ChannelMeans.from_stats([general])
+    flap = ("flap", 0.4, plans["random@0.4"][2])
+    both = {"cusprun@0.4": plans["cusprun@0.4"], "flap@0.4": flap}
+    rows = run_sweep(model, tok, both, sets, grams=gs, modes=["ls", "none"], ridge=0.1,
+                     max_tokens=32, progress=False,
+                     own={"flap@0.4": ({"mode": "bias", "ridge": 0.0}, means)})
+    got = {(r["method"], r["compensation"], r["eval_set"]): r["loss"] for r in rows}
+    assert {(m, c) for m, c, _ in got} == {("dense", "none"), ("cusprun", "ls"), ("cusprun", "none"),
+                                           ("flap", "bias"), ("flap", "none")}
+    session = MaskSession(model)
+    session.apply(flap[2], grams=means, config=CompensationConfig(mode="bias"))
+    want = heldout_loss(model, tok, sets["domain=health"], max_tokens=32, progress=False).loss
+    session.restore()
+    assert got[("flap", "bias", "domain=health")] == pytest.approx(want, rel=1e-5)
+    md = sweep_markdown(rows, ["domain=health"])
+    assert "| flap | 0.40 | bias |" in md
+    assert sum("**" in line for line in md.splitlines() if "| 0.40 | none |" not in line
+               and "| 0.40 |" in line) == 1      # one best among the compensated rows

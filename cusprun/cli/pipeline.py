@@ -157,7 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"out-of-source text of the {dim}, e.g. the customer's own documents "
                             "(repeatable): all held out, scored beside the in-source set")
     b.add_argument("--general", help="general-text language protecting the units it needs and "
-                                     "feeding wanda-sp/flap ('none': no general corpus)")
+                                     "feeding wanda-sp/flap/flap-score ('none': no general corpus)")
     b.add_argument("--no-evaluation", action="store_true",
                    help="skip the comparison with dense and baselines (e.g. experts built only "
                         "for `cusprun overlap`)")
@@ -169,12 +169,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--allocation", choices=["measured", "rank"],
                    help="head/FFN and per-layer budget: measured on held-back docs (default) or by rank")
     b.add_argument("--compensation", choices=["none", "bias", "ls", "ls+bias"],
-                   help="closed-form correction of kept weights (default ls), for every method")
+                   help="closed-form correction of kept weights (default ls), for every method "
+                        "but flap (FLAP's own bias)")
     b.add_argument("--ffn-multiple", type=int, help="round kept FFN widths to a multiple of this "
                    "(1: exact target; 64/128: faster matmuls)")
     b.add_argument("--protect-fraction", type=float, help="never prune the units general text "
                    "needs most: those whose mean rank percentile is >= 1 - this (default 0.05; 0: off)")
-    b.add_argument("--baselines", help="comma-separated: random,magnitude,wanda-sp,flap ('' for none)")
+    b.add_argument("--baselines", help="comma-separated: random,magnitude,wanda-sp,flap,flap-score "
+                                       "('' for none)")
     b.add_argument("--storage-root", help="artifact store: local dir or s3://bucket/prefix")
     b.add_argument("--execution", choices=["local", "distributed"])
     b.add_argument("--device", choices=["auto", "cpu", "cuda"],

@@ -110,7 +110,8 @@ class ModelEntry(BaseModel):
     def _check(self) -> "ModelEntry":
         if not self.method.strip():
             raise EvaluationError("ModelEntry.method is empty; use 'dense', 'cusprun' or a "
-                                  "baseline name (random, magnitude, wanda-sp, flap).")
+                                  "baseline name (random, magnitude, wanda-sp, flap, "
+                                  "flap-score).")
         if not 0.0 <= self.ratio < 1.0:
             raise EvaluationError(f"ModelEntry.ratio={self.ratio!r}: must be in [0, 1).")
         if self.method == "dense" and self.ratio != 0.0:

@@ -39,11 +39,14 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
               loss_sets: Mapping[str, Sequence[Any]], *, grams: GramSet | None, modes: Sequence[str],
               ridge: float, max_tokens: int = 256, batch_size: int = 8, progress: bool = True,
               known: Mapping[tuple[str, str], Mapping[str, tuple[float, int]]] | None = None,
-              precision: str = "float32", workers: Workers = 1) -> list[dict]:
+              precision: str = "float32", workers: Workers = 1,
+              own: Mapping[str, tuple[dict, Any]] | None = None) -> list[dict]:
     """Rows {method, ratio, compensation, eval_set, loss, n_tokens, retention, precision, seconds}
     for the dense model and for every plan (name -> (method, ratio, plan)) under every
     compensation mode; `seconds`: what measuring the point took (masking included; 0 when it
-    was known).
+    was known). `own`: plans that bring their own compensation (FLAP's bias from general text),
+    name -> ({mode, ridge}, its Grams or channel means): measured under it in place of `modes`'
+    compensated settings, and also without when 'none' is in `modes`.
     `known`: (name, mode) -> {eval_set: (loss, n_tokens)} already measured in float32 on the
     sliced checkpoint (the published ratio), taken as they are instead of measured again;
     ('dense', 'none') likewise. Ignored when the sweep runs in bfloat16 (`precision`).
@@ -54,16 +57,17 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
     device = model.device if isinstance(model, LayeredModel) else input_device(model)
     precision = resolve_precision(precision, device)
     known = (known or {}) if precision == "float32" else {}
-    for name, mode in ((n, m) for n in plans for m in modes):
-        if mode != "none" and grams is None and (name, mode) not in known:
+    settings = _settings(plans, modes, ridge, grams, own or {})
+    for (name, mode), (_, source) in settings.items():
+        if mode != "none" and source is None and (name, mode) not in known:
             raise ValueError(f"sweep point {name} with compensation {mode!r} needs Grams")
-    jobs = [("dense", "none")] + [(name, mode) for name in plans for mode in modes]
+    jobs = [("dense", "none")] + list(settings)
     todo = [j for j in jobs if j not in known]
     encoded = {s: encode_loss_set(tokenizer, ex, max_tokens=max_tokens, name=s)
                for s, ex in loss_sets.items()}          # once, in this thread (see replicas)
     pad_id = pad_id_of(tokenizer)
     if streamed:
-        measured = _one_pass(model, todo, plans, encoded, grams=grams, ridge=ridge,
+        measured = _one_pass(model, todo, plans, encoded, settings=settings,
                              batch_size=batch_size, pad_id=pad_id, precision=precision,
                              progress=progress)
         return _rows(jobs, plans, measured, known, precision)
@@ -80,7 +84,8 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
         if name == "dense":
             session.restore()
         else:
-            session.apply(plans[name][2], grams=grams, config=CompensationConfig(mode=mode, ridge=ridge))
+            config, source = settings[job]
+            session.apply(plans[name][2], grams=source, config=config)
         out = {}
         with compute_precision(device, precision):
             for set_name, enc in encoded.items():
@@ -102,13 +107,31 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
     return _rows(jobs, plans, measured, known, precision)
 
 
-def _one_pass(lm: LayeredModel, todo: list[tuple[str, str]], plans, encoded, *, grams, ridge: float,
+def _settings(plans, modes: Sequence[str], ridge: float, grams, own: Mapping[str, tuple[dict, Any]]
+              ) -> dict[tuple[str, str], tuple[CompensationConfig, Any]]:
+    """(plan name, mode) -> (compensation config, Grams or channel means) of every sweep point,
+    in measuring order: each plan under `modes`, or under its own compensation and 'none'."""
+    out = {}
+    for name in plans:
+        if name in own:
+            comp, source = own[name]
+            points = [(comp["mode"], comp.get("ridge", 0.0), source)]
+            points += [("none", 0.0, None)] if "none" in modes else []
+        else:
+            points = [(m, ridge, grams) for m in modes]
+        for mode, r, source in points:
+            out.setdefault((name, mode), (CompensationConfig(mode=mode, ridge=r),
+                                          source if mode != "none" else None))
+    return out
+
+
+def _one_pass(lm: LayeredModel, todo: list[tuple[str, str]], plans, encoded, *, settings: dict,
               batch_size: int, pad_id: int, precision: str, progress: bool) -> dict:
     """Every point as a variant of one pass over a streamed model (see module docstring)."""
     t0 = time.perf_counter()
     variants = [Variant(f"{name}|{mode}", None if name == "dense" else plan_edit(
-        lm.adapter, lm.dims, plans[name][2], grams=grams,
-        config=CompensationConfig(mode=mode, ridge=ridge))) for name, mode in todo]
+        lm.adapter, lm.dims, plans[name][2], grams=settings[(name, mode)][1],
+        config=settings[(name, mode)][0])) for name, mode in todo]
     seqs = [e for enc in encoded.values() for e in enc]
     with compute_precision(lm.device, precision):
         scored = score_sequences(lm, seqs, batch_size=batch_size, pad_id=pad_id,
@@ -161,14 +184,15 @@ def sweep_markdown(rows: list[dict], own_sets: Sequence[str]) -> str:
     lines = ["## Retention vs pruning ratio", "",
              "Held-out loss retention (dense loss / model loss; 1.000 = dense) of every method at "
              "every sweep ratio, with and without compensation (same plans; only the closed-form "
-             f"correction differs), measured in {precision} (dense too). Bold: best method at that "
-             "ratio and compensation setting on the mean of the expert's own sets.", "",
+             "correction differs; each method under its own: the build's, or the one the method "
+             f"defines, e.g. flap's bias), measured in {precision} (dense too). Bold: best method "
+             "at that ratio, compensated or not, on the mean of the expert's own sets.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    best: dict[tuple[float, str], float] = {}
+    best: dict[tuple[float, bool], float] = {}     # (ratio, compensated): best mean
     for (m, ratio, comp), v in table.items():
         if m != "dense" and own:
             score = sum(v[s] for s in own) / len(own)
-            best[(ratio, comp)] = max(best.get((ratio, comp), -1.0), score)
+            best[(ratio, comp != "none")] = max(best.get((ratio, comp != "none"), -1.0), score)
     order = sorted(table, key=lambda k: (k[1], k[2] == "none", k[0] != "cusprun", k[0]))
     for key in order:
         m, ratio, comp = key
@@ -177,7 +201,8 @@ def sweep_markdown(rows: list[dict], own_sets: Sequence[str]) -> str:
         if own:
             mean = sum(v[s] for s in own) / len(own)
             txt = f"{mean:.3f}"
-            cells.append(f"**{txt}**" if m != "dense" and abs(mean - best[(ratio, comp)]) < 1e-12 else txt)
+            top = m != "dense" and abs(mean - best[(ratio, comp != "none")]) < 1e-12
+            cells.append(f"**{txt}**" if top else txt)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -23,7 +23,8 @@ class LayerKeep(BaseModel):
 class PruningPlan(BaseModel):
     base_fingerprint: str = Field(description="Fingerprint of the dense model this plan applies to")
     architecture: str
-    method: str = Field(description="'cusprun' or a baseline name (random, magnitude, wanda-sp, flap)")
+    method: str = Field(description="'cusprun' or a baseline name (random, magnitude, wanda-sp, "
+                                    "flap, flap-score)")
     rule: str | None = Field(None, description="Cus-Prun rule: 'exact-ratio' or 'paper'")
     layout: Layout = "uniform"
     target_ratio: float | None = None

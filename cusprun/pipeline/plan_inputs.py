@@ -138,3 +138,30 @@ def check_fits_model(spec: ExpertSpec, model_config) -> None:
     if spec.ffn_multiple > ffn:
         raise SpecError(f"ffn_multiple={spec.ffn_multiple} exceeds the base model's FFN width {ffn}; "
                         f"use 1 (exact widths) up to {ffn}, typically 64 or 128.")
+
+
+def baseline_setup(spec: ExpertSpec, method: str, architecture: str | None) -> dict:
+    """Layout, FFN alignment and compensation of a baseline in this build: the build's, or the
+    method's own (flap: per_layer widths and FLAP's bias from general text;
+    cusprun.baselines.methods). `architecture`: the base model's; None (a test's model record)
+    counts as a family that carries output biases."""
+    from cusprun.adapters import Adapter
+    from cusprun.baselines.methods import baseline_setup as setup, bias_family
+
+    return setup(method, layout=spec.layout, compensation=spec.compensation, ridge=spec.ridge,
+                 ffn_multiple=spec.ffn_multiple,
+                 bias_family=bias_family(Adapter(architecture)) if architecture else None).as_dict()
+
+
+def slice_compensation(spec: ExpertSpec, method: str, architecture: str | None,
+                       grams: list[str], general: list[str]) -> dict:
+    """What a method's slice (and its sweep points) compensate with: {compensation, grams} from
+    the expert's own Grams, or, for a method that brings its own (flap), {compensation, grams:
+    [], means}: the statistics keys of the general text whose channel means give its biases
+    (the first general corpus, the one the baseline scores read)."""
+    setup = ({"compensation": compensation_config(spec), "means": "own"} if method == "cusprun"
+             else baseline_setup(spec, method, architecture))
+    comp = setup["compensation"]
+    if setup["means"] == "general":
+        return {"compensation": comp, "grams": [], "means": general[:1]}
+    return {"compensation": comp, "grams": grams if comp["mode"] != "none" else []}

@@ -14,7 +14,7 @@ from cusprun.models.precision import Precision
 
 Dimension = Literal["language", "domain", "task"]
 DIMENSIONS: tuple[str, ...] = ("language", "domain", "task")
-BaselineName = Literal["random", "magnitude", "wanda-sp", "flap"]
+BaselineName = Literal["random", "magnitude", "wanda-sp", "flap", "flap-score"]
 Stage = Literal["corpus", "stats", "grams", "scores", "plan", "baseline", "slice", "evaluate"]
 ExecutionMode = Literal["local", "distributed"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -140,7 +140,8 @@ class ExpertSpec(BaseModel):
     compensation: Literal["none", "bias", "ls", "ls+bias"] = Field("ls", description=(
         "Closed-form correction of kept weights: 'ls' refits kept down_proj/o_proj columns by ridge "
         "least squares on calibration tokens; 'bias' adds removed units' mean to output biases "
-        "(FLAP; Llama only); 'none'. Applied to Cus-Prun and every baseline alike"))
+        "(FLAP; Llama only); 'none'. Applied to Cus-Prun and every baseline but flap, which "
+        "brings FLAP's own bias compensation"))
     ridge: float = Field(0.1, ge=0, le=10, description="Relative ridge term of the 'ls' refit")
     gram_docs: int | None = Field(None, ge=1, le=100_000, description=(
         "Cap on the calibration docs per corpus whose activations feed the compensation Grams "
@@ -157,7 +158,11 @@ class ExpertSpec(BaseModel):
     ffn_multiple: int = Field(1, ge=1, le=65536, title="FFN multiple", description=(
         "Round kept FFN widths to a multiple of this (1: exact target; 64 or 128: faster matmuls, "
         "target met to within about that many neurons per layer)"))
-    baselines: list[BaselineName] = Field(default_factory=lambda: ["random", "magnitude", "wanda-sp", "flap"])
+    baselines: list[BaselineName] = Field(
+        default_factory=lambda: ["random", "magnitude", "wanda-sp", "flap", "flap-score"],
+        description=("Baselines compared with the expert: 'flap' is FLAP as published (its own "
+                     "per-layer widths and bias compensation), 'flap-score' FLAP's scores under "
+                     "this build's layout and compensation (docs/method.md, Baselines)"))
     max_tokens: int = Field(256, ge=16, le=8192, description="Tokens per calibration document")
     batch_size: int = Field(8, ge=1, le=512)
     min_docs: int = Field(8, ge=1)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from cusprun.pipeline.keys import content_key
 from cusprun.storage.layout import stage_key
-from cusprun.pipeline.plan_inputs import (calibration_corpora, compensation_config,
-                                          evaluation_corpora, gram_tokens, needs_grams,
-                                          probe_tokens, prune_config, uses_holdback)
+from cusprun.pipeline.plan_inputs import (baseline_setup, calibration_corpora,
+                                          compensation_config, evaluation_corpora, gram_tokens,
+                                          needs_grams, probe_tokens, prune_config,
+                                          slice_compensation, uses_holdback)
 from cusprun.pipeline.runtime import Runtime
 from cusprun.pipeline.spec import EvaluationOptions, ExpertSpec
 
@@ -127,18 +128,20 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
              "grams": gram_keys if (measured or comp["mode"] != "none") else [],
              "heldback": heldback if measured else {}, "compensation": comp,
              "probe_max_tokens": probe_tokens(spec), "probe_precision": runtime.probe_precision})
-        for method in spec.baselines:
+        for method in spec.baselines:     # each with its own setup where it brings one (flap)
+            setup = baseline_setup(spec, method, model.get("architecture"))
             plans[(method, ratio)] = Job(
-                "baseline", content_key("baseline", scores.key, method, ratio, spec.layout,
-                                        spec.ffn_multiple),
+                "baseline", content_key("baseline", scores.key, method, ratio, setup),
                 f"{method} plan at {ratio:g}",
                 {"method": method, "ratio": ratio, "layout": spec.layout,
-                 "ffn_multiple": spec.ffn_multiple, "scores": scores.key, "seed": spec.seed})
+                 "ffn_multiple": spec.ffn_multiple, "scores": scores.key, "seed": spec.seed,
+                 "compensation": spec.compensation, "ridge": spec.ridge})
 
-    comp_key = {"compensation": comp, "grams": gram_keys if comp["mode"] != "none" else []}
-    slices = {(m, r): Job("slice", content_key("slice", p.key, comp_key),
-                          f"slice {m} at {r:g}", {"plan": p.key, "grams": comp_key["grams"],
-                                                  "compensation": comp})
+    # what each method's slice and sweep points compensate with (cusprun: comp and gram_keys)
+    comp_of = {m: slice_compensation(spec, m, model.get("architecture"), gram_keys, general)
+               for m in ["cusprun", *spec.baselines]}
+    slices = {(m, r): Job("slice", content_key("slice", p.key, comp_of[m]),
+                          f"slice {m} at {r:g}", {"plan": p.key, **comp_of[m]})
               for (m, r), p in plans.items() if r in spec.target_ratios}
 
     evaluation = None
@@ -146,7 +149,7 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
         options = {**spec.evaluation.model_dump(), "seed": spec.seed,
                    "own_language": spec.language.value if spec.language else None,
                    "compensation": comp, "sweep_precision": runtime.sweep_precision}
-        sweep = {f"{m}@{r:g}": {"plan": p.key, "method": m, "ratio": r}
+        sweep = {f"{m}@{r:g}": {"plan": p.key, "method": m, "ratio": r, **comp_of[m]}
                  for (m, r), p in plans.items() if r in spec.evaluation.sweep_ratios}
         candidates = {f"{m}@{r:g}": {"key": s.key, "method": m, "ratio": r}
                       for (m, r), s in slices.items()}

@@ -10,7 +10,9 @@ from cusprun.storage import ArtifactStore
 
 def baseline_plans_stage(store: ArtifactStore, jobs: list[dict], model: dict,
                          refresh: bool = False) -> list[dict]:
-    """`jobs`: [{key, method, ratio, layout, ffn_multiple, scores (key)}] -> their records."""
+    """`jobs`: [{key, method, ratio, layout, ffn_multiple, compensation, ridge, scores (key)}]
+    -> their records. Layout, ffn_multiple and compensation are the build's; a method that brings
+    its own (flap) uses those instead, and its plan's report says which it ran with."""
     from cusprun.baselines import plan_from_scores
     from cusprun.models.loading import load_config
 
@@ -25,6 +27,8 @@ def baseline_plans_stage(store: ArtifactStore, jobs: list[dict], model: dict,
             j = jobs[i]
             plan = plan_from_scores(j["method"], scores[j["scores"]][j["method"]], config,
                                     j["ratio"], j["layout"], base_fingerprint=model["fingerprint"],
-                                    seed=j.get("seed", 0), ffn_multiple=j["ffn_multiple"])
+                                    seed=j.get("seed", 0), ffn_multiple=j["ffn_multiple"],
+                                    compensation=j["compensation"],
+                                    ridge=j["ridge"])
             out[i] = write_plan(store, "baseline", j["key"], plan)
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cusprun.pipeline.context import scratch_dir, timed
 from cusprun.pipeline.stages.common import (artifact_dir, base_path, commit_stage, corpus_table,
-                                            gram_set, open_base, read_plan, reused)
+                                            gram_set, load_stats, open_base, read_plan, reused)
 from cusprun.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,36 @@ def _overlap_pairs(overlap) -> dict | None:
     return pairs or None
 
 
-def _known(report, loss_sets: dict, mode: str) -> dict:
+def _known(report, loss_sets: dict, mode: str, own: dict | None = None) -> dict:
     """Loss per set of the dense model and of the sliced (compensated) checkpoints, as measured by
-    the main comparison: the sweep does not measure those points again."""
+    the main comparison: the sweep does not measure those points again. `own`: models sliced
+    under their own compensation (name -> ({mode, ridge}, source))."""
     out: dict = {}
     for r in report.rows:
         if r.metric == "loss" and r.eval_set in loss_sets:
-            key = ("dense", "none") if r.method == "dense" else (r.model, mode)
+            m = (own or {}).get(r.model, ({"mode": mode},))[0]["mode"]
+            key = ("dense", "none") if r.method == "dense" else (r.model, m)
             out.setdefault(key, {})[r.eval_set] = (r.value, r.n or 0)
     return {k: v for k, v in out.items() if set(v) == set(loss_sets)}
+
+
+def _own_compensation(store: ArtifactStore, sweep: dict[str, dict], comp: dict, grams) -> dict:
+    """Sweep points whose method brings its own compensation (flap: FLAP's bias from the channel
+    means of general text; or none where the family cannot carry it): name -> ({mode, ridge},
+    channel means or the build's Grams)."""
+    from cusprun.compensation import ChannelMeans
+
+    out, means = {}, {}
+    for name, v in sweep.items():
+        c = v.get("compensation", comp)
+        if v.get("means"):
+            k = tuple(v["means"])
+            if k not in means:
+                means[k] = ChannelMeans.from_stats([load_stats(store, s) for s in k])
+            out[name] = (c, means[k])
+        elif c["mode"] != comp["mode"]:
+            out[name] = (c, grams)
+    return out
 
 
 def _ratio_sweep(store: ArtifactStore, model: dict, runtime: dict, sweep: dict[str, dict],
@@ -114,11 +135,13 @@ def _ratio_sweep(store: ArtifactStore, model: dict, runtime: dict, sweep: dict[s
     with timed(f"ratio sweep: {len(plans)} plans x {len(modes)} compensation settings"):
         m, tok = open_base(store, model, runtime)
         gs = gram_set(store, grams or []) if comp["mode"] != "none" else None
+        own_comp = _own_compensation(store, sweep, comp, gs)
         rows = run_sweep(m, tok, plans, loss_sets, grams=gs, modes=modes, ridge=comp.get("ridge", 0.0),
                          max_tokens=options["max_tokens"],
                          precision=options.get("sweep_precision", "float32"),
-                         workers=options.get("sweep_workers", 1),
-                         known=_known(report, loss_sets, comp["mode"]) if report is not None else None)
+                         workers=options.get("sweep_workers", 1), own=own_comp,
+                         known=(_known(report, loss_sets, comp["mode"], own_comp)
+                                if report is not None else None))
     (out / "sweep.json").write_text(json.dumps(rows, indent=1))
     plot_sweep(rows, out / "retention_vs_ratio.png", own)
     return sweep_markdown(rows, own)

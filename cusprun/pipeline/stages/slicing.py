@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 
 from cusprun.pipeline.context import scratch_dir, timed
-from cusprun.pipeline.stages.common import base_path, commit_stage, gram_set, read_plan, reused
+from cusprun.pipeline.stages.common import (base_path, commit_stage, gram_set, load_stats,
+                                            read_plan, reused)
 from cusprun.storage import ArtifactStore
 
 
 def slice_stage(store: ArtifactStore, key: str, model: dict, plan: str,
                 grams: list[str] | None = None, compensation: dict | None = None,
-                refresh: bool = False) -> dict:
-    from cusprun.compensation import CompensationConfig
+                means: list[str] | None = None, refresh: bool = False) -> dict:
+    """`means`: statistics keys whose channel means the compensation reads instead of Grams
+    (FLAP's bias from the general text it calibrated on)."""
+    from cusprun.compensation import ChannelMeans, CompensationConfig
     from cusprun.slicing import slice_checkpoint
     from cusprun.slicing.compensated import Compensation
 
@@ -23,7 +26,10 @@ def slice_stage(store: ArtifactStore, key: str, model: dict, plan: str,
     comp = CompensationConfig.model_validate(compensation or {"mode": "none"})
     with timed(f"slice {p.method} ({p.layout}, {p.achieved_ratio:.3f}, compensation {comp.mode})"), \
             scratch_dir("slice", key) as out:
-        grams_set = gram_set(store, grams or [], 0) if comp.enabled else None
+        grams_set = None
+        if comp.enabled:
+            grams_set = (ChannelMeans.from_stats([load_stats(store, k) for k in means]) if means
+                         else gram_set(store, grams or [], 0))
         slice_checkpoint(base_path(store, model), p, out / "model",
                          model_fingerprint=model["fingerprint"],
                          compensation=Compensation(comp, grams_set))
