@@ -235,3 +235,14 @@ def test_out_of_source_tables_are_loss_sets_not_tasks(tmp_path):
     alone, mc_alone = build_eval_inputs(store, {n: prepared[n] for n in ("language=en", OOS)},
                                         own_language="en", max_docs=4, mc_items=4, seed=0)
     assert set(alone) == {"language=en", OOS} and not mc_alone
+
+
+def test_source_labels_and_mixed_calibration():
+    from cusprun.pipeline.out_of_source import source_label
+
+    assert source_label("corpora/*.jsonl") == "corpora/*.jsonl"
+    assert source_label("s3://bucket/a/b.parquet") == "b.parquet"
+    assert source_label("reviews (2).csv") == "reviews [2].csv"
+    assert source_label("bundled://task/qa?lang=fr") == "bundled task/qa"
+    # files and the bundled Bible together: the bundle's other source would be read by calibration
+    assert not _oos(_spec(language={"value": "en", "sources": ["mine.jsonl", "bundled://language/en"]}))

@@ -51,8 +51,7 @@ def _other_translation(sources: list[str]) -> str | None:
     used = {p[1].get("translation") or codes[0] for p in parsed}
     if "all" in used:
         return None
-    choice = next((c for c in (OTHER_TRANSLATION.get(lang), codes[0], *codes) if c and c not in used),
-                  None)
+    choice = next((c for c in (OTHER_TRANSLATION.get(lang), *codes) if c and c not in used), None)
     if choice is None:
         return None
     params = {k: v for k, v in parsed[0][1].items() if k != "translation"}
@@ -71,6 +70,8 @@ def automatic_source(dimension: str, calibration: list[str], bundled: str | None
         return None
     if all(_bundled(s) for s in calibration):
         return _other_translation(calibration) if dimension == "language" else None
+    if bundled is None or _canonical(bundled) in {_canonical(s) for s in calibration}:
+        return None  # no bundled corpus of this value, or calibration reads it beside the files
     return bundled
 
 
@@ -88,10 +89,12 @@ def source_label(source: str) -> str:
     parts = urlsplit(source)
     path = (parts.netloc + parts.path) if parts.scheme == "hf" else parts.path
     names = [p for p in path.replace("\\", "/").split("/") if p]
-    if parts.scheme == "hf":
+    if not names:
+        label = source
+    elif parts.scheme == "hf":
         label = "/".join(names[:2])
-    else:
-        label = "/".join(names[-2:]) if names and any(c in names[-1] for c in "*?[") else names[-1] if names else source
+    else:  # a glob's pattern says little alone: with its folder
+        label = "/".join(names[-2:]) if any(c in names[-1] for c in "*?[") else names[-1]
     return label.replace("(", "[").replace(")", "]").replace("\n", " ")
 
 
