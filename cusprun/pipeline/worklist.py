@@ -65,8 +65,8 @@ class WorkList:
 def corpus_jobs(spec: ExpertSpec, identities: dict[str, str]) -> tuple[dict[str, list[Job]],
                                                                           dict[str, Job]]:
     """(calibration corpora by dimension, held-out evaluation corpora by 'dimension=value'):
-    each keyed by its spec and the current identity of its source (size and mtime, ETag,
-    package version: `identities[source]`)."""
+    each keyed by its spec and the current identity of its source (`identities[source]`, from
+    cusprun.pipeline.identity: what the files it matches are now)."""
     def job(c: dict) -> Job:
         return Job("corpus", content_key("corpus", c, identities.get(c["source"], "")),
                    f"corpus {c['dimension']}={c['value']} ({c['source']})", {"corpus": c})
