@@ -76,17 +76,20 @@ def baseline_setup(method: str, *, layout: str, compensation: str, ridge: float,
     model's family can carry output biases on down_proj and o_proj, else its name: FLAP then runs
     without its bias compensation, and the setup's note says so (the plan report carries it)."""
     m = METHODS[method]
+    own_layout = m.layout or layout
     if not m.own_bias:
-        return BaselineSetup(m.layout or layout, ffn_multiple, {"mode": compensation, "ridge": ridge})
+        return BaselineSetup(own_layout, ffn_multiple, {"mode": compensation, "ridge": ridge})
     # FLAP's own widths are exact (no ffn_multiple); its bias needs no ridge
     if bias_family is not None:
-        return BaselineSetup(m.layout or layout, 1, {"mode": "none", "ridge": 0.0}, note=(
-            f"{bias_family} cannot carry output biases on down_proj and o_proj in its stock config, "
-            f"so {method} runs without FLAP's bias compensation (its structure is FLAP's)"))
-    return BaselineSetup(m.layout or layout, 1, {"mode": "bias", "ridge": 0.0}, "general")
+        return BaselineSetup(own_layout, 1, {"mode": "none", "ridge": 0.0}, note=(
+            f"{bias_family} cannot carry output biases on down_proj and o_proj in its stock "
+            f"config, so {method} runs without FLAP's bias compensation (its structure is FLAP's)"))
+    return BaselineSetup(own_layout, 1, {"mode": "bias", "ridge": 0.0}, "general")
 
 
 def bias_family(adapter) -> str | None:
     """None when `adapter`'s family can carry FLAP's biases, else a name for messages."""
     spec = adapter.spec
-    return None if spec.down_bias_key and spec.o_bias_key else f"{spec.family} ({adapter.architecture})"
+    if spec.down_bias_key and spec.o_bias_key:
+        return None
+    return f"{spec.family} ({adapter.architecture})"
