@@ -240,9 +240,9 @@ def _build_of(folder: Path) -> dict:
 
 def _readme_expert(experts: list[Path]) -> Path | None:
     """The expert whose table the README shows: the demo's (`make demo`), else the first."""
-    from cusprun.pipeline.demo import demo_spec
+    from cusprun.pipeline.demo import FULL_DEMO_SPEC
 
-    demo = demo_spec()["name"]
+    demo = FULL_DEMO_SPEC["name"]
     return next((f for f in experts if f.name == demo), experts[0] if experts else None)
 
 
@@ -274,6 +274,24 @@ def render_readme_block(root: Path = RESULTS) -> str:
     return "\n".join(out)
 
 
+def demo_baseline(root: Path = RESULTS) -> str | None:
+    """cusprun/pipeline/demo_baseline.json: the strongest baseline of the recorded full demo
+    comparison (cusprun.evaluation.ranking), which the quick demo compares with; None without
+    that record."""
+    from cusprun.evaluation.ranking import strongest_baseline
+    from cusprun.pipeline.demo import FULL_DEMO_SPEC, FULL_RECORD
+
+    report = root / FULL_RECORD / "report.json"
+    if not report.is_file():
+        return None
+    build = _build_of(report.parent)
+    pick = strongest_baseline(json.loads(report.read_text()),
+                              own_language=FULL_DEMO_SPEC["language"]["value"])
+    pick.update(record=f"benchmarks/results/{FULL_RECORD}", commit=build.get("commit"),
+                date=build.get("date"))
+    return json.dumps(pick, indent=2) + "\n"
+
+
 def fill_readme(text: str, block: str) -> str | None:
     """README text with `block` between the markers; None when the markers are not both there."""
     i, j = text.find(START), text.find(END)
@@ -290,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
     args = ap.parse_args(argv)
     want = {args.doc: render_doc(args.results)}
+    from cusprun.pipeline.demo import BASELINE_FILE
+
+    if (pick := demo_baseline(args.results)) is not None:
+        want[BASELINE_FILE] = pick
     if args.readme.is_file():
         filled = fill_readme(args.readme.read_text(), render_readme_block(args.results))
         if filled is not None:

@@ -55,13 +55,14 @@ def test_build_flags_override_the_spec():
 
 def test_demo_runs_the_quick_english_default_full_or_a_profile():
     from cusprun.cli.demo import demo_spec
-    from cusprun.pipeline.demo import BEST_BASELINE, FULL_DEMO_SPEC
+    from cusprun.pipeline.demo import FULL_DEMO_SPEC, recorded_baseline
     from cusprun.pipeline.plan_inputs import calibration_corpora
 
     quick = demo_spec(build_parser().parse_args(["demo"]))
     full = demo_spec(build_parser().parse_args(["demo", "--full"]))
     assert quick.base_model == FULL_DEMO_SPEC["base_model"] == "smollm2-135m"
-    assert quick.baselines == [BEST_BASELINE] and quick.evaluation.sweep_ratios == []
+    assert quick.baselines == [recorded_baseline()["baseline"]] and quick.evaluation.sweep_ratios == []
+    assert min(quick.evaluation.max_docs, full.evaluation.max_docs) >= 32   # intervals' coverage
     assert set(full.baselines) == {"random", "magnitude", "wanda-sp", "flap", "flap-score"}
     assert full.evaluation.sweep_ratios
     # One calibration for both: the full demo reuses the quick one's statistics and plan.

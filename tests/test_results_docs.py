@@ -24,6 +24,38 @@ def test_committed_results_page_is_what_the_committed_data_renders():
     assert filled is None or filled == readme, "README results block is stale: run `make results`"
 
 
+def test_the_quick_demo_compares_with_the_strongest_baseline_of_the_recorded_full_demo():
+    """demo_baseline.json (what `make demo` compares with) is what the committed full comparison
+    ranks, and that ranking is the highest mean retention of the record's baselines."""
+    from cusprun.pipeline.demo import BASELINE_FILE, FULL_RECORD, demo_spec
+
+    pick = rr.demo_baseline(rr.RESULTS)
+    assert pick is not None, f"no recorded full demo comparison (benchmarks/results/{FULL_RECORD})"
+    assert BASELINE_FILE.read_text() == pick, "demo_baseline.json is stale: run `make results`"
+    data = json.loads(pick)
+    assert data["baseline"] == max(data["mean_retention"], key=data["mean_retention"].get)
+    assert {"random", "wanda-sp"} <= set(data["mean_retention"])
+    assert demo_spec()["baselines"] == [data["baseline"]]
+
+
+def test_strongest_baseline_ranks_by_mean_retention_over_the_experts_own_sets():
+    from cusprun.evaluation.ranking import strongest_baseline
+
+    def row(method, s, retention, ratio=0.25):
+        return {"model": f"{method}@{ratio}", "method": method, "ratio": ratio, "metric": "loss",
+                "eval_set": s, "retention": retention}
+
+    rows = [row("cusprun", s, 0.9) for s in ("domain=health", "language=en", "language=de")]
+    rows += [row("flap", "domain=health", 0.5), row("flap", "language=en", 0.9),
+             row("flap", "language=de", 0.99),                # another language does not count
+             row("random", "domain=health", 0.6), row("random", "language=en", 0.7),
+             row("random", "language=de", 0.1),
+             row("magnitude", "domain=health", 0.99)]          # not measured on every set
+    pick = strongest_baseline({"rows": rows}, own_language="en")
+    assert pick["sets"] == ["domain=health", "language=en"]
+    assert pick["mean_retention"] == {"flap": 0.7, "random": 0.65} and pick["baseline"] == "flap"
+
+
 def test_every_committed_result_records_commit_date_and_machine():
     found = sorted(rr.RESULTS.glob("*.json"))
     assert found, "no committed benchmark results"

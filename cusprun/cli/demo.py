@@ -54,12 +54,26 @@ def print_summary(spec: ExpertSpec, result: dict, full: bool) -> None:
         store = open_store(spec.storage_root)
         key = store.key_of(result["report"])
         print("\n" + read_file(store, key, "report.md" if full else "summary.md").decode())
+        if not full:
+            print(baseline_note())
         print(f"full report: {result['report']}/report.md")
     print(f"\nexpert:  {exp['name']} version {exp['version']}\n         {exp['uri']}")
     print(f"load it: python -c \"import cusprun; m, tok = cusprun.load_expert('{exp['uri']}')\"")
     if not full:
         print("every baseline and the retention-vs-ratio sweep: cusprun demo --full")
     print_timings(result)
+
+
+def baseline_note() -> str:
+    """Why the quick demo shows this baseline: the record that ranks it, with its numbers."""
+    from cusprun.pipeline.demo import recorded_baseline
+
+    pick = recorded_baseline()
+    means = ", ".join(f"{m} {v:.3f}" for m, v in sorted(pick["mean_retention"].items(),
+                                                        key=lambda mv: -mv[1]))
+    return (f"baseline `{pick['baseline']}`: the strongest of the full comparison recorded in "
+            f"{pick['record']} ({(pick.get('date') or '')[:10]}); mean loss retention at "
+            f"{pick['ratio']:g} over {', '.join(pick['sets'])}: {means}")
 
 
 def _demo(args) -> int:

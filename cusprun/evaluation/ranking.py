@@ -1,0 +1,42 @@
+"""Which baseline is the strongest in a recorded comparison: read from the report's numbers, so
+"the baseline we compare with is the strongest" is a measurement, never a claim typed by hand."""
+from __future__ import annotations
+
+from cusprun.evaluation.config import EvaluationError
+
+OUT_OF_SOURCE = "(out-of-source"
+
+
+def expert_sets(report: dict, own_language: str | None) -> list[str]:
+    """The loss sets that measure what the expert is for: its domain, task, own language and
+    general text, in-source and out-of-source; other languages (what it gave up) are left out."""
+    sets = sorted({r["eval_set"] for r in report["rows"] if r["metric"] == "loss"})
+
+    def dimension(s: str) -> tuple[str, str]:
+        dim, _, value = s.split(" ", 1)[0].partition("=")
+        return dim, value
+
+    return [s for s in sets if dimension(s)[0] != "language" or dimension(s)[1] == own_language]
+
+
+def strongest_baseline(report: dict, *, own_language: str | None, expert: str = "cusprun") -> dict:
+    """The baseline with the highest mean loss retention over `expert_sets`, at the ratio of the
+    report's `expert` method: {baseline, ratio, sets, mean_retention: {method: mean}}."""
+    from cusprun.baselines import BASELINES
+
+    rows = [r for r in report["rows"] if r["metric"] == "loss" and r.get("retention") is not None]
+    ratios = sorted({r["ratio"] for r in rows if r["method"] == expert})
+    if not ratios:
+        raise EvaluationError(f"the report has no {expert!r} loss rows to rank baselines against")
+    ratio, sets = ratios[0], expert_sets(report, own_language)
+    by_method: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["method"] in BASELINES and r["ratio"] == ratio and r["eval_set"] in sets:
+            by_method.setdefault(r["method"], {})[r["eval_set"]] = r["retention"]
+    complete = {m: v for m, v in by_method.items() if set(v) == set(sets)}
+    if not complete:
+        raise EvaluationError(f"no baseline was measured on every set at ratio {ratio:g} "
+                              f"({', '.join(sets)}); have: {sorted(by_method)}")
+    means = {m: round(sum(v.values()) / len(v), 4) for m, v in sorted(complete.items())}
+    best = max(sorted(means), key=lambda m: means[m])
+    return {"baseline": best, "ratio": ratio, "sets": sets, "mean_retention": means}
