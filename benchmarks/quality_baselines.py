@@ -108,6 +108,21 @@ def stored_calibration(root: Path, fp: str) -> Calibration:
     return cal
 
 
+@torch.no_grad()
+def flap_top_share(model, general) -> list[float]:
+    """Per layer, the share of the layer's summed FLAP FFN metric (input variance x squared
+    down_proj column norm) held by its largest neuron: where one neuron dominates, standardising
+    within the layer puts every other neuron of it near the mean, and FLAP's global threshold
+    keeps that layer almost whole."""
+    ad = Adapter.for_model(model)
+    var = general.channel_moments("down")[1]
+    shares = []
+    for li, layer in enumerate(ad.layers(model)):
+        m = ad.down_proj(layer).weight.double().pow(2).sum(0).cpu() * var[li].double()
+        shares.append(float(m.max() / m.sum()))
+    return shares
+
+
 def general_texts(spec: ExpertSpec, docs: int, work: Path) -> list[str]:
     """The calibration documents of the demo's general corpus with max_docs = `docs`."""
     s = spec.model_copy(update={"general": spec.general.model_copy(update={"max_docs": docs})})
@@ -156,6 +171,7 @@ def main() -> int:
             print(f"general text, {docs} docs ({g.n_tokens} tokens): {time.perf_counter() - t:.0f}s",
                   file=sys.stderr, flush=True)
             runs += [(m, docs, g) for m in GENERAL_METHODS if m in args.methods]
+        flap_kept = None
         for method, docs, general in runs:
             scores = unit_scores(model, [method], general, spec.seed)[method]
             plan = plan_from_scores(method, scores, model.config, args.ratio, spec.layout,
@@ -164,6 +180,8 @@ def main() -> int:
             setup = plan.report["setup"]
             means = ChannelMeans.from_stats([general]) if setup["means"] == "general" else None
             kept = plan.report["kept_per_layer"]
+            if method == "flap" and docs == spec.general.max_docs:
+                flap_kept = kept["ffn"]
             # its own compensation; at the demo's general text also none, and (a method that
             # brings its own) the build's: what its structure is worth under cusprun's refit
             points = [(setup["compensation"], means or cal.grams)]
@@ -196,7 +214,15 @@ def main() -> int:
                          if d == spec.general.max_docs and c == rows_mode(rows, m))
     result.headline = (f"Baselines at ratio {args.ratio:g}, each with its own compensation (mean "
                        f"retention on the expert's own sets): {own_comp}")
-    result.values = {"rows": rows}
+    shares = flap_top_share(model, cal.general[0])
+    dominated = [li for li, v in enumerate(shares) if v >= 0.25]
+    others = [k for li, k in enumerate(flap_kept or []) if li not in dominated]
+    result.say(f"\nFLAP's FFN metric on the demo's general text: in {len(dominated)} of "
+               f"{len(shares)} layers one neuron holds at least 25 % of the layer's sum (layers "
+               f"{dominated}); FFN neurons `flap` keeps in those layers: "
+               f"{[flap_kept[li] for li in dominated] if flap_kept else 'not measured'}, in the "
+               f"others: {_shape(sorted(others)) if others else '-'}\n")
+    result.values = {"rows": rows, "flap_top_neuron_share": shares, "flap_ffn_kept": flap_kept}
     result.write()
     return 0
 

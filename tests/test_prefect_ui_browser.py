@@ -88,8 +88,10 @@ def _fill_spec_form(page, model: str, root: str) -> None:
     for dim in ("Language", "Domain", "Task", "General"):
         _fill(_prop(spec, dim), "Max Docs", 16)
     baselines = _prop(spec, "Baselines")
-    for name in ("random", "wanda-sp", "flap"):
-        baselines.locator("span.p-tag", has_text=name).locator("button.p-tag__dismiss").click()
+    for name in ("random", "wanda-sp", "flap", "flap-score"):    # keep magnitude
+        tag = baselines.locator("span.p-tag").filter(
+            has_text=re.compile(rf"^\s*{re.escape(name)}\s*$"))
+        tag.locator("button.p-tag__dismiss").click()
     expect(baselines.locator("span.p-tag")).to_have_count(1)
     _fill(spec, "Max Tokens", 48)       # the spec's own, before the evaluation's
     _fill(spec, "Min Docs", 4)

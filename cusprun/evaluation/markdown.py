@@ -230,7 +230,8 @@ def _summary_legend(report: ComparisonReport, several: bool, out_of_source: bool
             f"Expert as `value [95 % interval]`; kept: retention of the expert / of {base}, "
             f"relative to dense `{_short(report.dense or '–')}`. Marks "
             f"{' '.join(MARKS.values())}: beyond the interval against dense (d) or the "
-            f"{'best baseline' if several else 'baseline'} (b)")
+            f"{'best baseline' if several else 'baseline'} (b), each a separate 95 % "
+            f"comparison, not corrected for multiple comparisons")
     if out_of_source:
         text += ("; ↳: the set above on text from another source, never read by the "
                  "calibration (out-of-source)")
