@@ -258,6 +258,7 @@ def render_readme_block(root: Path = RESULTS) -> str:
         if folder == shown:
             out += [f"Expert `{name}`" + (f" ({built})" if built else "") + ":", "",
                     expert_summary(folder / "report.json", "docs/results.md"), ""]
+            out += [line for line in [strongest_line(root)] if line]
         else:
             lines.append(f"- Expert `{name}`" + (f", {built}" if built else "")
                          + ": its tables are in docs/results.md")
@@ -272,6 +273,21 @@ def render_readme_block(root: Path = RESULTS) -> str:
     out.append("Every table, with the commit, date and machine of each run: "
                "[docs/results.md](docs/results.md).")
     return "\n".join(out)
+
+
+def strongest_line(root: Path = RESULTS) -> str | None:
+    """Why the demo's table shows the baseline it shows: the full comparison's ranking."""
+    text = demo_baseline(root)
+    if text is None:
+        return None
+    pick = json.loads(text)
+    means = ", ".join(f"`{m}` {v:.3f}" for m, v in sorted(
+        pick["mean_retention"].items(), key=lambda kv: -kv[1]))
+    mine = pick.get("expert_mean_retention")
+    return (f"The baseline is the strongest of the full comparison (`{pick['record']}`, "
+            f"ratio {pick['ratio']:g}): mean loss retention over the expert's "
+            f"{len(pick['sets'])} sets (in-source, out-of-source and general), "
+            + (f"expert {mine:.3f}; " if mine is not None else "") + f"{means}.\n")
 
 
 def demo_baseline(root: Path = RESULTS) -> str | None:

@@ -54,6 +54,7 @@ def test_strongest_baseline_ranks_by_mean_retention_over_the_experts_own_sets():
     pick = strongest_baseline({"rows": rows}, own_language="en")
     assert pick["sets"] == ["domain=health", "language=en"]
     assert pick["mean_retention"] == {"flap": 0.7, "random": 0.65} and pick["baseline"] == "flap"
+    assert pick["expert_mean_retention"] == 0.9
 
 
 def test_every_committed_result_records_commit_date_and_machine():

@@ -21,7 +21,8 @@ def expert_sets(report: dict, own_language: str | None) -> list[str]:
 
 def strongest_baseline(report: dict, *, own_language: str | None, expert: str = "cusprun") -> dict:
     """The baseline with the highest mean loss retention over `expert_sets`, at the ratio of the
-    report's `expert` method: {baseline, ratio, sets, mean_retention: {method: mean}}."""
+    report's `expert` method: {baseline, ratio, sets, mean_retention: {method: mean},
+    expert_mean_retention}."""
     from cusprun.baselines import BASELINES
 
     rows = [r for r in report["rows"] if r["metric"] == "loss" and r.get("retention") is not None]
@@ -31,12 +32,15 @@ def strongest_baseline(report: dict, *, own_language: str | None, expert: str = 
     ratio, sets = ratios[0], expert_sets(report, own_language)
     by_method: dict[str, dict[str, float]] = {}
     for r in rows:
-        if r["method"] in BASELINES and r["ratio"] == ratio and r["eval_set"] in sets:
+        if r["method"] in (*BASELINES, expert) and r["ratio"] == ratio and r["eval_set"] in sets:
             by_method.setdefault(r["method"], {})[r["eval_set"]] = r["retention"]
+    own = by_method.pop(expert, {})
     complete = {m: v for m, v in by_method.items() if set(v) == set(sets)}
     if not complete:
         raise EvaluationError(f"no baseline was measured on every set at ratio {ratio:g} "
                               f"({', '.join(sets)}); have: {sorted(by_method)}")
     means = {m: round(sum(v.values()) / len(v), 4) for m, v in sorted(complete.items())}
     best = max(sorted(means), key=lambda m: means[m])
-    return {"baseline": best, "ratio": ratio, "sets": sets, "mean_retention": means}
+    mine = round(sum(own.values()) / len(own), 4) if set(own) == set(sets) else None
+    return {"baseline": best, "ratio": ratio, "sets": sets, "mean_retention": means,
+            "expert_mean_retention": mine}
