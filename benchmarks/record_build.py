@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from cusprun.pipeline.artifacts import read_file
     from cusprun.pipeline.context import open_store
     from cusprun.pipeline.demo import demo_spec
+    from cusprun.storage import ArtifactNotFoundError
     from cusprun.pipeline.profiles import load_profile
     from cusprun.pipeline.spec import load_spec
 
@@ -53,12 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         result = run_build(spec)
         store = open_store(spec.storage_root)
         report = read_file(store, store.key_of(result["report"]), "report.json")
+        try:    # the retention-vs-ratio sweep, where the build ran one
+            sweep = read_file(store, store.key_of(result["report"]), "sweep.json")
+        except ArtifactNotFoundError:
+            sweep = None
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     out = results_dir() / (spec.name + ("-full" if args.demo and args.full else ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_bytes(report)
+    (out / "sweep.json").unlink(missing_ok=True)
+    if sweep is not None:
+        (out / "sweep.json").write_bytes(sweep)
     build = {"build_s": result["wall_s"], **state, "date": when, "machine": machine(),
              "stages": {r["stage"]: r["seconds"] for r in result.get("timings", [])}}
     (out / "build.json").write_text(json.dumps(build, indent=2) + "\n")

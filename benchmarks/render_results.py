@@ -198,7 +198,31 @@ def expert_section(folder: Path, root: Path) -> list[str]:
            "report)" + (f" and `benchmarks/results/{rel}/build.json`" if build else ""), ""]
     if build:
         out += [build_line(build), ""]
-    return out + [expert_summary(folder / "report.json", "the build's report.md"), ""]
+    return out + [expert_summary(folder / "report.json", "the build's report.md"), ""] \
+        + sweep_section(folder)
+
+
+def sweep_section(folder: Path) -> list[str]:
+    """The build's retention-vs-ratio sweep (sweep.json, when recorded): per method and
+    compensation, mean loss retention over the expert's own in-source sets, and general text."""
+    f = folder / "sweep.json"
+    if not f.is_file():
+        return []
+    rows = [r for r in json.loads(f.read_text()) if r["method"] != "dense"]
+    ratios = sorted({r["ratio"] for r in rows})
+    general = {r["eval_set"] for r in rows if r["eval_set"].startswith("general=")}
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        part = "general" if r["eval_set"] in general else "own"
+        cells.setdefault((r["method"], r["compensation"]), {}).setdefault(
+            (r["ratio"], part), []).append(r["retention"])
+    mean = lambda v: f"{sum(v) / len(v):.3f}" if v else "–"  # noqa: E731
+    body = [[f"`{m}`", c] + [f"{mean(got.get((x, 'own'), []))} / {mean(got.get((x, 'general'), []))}"
+                             for x in ratios] for (m, c), got in sorted(cells.items())]
+    return (["Ratio sweep (`sweep.json`): mean loss retention over the expert's own in-source "
+             "sets / on general text, per method and compensation.", ""]
+            + table(["method", "compensation"] + [f"{x:g}" for x in ratios], body,
+                    ["l", "l"] + ["r"] * len(ratios)) + [""])
 
 
 def files(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
