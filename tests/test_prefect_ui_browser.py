@@ -67,11 +67,15 @@ def _post(api, path: str, body: dict):
 
 
 def _prop(scope, label: str):
-    """The form field (or group) whose own label starts with `label`, inside `scope`."""
+    """The form field (or group) labelled `label`, inside `scope`: the label is `label` alone or
+    followed by a parenthesis (Prefect's "(Optional)"), so 'Evaluation' is not a dimension's
+    'Evaluation sources'."""
+    text = "normalize-space(.)"
     return scope.locator(
         "xpath=.//div[contains(concat(' ', normalize-space(@class), ' '), ' schema-form-property ')]"
         "[./div[contains(@class,'p-label__header')]//span[contains(@class,"
-        f"'schema-form-property__label')][starts-with(normalize-space(.), '{label}')]]").first
+        f"'schema-form-property__label')][{text}='{label}' or starts-with({text}, '{label} (')]]"
+    ).first
 
 
 def _fill(scope, label: str, value) -> None:
