@@ -37,6 +37,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+# Prefect binds its console log handler to sys.stderr when it is first imported. Imported here,
+# that is pytest's session-long stream; first imported inside a `capsys` test, it would be that
+# test's stream, closed when the test ends, and every later Prefect log line would fail
+# (tests/test_log_isolation.py).
+import prefect.main  # noqa: E402,F401  (configures Prefect logging)
+
 _DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 _UNSET_AWS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
