@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from cusprun.evaluation.config import EvaluationError
-
-OUT_OF_SOURCE = "(out-of-source"
+from cusprun.evaluation.set_names import split_set_name
 
 
 def expert_sets(report: dict, own_language: str | None) -> list[str]:
@@ -12,11 +11,11 @@ def expert_sets(report: dict, own_language: str | None) -> list[str]:
     general text, in-source and out-of-source; other languages (what it gave up) are left out."""
     sets = sorted({r["eval_set"] for r in report["rows"] if r["metric"] == "loss"})
 
-    def dimension(s: str) -> tuple[str, str]:
-        dim, _, value = s.split(" ", 1)[0].partition("=")
-        return dim, value
+    def other_language(name: str) -> bool:
+        dim, _, value = split_set_name(name)[0].partition("=")
+        return dim == "language" and value != own_language
 
-    return [s for s in sets if dimension(s)[0] != "language" or dimension(s)[1] == own_language]
+    return [s for s in sets if not other_language(s)]
 
 
 def strongest_baseline(report: dict, *, own_language: str | None, expert: str = "cusprun") -> dict:
