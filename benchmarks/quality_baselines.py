@@ -34,6 +34,7 @@ import torch
 
 from cusprun.adapters import Adapter
 from cusprun.baselines import BASELINES, plan_from_scores, unit_scores
+from cusprun.baselines.scorers import flap_ffn_metric
 from cusprun.compensation import ChannelMeans, CompensationConfig, GramSet
 from cusprun.corpora import prepare_corpus
 from cusprun.engine import MaskSession
@@ -115,12 +116,8 @@ def flap_top_share(model, general) -> list[float]:
     within the layer puts every other neuron of it near the mean, and FLAP's global threshold
     keeps that layer almost whole."""
     ad = Adapter.for_model(model)
-    var = general.channel_moments("down")[1]
-    shares = []
-    for li, layer in enumerate(ad.layers(model)):
-        m = ad.down_proj(layer).weight.double().pow(2).sum(0).cpu() * var[li].double()
-        shares.append(float(m.max() / m.sum()))
-    return shares
+    metrics = (flap_ffn_metric(layer, ad, li, general) for li, layer in enumerate(ad.layers(model)))
+    return [float(m.max() / m.sum()) for m in metrics]
 
 
 def general_texts(spec: ExpertSpec, docs: int, work: Path) -> list[str]:

@@ -59,6 +59,14 @@ def _zscore(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def flap_ffn_metric(layer, adapter, li, general) -> torch.Tensor:
+    """FLAP's fluctuation metric of each FFN neuron of layer `li`, before standardising: its
+    down_proj input variance over the general text times its down_proj column's squared norm."""
+    var_down = general.channel_moments("down")[1][li].double()
+    return adapter.down_proj(layer).weight.double().pow(2).sum(0).cpu() * var_down
+
+
+@torch.no_grad()
 def flap(layer, adapter, dims, li, general):
     """FLAP (metric WIFV, structure AL-AM of CASIA-IVA-Lab/FLAP lib/prune.py): a channel's
     fluctuation is its input variance over the general text's tokens times the squared norm of
@@ -66,12 +74,10 @@ def flap(layer, adapter, dims, li, general):
     squares its o_proj metric. Each module's channel metrics are standardised within the layer,
     and a head scores the mean of its channels' standardised metrics. The scores of all layers
     and both unit types are then on one scale for FLAP's one global threshold."""
-    var_down = general.channel_moments("down")[1][li].double()
     var_o = general.channel_moments("o")[1][li].double()
-    down = adapter.down_proj(layer).weight.double().pow(2).sum(0).cpu()
     o = adapter.o_proj(layer).weight.double().pow(2).sum(0).cpu()
     heads = _zscore((o * var_o) ** 2).view(dims.n_heads, dims.head_dim).mean(-1)
-    return _zscore(down * var_down), heads
+    return _zscore(flap_ffn_metric(layer, adapter, li, general)), heads
 
 
 # Scorer of each method ('flap-score' ranks by FLAP's scores under the build's selection).
