@@ -49,7 +49,7 @@ ND = NormalDist()
 NOMINAL = 0.95
 TOLERANCE = 0.025
 """The chosen method's coverage must be within this of 95 % where documents look like the
-recorded ones (tests/test_evaluation_intervals.py checks it)."""
+recorded ones (tests/unit/test_evaluation_intervals.py checks it)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ scale), RMSNorm weights are 1.
 Memory: the safetensors files are written directly (header first: every offset is known from the
 shapes), and each tensor is generated and written in blocks of BLOCK_ELEMS values (8 MiB of
 bfloat16), one block being generated while the previous one is written, so memory holds a few
-blocks whatever the model size (tests/test_scale_checkpoint.py checks the peak RSS).
+blocks whatever the model size (tests/unit/test_scale_checkpoint.py checks the peak RSS).
 Determinism: block k of tensor `name` comes from a generator seeded by (seed, name, k), so the
 same seed gives the same bytes whatever the shard size.
 

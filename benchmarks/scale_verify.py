@@ -14,7 +14,7 @@ Two checks, both on the same few tokens:
 - reference: `reference_logits` (the dense model pruned and compensated layer by layer as it
   streams from disk, so any size works). The slicer and the engine round the same float solve
   to bfloat16 (the Grams are summed in one order whoever reads them: GramSet), so both models
-  hold the same weights bit for bit (tests/test_compensation.py). They are compared twice: in
+  hold the same weights bit for bit (tests/unit/test_compensation.py). They are compared twice: in
   float64 (the expert's checkpoint streamed in float64, the reference's edited layers upcast),
   where they differ only by summation order (the expert lacks the pruned heads, the reference
   zeroes them), far below FP64_RTOL of the largest logit; a weight one bfloat16 step off would

@@ -40,8 +40,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 # Prefect binds its console log handler to sys.stderr when it is first imported. Imported here,
 # that is pytest's session-long stream; first imported inside a `capsys` test, it would be that
 # test's stream, closed when the test ends, and every later Prefect log line would fail
-# (tests/test_log_isolation.py).
+# (tests/ui/test_log_isolation.py).
 import prefect.main  # noqa: E402,F401  (configures Prefect logging)
+
+# The session's real `prefect server start` and its work pools (fixtures start it on first use).
+pytest_plugins = ["tests.support.prefect_server"]
 
 _DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}

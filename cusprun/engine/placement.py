@@ -5,7 +5,7 @@ device's free memory, leaving the rest for hidden states, Grams and solves; othe
 is streamed one decoder layer at a time (cusprun.engine.model). Loading whole costs its weights
 in the compute dtype plus, on CPU, the memory-mapped checkpoint the loader reads them from.
 Decisions and whole loads happen one at a time in a process, so stages that start together see
-each other's models in the free memory. Both ways give the same numbers (tests/test_engine.py)."""
+each other's models in the free memory. Both ways give the same numbers (tests/unit/test_engine.py)."""
 from __future__ import annotations
 
 import logging

@@ -125,7 +125,7 @@ class MaskSession:
     def apply(self, plan: Any, *, grams: GramSet | None = None,
               config: CompensationConfig | None = None) -> nn.Module:
         """The dense model with `plan` pruned (and compensated); restore() undoes it. Computes
-        what mask_model's zeroed model computes (tests/test_compensation.py)."""
+        what mask_model's zeroed model computes (tests/unit/test_compensation.py)."""
         self.restore()
         config = config or CompensationConfig(mode="none")
         _check(self.adapter, config, grams)

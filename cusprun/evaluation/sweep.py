@@ -6,7 +6,7 @@ dense load for the whole sweep (on CPU plus one copy, so that two points are mea
 cusprun.evaluation.replicas), FFN neurons cut out and heads zeroed per point, restored between
 points (cusprun.engine.MaskSession). A model streamed from disk (cusprun.engine) measures every
 point in one pass instead: each layer is read once and run under every point's mask. It computes what the sliced checkpoint computes
-(tests/test_compensation.py), so no checkpoint is written for a sweep point. The plans are the
+(tests/unit/test_compensation.py), so no checkpoint is written for a sweep point. The plans are the
 same with and without compensation; only the closed-form correction differs, which isolates what
 compensation contributes.
 

@@ -33,7 +33,7 @@ BIBLE_TRANSLATIONS = {
 
 # Per language with several translations: the one an out-of-source language set reads when the
 # expert calibrates on the default (cusprun.pipeline.out_of_source), the translation whose
-# aligned verses share the fewest words with the default's (tests/test_out_of_source.py measures
+# aligned verses share the fewest words with the default's (tests/pipeline/test_out_of_source.py measures
 # it), so the set differs from the calibration text in wording as much as the bundle allows.
 OTHER_TRANSLATION = {"en": "3", "fr": "l", "de": "e", "es": "v", "it": "d", "tl": "f"}
 
