@@ -218,11 +218,9 @@ def test_hf_source_pinned_to_a_commit_needs_no_hub(monkeypatch):
 
 
 def test_hf_source_unreachable_hub_is_read_again(caplog, monkeypatch):
-    import socket
+    from tests.support.network import closed_port
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")

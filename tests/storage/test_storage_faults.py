@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import socket
-import time
 from collections import Counter
 
 import pytest
@@ -15,6 +13,8 @@ from s3fs.errors import translate_boto_error
 
 from cusprun.storage import (ArtifactNotFoundError, ArtifactStore, RetryPolicy, StorageError,
                              is_transient)
+from tests.support.network import closed_port, tcp_connects
+from tests.support.s3_faults import FaultyEndpoint
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -122,35 +122,39 @@ def test_missing_key_is_not_retried(base, tmp_path):
     assert not store.exists("plans/absent.json")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.s3
 def test_unreachable_endpoint_fails_fast(s3_server, tmp_path):
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    """Quick because bounded: one connection attempt per attempt of the policy (the store's
+    check policy, then the store's own), none from botocore's or s3fs's retries."""
+    from cusprun.storage.store import CHECK_POLICY
+
+    port = closed_port()
+    endpoint = f"http://127.0.0.1:{port}"
     store = ArtifactStore("s3://some-bucket/cusprun", {"client_kwargs": {"endpoint_url": endpoint}},
                           retry=FAST)
-    t0 = time.monotonic()
-    with pytest.raises(StorageError) as e:
-        store.check()
-    msg = str(e.value)
-    assert "s3://some-bucket/cusprun" in msg and endpoint in msg and "unreachable" in msg
-    src = tmp_path / "f.txt"
-    src.write_text("x")
-    with pytest.raises(StorageError, match="after 3 attempts"):
-        store.put_file(src, "a/b")
-    assert time.monotonic() - t0 < 15
+    with tcp_connects() as connects:
+        with pytest.raises(StorageError) as e:
+            store.check()
+        msg = str(e.value)
+        assert "s3://some-bucket/cusprun" in msg and endpoint in msg and "unreachable" in msg
+        assert connects.count(("127.0.0.1", port)) == CHECK_POLICY.attempts
+        src = tmp_path / "f.txt"
+        src.write_text("x")
+        with pytest.raises(StorageError, match="after 3 attempts"):
+            store.put_file(src, "a/b")
+        assert connects.count(("127.0.0.1", port)) == CHECK_POLICY.attempts + FAST.attempts
 
 
 @pytest.mark.s3
-def test_missing_bucket_is_a_clear_error(s3_bucket, tmp_path):
-    store = ArtifactStore("s3://cusprun-no-such-bucket/x", s3_bucket.storage_options, retry=FAST)
-    t0 = time.monotonic()
-    with pytest.raises(StorageError, match="cusprun-no-such-bucket.*does not exist"):
-        store.check()
-    with pytest.raises(StorageError, match="cusprun-no-such-bucket"):
-        store.write_json("plans/p.json", {})
-    assert time.monotonic() - t0 < 10
+def test_missing_bucket_is_a_clear_error(s3_server):
+    """A missing bucket is permanent: one request each, never retried (through a counting proxy
+    in front of moto that injects nothing)."""
+    with FaultyEndpoint(s3_server.endpoint_url) as ep:
+        store = ArtifactStore("s3://cusprun-no-such-bucket/x",
+                              {"client_kwargs": {"endpoint_url": ep.url}}, retry=FAST)
+        with pytest.raises(StorageError, match="cusprun-no-such-bucket.*does not exist"):
+            store.check()
+        assert ep.requests == 1
+        with pytest.raises(StorageError, match="cusprun-no-such-bucket"):
+            store.write_json("plans/p.json", {})
+        assert ep.requests == 2

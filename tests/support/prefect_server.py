@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,9 @@ from typing import NamedTuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.network import free_port
+from tests.support.paths import REPO
+
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 STARTUP_TIMEOUT_S = 180
 
@@ -36,12 +37,6 @@ class PrefectAPI(NamedTuple):
     url: str
     env: dict
     home: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -130,7 +125,7 @@ def _migrated_database(env: dict) -> Path:
 def start_prefect_server(home: Path, *, ui: bool = False) -> tuple[subprocess.Popen, PrefectAPI]:
     """`prefect server start` on 127.0.0.1 and a free port, with its own PREFECT_HOME and a copy
     of the migrated database; returns once healthy. Stop it with stop_process()."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({

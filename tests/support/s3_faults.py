@@ -1,5 +1,6 @@
-"""Test helpers (import as `from s3_faults import ...`) that make the real moto S3 server misbehave
-the way real endpoints do. Nothing here replaces S3: requests travel over HTTP to moto.
+"""Test helpers (import as `from tests.support.s3_faults import ...`) that make the real moto
+S3 server misbehave the way real endpoints do. Nothing here replaces S3: requests travel over
+HTTP to moto.
 
   FaultyEndpoint(upstream)   an HTTP proxy in front of moto on 127.0.0.1: forwards requests, or
                              answers the next `fail_next` with an S3 error (503 SlowDown by
@@ -11,7 +12,9 @@ the way real endpoints do. Nothing here replaces S3: requests travel over HTTP t
                              outside it, moto accepts any key.
   iam_user(endpoint, actions, bucket)  an IAM user allowed only `actions` on `bucket`: its keys.
   no_aws_credentials(monkeypatch)      an environment in which botocore finds no credentials.
-  closed_port()              a loopback port nobody listens on.
+  closed_port()              a loopback port nobody listens on (tests.support.network).
+  store_through(endpoint, bucket, read_timeout=None)   an ArtifactStore on the bucket that talks
+                             to `endpoint` (a FaultyEndpoint's url), retrying by FAST_RETRY.
 """
 from __future__ import annotations
 
@@ -26,13 +29,19 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from cusprun.storage import ArtifactStore, RetryPolicy
+from tests.support.network import closed_port  # noqa: F401 - re-exported
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)   # real backoff, kept short
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def store_through(endpoint: str, bucket, read_timeout: float | None = None) -> ArtifactStore:
+    """An ArtifactStore on `bucket` (an S3Location) that sends its requests to `endpoint`."""
+    options: dict = {"client_kwargs": {"endpoint_url": endpoint}}
+    if read_timeout is not None:
+        options["config_kwargs"] = {"read_timeout": read_timeout}
+    return ArtifactStore(bucket.uri, options, retry=FAST_RETRY)
 
 
 class FaultyEndpoint:
