@@ -150,7 +150,17 @@ def test_get_dir_skips_identical_copy_and_refreshes_changed(store, tmp_path, mon
 
 
 def test_check_passes(store):
-    store.check()
+    """A usable root passes the check and the write check (a missing local root is made), the
+    write probe leaves nothing behind, and the store then works."""
+    if store.is_local:
+        assert not Path(store.root).exists()
+    assert store.check() is None
+    assert store.check(write=True) is None
+    if store.is_local:
+        assert Path(store.root).is_dir()
+    assert store.list("") == []
+    store.write_json("reports/r1/ok.json", {"ok": True})
+    assert store.read_json("reports/r1/ok.json") == {"ok": True}
 
 
 def test_local_check_rejects_file_root(tmp_path):
