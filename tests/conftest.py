@@ -22,6 +22,8 @@ Fixtures:
              tokenizer (tests.support.make_tiny_model), built once; tests only read it.
   one_torch_thread (module): torch on one thread while the module runs. Every test not marked
              integration runs on one torch thread anyway (autouse).
+  edit_code  (function) -> edit_code(module, change): for this test, the key code sees module's
+             source as change(real source) (cache keys hash the code a stage runs).
 
 Tests using the S3 fixtures should carry `@pytest.mark.s3`.
 """
@@ -167,3 +169,22 @@ def tiny_model(tmp_path_factory) -> str:
 
     _, path = make_tiny_model("LlamaForCausalLM", tmp_path_factory.mktemp("m") / "tiny-llama")
     return str(path)
+
+
+@pytest.fixture
+def edit_code(monkeypatch):
+    """edit_code(module, change): the module's source as the key code sees it becomes
+    change(its real source), for this test (code versions are forgotten before and after)."""
+    from cusprun.pipeline import codehash
+    from cusprun.pipeline.keys import forget_code_versions
+
+    real = codehash.source
+    edits: dict[str, str] = {}
+    monkeypatch.setattr(codehash, "source", lambda name: edits.get(name) or real(name))
+
+    def apply(module: str, change) -> None:
+        edits[module] = change(real(module))
+        forget_code_versions()
+
+    yield apply
+    forget_code_versions()

@@ -3,22 +3,14 @@ FLAP's layout and bias compensation from the general text's channel means (or sa
 cannot take it), the other baselines the build's; the setup is in the plan and slice keys."""
 from __future__ import annotations
 
-from cusprun.pipeline.runtime import Runtime
 from cusprun.pipeline.spec import load_spec
 from cusprun.pipeline.worklist import plan_work
+from tests.support.worklist import CPU, corpus_record
 
-CPU = Runtime(device="cpu", dtype="float32", gram_precision="float32", probe_precision="float32",
-              sweep_precision="float32")
-
-
-def _corpus(dim: str, value: str, h: str) -> dict:
-    return {"key": f"corpora/{h}", "hash": h, "dimension": dim, "value": value,
-            "source": f"bundled://{dim}/{value}", "file": "corpus.parquet"}
-
-
-CORPORA = {"language": [_corpus("language", "en", "c1")], "domain": [_corpus("domain", "health", "c2")],
-           "general": [_corpus("general", "en", "c4")]}
-EVAL = {"language=en": _corpus("language", "en", "e1")}
+CORPORA = {"language": [corpus_record("language", "en", "c1")],
+           "domain": [corpus_record("domain", "health", "c2")],
+           "general": [corpus_record("general", "en", "c4")]}
+EVAL = {"language=en": corpus_record("language", "en", "e1")}
 
 
 def _work(arch: str = "LlamaForCausalLM", **spec):

@@ -14,7 +14,7 @@ from cusprun.pipeline.plan_inputs import expert_card
 from cusprun.pipeline.runtime import resolve_runtime, statistics_runtime
 from cusprun.pipeline.spec import DimensionSpec, EvaluationOptions, ExpertSpec, load_spec
 from cusprun.pipeline.worklist import corpus_jobs, plan_work
-from tests.pipeline.test_keys import CORPORA, EVAL, MODEL, _changed, edit, keys as worklist_keys, work  # noqa: F401
+from tests.support.worklist import CORPORA, EVAL, MODEL, changed_keys, work, worklist_keys
 
 BASE = {"baselines": ["magnitude", "flap"], "evaluation": {"sweep_ratios": [0.1, 0.25]}}
 
@@ -137,32 +137,32 @@ def _other(path: str):
 def test_the_card_is_published_not_sliced():
     """A renamed or copied profile publishes its own card; the slices stay shared."""
     a, b = build_keys(BASE), build_keys({**BASE, "name": "copy-of-en-health-qa"})
-    assert _changed(a, b) == {"published card"}
+    assert changed_keys(a, b) == {"published card"}
 
 
-def test_editing_the_compensation_solver_changes_plans_slices_and_evaluation_only(edit):
+def test_editing_the_compensation_solver_changes_plans_slices_and_evaluation_only(edit_code):
     before = work()
-    edit("cusprun.compensation.solve", lambda src: src + "\nEDITED = 1\n")
-    changed = _changed(before, work())
+    edit_code("cusprun.compensation.solve", lambda src: src + "\nEDITED = 1\n")
+    changed = changed_keys(before, work())
     assert not {k for k in changed if k.startswith(("stats ", "grams ", "corpus"))}
     assert {"plan cusprun@0.25", "slice cusprun@0.25", "evaluate"} <= changed
 
 
-def test_corpus_keys_do_not_depend_on_model_code(edit):
+def test_corpus_keys_do_not_depend_on_model_code(edit_code):
     spec = load_spec(BASE)
     before = corpus_jobs(spec, {})[0]["language"][0].key
-    edit("cusprun.compensation.solve", lambda src: src + "\nEDITED = 1\n")
+    edit_code("cusprun.compensation.solve", lambda src: src + "\nEDITED = 1\n")
     assert corpus_jobs(spec, {})[0]["language"][0].key == before
 
 
-def test_a_field_description_edit_changes_no_key(edit):
+def test_a_field_description_edit_changes_no_key(edit_code):
     before = work()
-    edit("cusprun.pipeline.spec", lambda src: src.replace(
+    edit_code("cusprun.pipeline.spec", lambda src: src.replace(
         'description="Tokens per calibration document"',
         'description="Tokens of each calibration document (its first ones)"', 1))
     assert codehash.source("cusprun.pipeline.spec") != codehash.module_file(
         "cusprun.pipeline.spec").read_text()
-    assert _changed(before, work()) == set()
+    assert changed_keys(before, work()) == set()
 
 
 def test_from_package_imports_resolve_to_the_defining_module():
@@ -221,7 +221,7 @@ def test_batch_size_leaves_statistics_unchanged():
                                    err_msg=name)
 
 
-def test_a_worker_with_other_code_refuses_the_key_and_records_name_their_code(edit, tmp_path):
+def test_a_worker_with_other_code_refuses_the_key_and_records_name_their_code(edit_code, tmp_path):
     from cusprun.errors import SpecError
     from cusprun.pipeline.artifacts import read_done
     from cusprun.pipeline.stages.common import commit_stage, reused
@@ -235,7 +235,7 @@ def test_a_worker_with_other_code_refuses_the_key_and_records_name_their_code(ed
     commit_stage(store, "stats", key, tmp_path / "a", {})
     assert read_done(store, stage_key("stats", key))["code_version"] == keys.code_version("stats")
     flow_code = keys.code_version("stats")[:keys.CODE_CHARS]
-    edit("cusprun.scoring.impact", lambda src: src + "\nEDITED = 1\n")   # the worker's code
+    edit_code("cusprun.scoring.impact", lambda src: src + "\nEDITED = 1\n")   # the worker's code
     worker_code = keys.code_version("stats")[:keys.CODE_CHARS]
     with pytest.raises(SpecError) as err:
         reused(store, "stats", key)

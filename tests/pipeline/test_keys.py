@@ -7,108 +7,55 @@ from __future__ import annotations
 import pytest
 
 from cusprun.pipeline import codehash
-from cusprun.pipeline.keys import forget_code_versions
 from cusprun.pipeline.runtime import Runtime, resolve_runtime
 from cusprun.pipeline.spec import load_spec
-from cusprun.pipeline.worklist import WorkList, plan_work
-
-MODEL = {"ref": "m", "fingerprint": "fp0123456789abcdef"}
-CPU = Runtime(device="cpu", dtype="float32", gram_precision="float32", probe_precision="float32",
-              sweep_precision="float32")
+from cusprun.pipeline.worklist import plan_work
+from tests.support.worklist import CORPORA, CPU, EVAL, MODEL, changed_keys, corpus_record, work
 
 
-def _corpus(dim: str, value: str, h: str) -> dict:
-    return {"key": f"corpora/{h}", "hash": h, "dimension": dim, "value": value,
-            "source": f"bundled://{dim}/{value}", "file": "corpus.parquet"}
-
-
-CORPORA = {"language": [_corpus("language", "en", "c1")], "domain": [_corpus("domain", "health", "c2")],
-           "task": [_corpus("task", "qa", "c3")], "general": [_corpus("general", "en", "c4")]}
-EVAL = {"language=en": _corpus("language", "en", "e1"), "domain=health": _corpus("domain", "health", "e2")}
-
-
-def keys(wl: WorkList) -> dict[str, str]:
-    """Every key of the work list by a readable name."""
-    out = {f"stats {s.group}": s.stats.key for s in wl.statistics}
-    out.update({f"grams {s.group}": s.grams.key for s in wl.statistics if s.grams})
-    if wl.scores:
-        out["scores"] = wl.scores.key
-    out.update({f"plan {m}@{r}": j.key for (m, r), j in wl.plans.items()})
-    out.update({f"slice {m}@{r}": j.key for (m, r), j in wl.slices.items()})
-    if wl.evaluation:
-        out["evaluate"] = wl.evaluation.key
-    return out
-
-
-def work(spec=None, runtime=CPU) -> dict[str, str]:
-    spec = spec or load_spec({"baselines": ["magnitude", "flap"],
-                              "evaluation": {"sweep_ratios": [0.1, 0.25]}})
-    return keys(plan_work(spec, MODEL, CORPORA, EVAL, runtime))
-
-
-@pytest.fixture
-def edit(monkeypatch):
-    """edit(module, new_source): the module's source as the key code sees it, for this test."""
-    real = codehash.source
-    edits: dict[str, str] = {}
-    monkeypatch.setattr(codehash, "source", lambda name: edits.get(name) or real(name))
-
-    def apply(module: str, change) -> None:
-        edits[module] = change(real(module))
-        forget_code_versions()
-
-    yield apply
-    forget_code_versions()
-
-
-def _changed(before: dict, after: dict) -> set[str]:
-    assert before.keys() == after.keys()
-    return {k for k in before if before[k] != after[k]}
-
-
-def test_editing_the_slicer_changes_slices_and_the_evaluation_only(edit):
+def test_editing_the_slicer_changes_slices_and_the_evaluation_only(edit_code):
     before = work()
-    edit("cusprun.slicing.slicer", lambda src: src + "\nEDITED = 1\n")
-    changed = _changed(before, work())
+    edit_code("cusprun.slicing.slicer", lambda src: src + "\nEDITED = 1\n")
+    changed = changed_keys(before, work())
     assert changed == {k for k in before if k.startswith("slice ")} | {"evaluate"}
 
 
-def test_editing_the_impact_recorder_changes_statistics_and_everything_after(edit):
+def test_editing_the_impact_recorder_changes_statistics_and_everything_after(edit_code):
     before = work()
-    edit("cusprun.scoring.impact", lambda src: src.replace("clamp_min(0).sqrt()", "clamp_min(0.0).sqrt()", 1))
-    changed = _changed(before, work())
+    edit_code("cusprun.scoring.impact", lambda src: src.replace("clamp_min(0).sqrt()", "clamp_min(0.0).sqrt()", 1))
+    changed = changed_keys(before, work())
     assert set(before) - changed == set()          # every stage reads statistics
     assert all(k in changed for k in before if k.startswith(("stats ", "grams ")))
 
 
-def test_editing_the_report_changes_the_evaluation_only(edit):
+def test_editing_the_report_changes_the_evaluation_only(edit_code):
     before = work()
-    edit("cusprun.evaluation.report", lambda src: src + "\ndef _extra():\n    return 1\n")
-    assert _changed(before, work()) == {"evaluate"}
+    edit_code("cusprun.evaluation.report", lambda src: src + "\ndef _extra():\n    return 1\n")
+    assert changed_keys(before, work()) == {"evaluate"}
 
 
-def test_editing_baseline_scores_leaves_cusprun_plans_alone(edit):
+def test_editing_baseline_scores_leaves_cusprun_plans_alone(edit_code):
     before = work()
-    edit("cusprun.baselines.scorers", lambda src: src + "\nEDITED = 1\n")
-    changed = _changed(before, work())
+    edit_code("cusprun.baselines.scorers", lambda src: src + "\nEDITED = 1\n")
+    changed = changed_keys(before, work())
     assert "scores" in changed and "plan cusprun@0.25" not in changed
     assert {k for k in changed if k.startswith("plan ")} == {k for k in before if k.startswith(
         ("plan magnitude", "plan flap"))}
     assert not {k for k in changed if k.startswith(("stats ", "grams "))}
 
 
-def test_comments_and_docstrings_change_no_key(edit):
+def test_comments_and_docstrings_change_no_key(edit_code):
     before = work()
-    edit("cusprun.scoring.impact", lambda src: src.replace('"""Exact per-unit impacts',
+    edit_code("cusprun.scoring.impact", lambda src: src.replace('"""Exact per-unit impacts',
                                                            '"""Exactly computed per-unit impacts', 1)
          + "\n# a comment\n")
-    assert _changed(before, work()) == set()
+    assert changed_keys(before, work()) == set()
 
 
 def test_resolved_precision_and_device_are_in_the_keys():
     f32 = work()
     bf16 = work(runtime=CPU.model_copy(update={"gram_precision": "bfloat16"}))
-    diff = _changed(f32, bf16)
+    diff = changed_keys(f32, bf16)
     assert all(k in diff for k in f32 if k.startswith("grams "))
     assert not {k for k in diff if k.startswith("stats ")}     # statistics never use Gram precision
     cuda = work(runtime=Runtime(device="cuda", dtype="bfloat16", gram_precision="bfloat16",
@@ -127,7 +74,7 @@ def test_auto_resolves_before_keys_are_made():
     assert (gpu.device, gpu.dtype, gpu.gram_precision) == ("cuda", "bfloat16", "bfloat16")
 
 
-def test_an_artifact_stored_by_old_code_is_not_reused_by_new_code(edit, tmp_path):
+def test_an_artifact_stored_by_old_code_is_not_reused_by_new_code(edit_code, tmp_path):
     from cusprun.pipeline.stages.common import commit_stage, reused
     from cusprun.storage import ArtifactStore
 
@@ -137,7 +84,7 @@ def test_an_artifact_stored_by_old_code_is_not_reused_by_new_code(edit, tmp_path
     (tmp_path / "a" / "f").write_text("old")
     commit_stage(store, "stats", old, tmp_path / "a", {})
     assert reused(store, "stats", old)["reused"] is True
-    edit("cusprun.scoring.collect", lambda src: src + "\nEDITED = 1\n")
+    edit_code("cusprun.scoring.collect", lambda src: src + "\nEDITED = 1\n")
     new = work()["stats language"]
     assert new != old and reused(store, "stats", new) is None
 
@@ -159,7 +106,7 @@ def test_a_new_ratio_or_new_baselines_keep_the_dense_evaluation():
     base = dense({})
     assert dense({"target_ratios": [0.4]}) == base
     assert dense({"baselines": ["random"], "language": {"value": "en", "max_docs": 12}}) == base
-    assert dense({}, {**EVAL, "task=qa": _corpus("task", "qa", "e3")}) != base
+    assert dense({}, {**EVAL, "task=qa": corpus_record("task", "qa", "e3")}) != base
     assert dense({"evaluation": {"mc_items": 50}}) != base
 
 
@@ -169,8 +116,8 @@ def test_protect_fraction_changes_the_cusprun_plans_and_what_follows_them_only()
     reused."""
     spec = {"baselines": ["magnitude", "flap"], "evaluation": {"sweep_ratios": [0.1, 0.25]}}
     before, after = work(load_spec(spec)), work(load_spec({**spec, "protect_fraction": 0.4}))
-    assert _changed(before, after) == {"plan cusprun@0.1", "plan cusprun@0.25", "slice cusprun@0.25",
-                                       "evaluate"}
+    assert changed_keys(before, after) == {"plan cusprun@0.1", "plan cusprun@0.25",
+                                           "slice cusprun@0.25", "evaluate"}
 
 
 def test_a_protect_fraction_outside_its_range_names_the_field():
