@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +13,7 @@ from cusprun.pipeline.artifacts import (DONE, attempts_key, claim_key, commit, i
                                         local_copy, read_done)
 from cusprun.pipeline.context import scratch
 from cusprun.storage import StorageError
-
-
-def _artifact(d: Path, tag: str, n: int = 3) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        (d / f"part-{i}.bin").write_bytes(f"{tag}-{i}".encode() * (1000 + i))
-    (d / "sub").mkdir(exist_ok=True)
-    (d / "sub" / "meta.json").write_text(json.dumps({"tag": tag}))
-    return d
+from tests.support.files import artifact_dir
 
 
 def _race(n: int, fn) -> list:
@@ -54,7 +45,7 @@ def test_create_exclusive_has_exactly_one_winner(store):
 def test_concurrent_commits_of_one_key_leave_one_complete_artifact(store, tmp_path):
     """Different content on purpose (like two evaluations with different timings): whoever
     wins, every committer returns the winner's record and the files match it, not a mix."""
-    dirs = [_artifact(tmp_path / f"w{i}", f"writer{i}") for i in range(4)]
+    dirs = [artifact_dir(tmp_path / f"w{i}", f"writer{i}") for i in range(4)]
     records = _race(4, lambda i: commit(store, dirs[i], "reports/k1", {"writer": i}))
     assert not [r for r in records if isinstance(r, Exception)], records
     assert all(r == records[0] for r in records)
@@ -70,9 +61,9 @@ def test_concurrent_commits_of_one_key_leave_one_complete_artifact(store, tmp_pa
 
 
 def test_a_commit_after_another_finished_reuses_it(store, tmp_path):
-    first = commit(store, _artifact(tmp_path / "a", "a"), "plans/k2", {"n": 1})
+    first = commit(store, artifact_dir(tmp_path / "a", "a"), "plans/k2", {"n": 1})
     before = store.list_info("plans/k2")
-    again = commit(store, _artifact(tmp_path / "b", "b"), "plans/k2", {"n": 2})
+    again = commit(store, artifact_dir(tmp_path / "b", "b"), "plans/k2", {"n": 2})
     assert again == first and store.list_info("plans/k2") == before
 
 
@@ -81,7 +72,7 @@ def test_a_dead_writers_claim_and_partial_files_are_never_read(store, tmp_path):
     own folder, and readers only ever see that one."""
     store.create_exclusive(claim_key("stats/k3"), b'{"owner": "dead"}')
     store.write_bytes("stats/k3/part-0.bin", b"half")
-    rec = commit(store, _artifact(tmp_path / "a", "alive"), "stats/k3", {})
+    rec = commit(store, artifact_dir(tmp_path / "a", "alive"), "stats/k3", {})
     assert rec["files_key"].startswith(attempts_key("stats/k3") + "/")
     got = local_copy(store, "stats/k3")
     assert (got / "part-0.bin").read_bytes() == (tmp_path / "a" / "part-0.bin").read_bytes()
@@ -89,7 +80,7 @@ def test_a_dead_writers_claim_and_partial_files_are_never_read(store, tmp_path):
 
 
 def test_files_that_do_not_match_the_record_are_refused(store, tmp_path):
-    commit(store, _artifact(tmp_path / "a", "a"), "sliced/k4", {})
+    commit(store, artifact_dir(tmp_path / "a", "a"), "sliced/k4", {})
     store.write_bytes("sliced/k4/part-1.bin", b"truncated")
     if not store.is_local:   # a fresh reader (no local copy yet)
         import shutil
@@ -103,10 +94,10 @@ def test_files_that_do_not_match_the_record_are_refused(store, tmp_path):
 
 def test_invalidate_then_commit_writes_the_key_itself_again(store, tmp_path):
     store.create_exclusive(claim_key("plans/k5"), b"old")
-    commit(store, _artifact(tmp_path / "a", "a"), "plans/k5", {})
+    commit(store, artifact_dir(tmp_path / "a", "a"), "plans/k5", {})
     invalidate(store, "plans/k5")
     assert read_done(store, "plans/k5") is None and store.list("plans") == []
-    rec = commit(store, _artifact(tmp_path / "b", "b"), "plans/k5", {})
+    rec = commit(store, artifact_dir(tmp_path / "b", "b"), "plans/k5", {})
     assert "files_key" not in rec
     assert sorted(store.list("plans/k5")) == sorted(
         ["plans/k5/" + f for f in ("part-0.bin", "part-1.bin", "part-2.bin", "sub/meta.json", DONE)])

@@ -15,14 +15,7 @@ from cusprun.pipeline.artifacts import (DONE, attempts_key, collect_garbage, com
 from cusprun.pipeline.keys import content_key
 from cusprun.pipeline.stages.common import commit_stage, reused
 from cusprun.storage.layout import stage_key
-
-
-def _artifact(d: Path, tag: str) -> Path:
-    (d / "sub").mkdir(parents=True)
-    for i in range(3):
-        (d / f"part-{i}.bin").write_bytes(f"{tag}-{i}".encode() * (700 + i))
-    (d / "sub" / "meta.json").write_text(f'{{"tag": "{tag}"}}')
-    return d
+from tests.support.files import artifact_dir
 
 
 def _contents(d: Path) -> dict[str, bytes]:
@@ -40,7 +33,7 @@ def test_a_refresh_leaves_a_readers_files_intact_and_the_next_read_gets_the_new_
         store, tmp_path):
     key = content_key("plan", "refresh-while-read")
     path = stage_key("plan", key)
-    old_dir, new_dir = _artifact(tmp_path / "old", "old"), _artifact(tmp_path / "new", "new")
+    old_dir, new_dir = artifact_dir(tmp_path / "old", "old"), artifact_dir(tmp_path / "new", "new")
     first = commit_stage(store, "plan", key, old_dir, {"n": 1})
     # a reader (an evaluation, another build) resolved the artifact and holds its files
     held = read_done(store, path)
@@ -59,14 +52,14 @@ def test_a_refresh_leaves_a_readers_files_intact_and_the_next_read_gets_the_new_
     assert reused(store, "plan", key)["n"] == 2                  # the next read: the new one
     assert _contents(local_copy(store, path)) == _contents(new_dir)
     # the refresh was consumed: a later commit without one adopts the record again
-    again = commit_stage(store, "plan", key, _artifact(tmp_path / "x", "x"), {"n": 3})
+    again = commit_stage(store, "plan", key, artifact_dir(tmp_path / "x", "x"), {"n": 3})
     assert again["n"] == 2 and read_done(store, path)["owner"] == new["owner"]
 
 
 def test_refreshes_and_first_builds_racing_leave_one_complete_artifact(store, tmp_path):
     """Two refreshes and two first builds of one new key at once: whoever ends up in DONE.json,
     its files are complete, and every committer's returned record still reads complete."""
-    dirs = [_artifact(tmp_path / f"w{i}", f"writer{i}") for i in range(4)]
+    dirs = [artifact_dir(tmp_path / f"w{i}", f"writer{i}") for i in range(4)]
     barrier, out = threading.Barrier(4), [None] * 4
 
     def run(i: int) -> None:
@@ -90,10 +83,10 @@ def test_refreshes_and_first_builds_racing_leave_one_complete_artifact(store, tm
 
 def test_replaced_files_go_only_once_abandoned(store, tmp_path, monkeypatch):
     path = "sliced/gc"
-    a = commit(store, _artifact(tmp_path / "a", "a"), path, {})              # in sliced/gc/
-    b = commit(store, _artifact(tmp_path / "b", "b"), path, {}, replace=True)
+    a = commit(store, artifact_dir(tmp_path / "a", "a"), path, {})              # in sliced/gc/
+    b = commit(store, artifact_dir(tmp_path / "b", "b"), path, {}, replace=True)
     store.write_bytes(f"{attempts_key(path)}/dead-build/part-0.bin", b"half")  # died uploading
-    c = commit(store, _artifact(tmp_path / "c", "c"), path, {}, replace=True)
+    c = commit(store, artifact_dir(tmp_path / "c", "c"), path, {}, replace=True)
     # just replaced: a reader may still hold a's and b's files, so they stay
     assert _stored(store, a) == _contents(tmp_path / "a")
     assert _stored(store, b) == _contents(tmp_path / "b")
@@ -118,14 +111,14 @@ def test_a_refresh_whose_answer_was_lost_still_switches(s3_server, s3_bucket, tm
     from tests.support.s3_faults import FaultyEndpoint
 
     plain = ArtifactStore(*s3_bucket)
-    old = commit(plain, _artifact(tmp_path / "old", "old"), "reports/lost", {})
+    old = commit(plain, artifact_dir(tmp_path / "old", "old"), "reports/lost", {})
     with FaultyEndpoint(s3_server.endpoint_url) as ep:
         store = ArtifactStore(s3_bucket.uri, {"client_kwargs": {"endpoint_url": ep.url}},
                               retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2))
         ep.lose_next = 1
         ep.lose_if = lambda method, p, headers: method == "PUT" and p.split("?")[0].endswith(
             f"/reports/lost/{DONE}")
-        new = commit(store, _artifact(tmp_path / "new", "new"), "reports/lost", {}, replace=True)
+        new = commit(store, artifact_dir(tmp_path / "new", "new"), "reports/lost", {}, replace=True)
         assert ep.lost == 1
     assert read_done(plain, "reports/lost") == new
     assert _contents(local_copy(plain, "reports/lost")) == _contents(tmp_path / "new")

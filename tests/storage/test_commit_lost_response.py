@@ -4,28 +4,16 @@ and the writer must recognise its own record instead of believing it lost the ra
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from cusprun.pipeline.artifacts import (DONE, attempts_key, claim_key, commit, files_key,
                                         local_copy, read_done)
-from cusprun.storage import ArtifactStore, RetryPolicy
-from tests.support.s3_faults import FaultyEndpoint
+from cusprun.storage import ArtifactStore
+from tests.support.files import artifact_dir
+from tests.support.s3_faults import FaultyEndpoint, store_through
 
 pytestmark = pytest.mark.s3
-FAST = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)
-
-
-def _store(endpoint: str, bucket) -> ArtifactStore:
-    return ArtifactStore(bucket.uri, {"client_kwargs": {"endpoint_url": endpoint}}, retry=FAST)
-
-
-def _artifact(d: Path, tag: str) -> Path:
-    d.mkdir(parents=True)
-    for i in range(3):
-        (d / f"part-{i}.bin").write_bytes(f"{tag}-{i}".encode() * 500)
-    return d
 
 
 def _conditional_put_of(suffix: str):
@@ -36,7 +24,7 @@ def _conditional_put_of(suffix: str):
 
 def test_create_exclusive_whose_answer_was_lost_knows_it_won(s3_server, s3_bucket):
     with FaultyEndpoint(s3_server.endpoint_url) as ep:
-        store = _store(ep.url, s3_bucket)
+        store = store_through(ep.url, s3_bucket)
         ep.lose_next, ep.lose_if = 1, _conditional_put_of("/locks/one")
         assert store.create_exclusive("locks/one", b'{"owner": "me-1234"}') is True
         assert ep.lost == 1
@@ -52,10 +40,10 @@ def test_a_commit_whose_done_answer_was_lost_keeps_its_upload(s3_server, s3_buck
     its answer is lost. The writer keeps its folder, and its record points at complete files."""
     plain = ArtifactStore(*s3_bucket)
     plain.create_exclusive(claim_key("stats/k1"), b'{"owner": "dead"}')
-    src = _artifact(tmp_path / "a", "a")
+    src = artifact_dir(tmp_path / "a", "a", meta=False)
     with FaultyEndpoint(s3_server.endpoint_url) as ep:
         ep.lose_next, ep.lose_if = 1, _conditional_put_of(f"/stats/k1/{DONE}")
-        rec = commit(_store(ep.url, s3_bucket), src, "stats/k1", {"n": 1})
+        rec = commit(store_through(ep.url, s3_bucket), src, "stats/k1", {"n": 1})
         assert ep.lost == 1
     assert rec["files_key"].startswith(attempts_key("stats/k1") + "/")
     assert read_done(plain, "stats/k1") == rec
@@ -71,7 +59,8 @@ def test_a_commit_whose_claim_answer_was_lost_writes_the_key_itself(s3_server, s
     plain = ArtifactStore(*s3_bucket)
     with FaultyEndpoint(s3_server.endpoint_url) as ep:
         ep.lose_next, ep.lose_if = 1, _conditional_put_of(claim_key("plans/k2"))
-        rec = commit(_store(ep.url, s3_bucket), _artifact(tmp_path / "a", "a"), "plans/k2", {})
+        rec = commit(store_through(ep.url, s3_bucket), artifact_dir(tmp_path / "a", "a", meta=False),
+                     "plans/k2", {})
         assert ep.lost == 1
     assert "files_key" not in rec
     assert json.loads(plain.read_bytes(claim_key("plans/k2")))["owner"] == rec["owner"]
