@@ -3,9 +3,14 @@ was quick by what it did (how many connection attempts) rather than by a stopwat
 
   free_port() / closed_port()   a loopback port nobody listens on (free for a server to take)
   tcp_connects()                every TCP connect this process starts inside the block
+  is_loopback(host)             whether a connect stayed on this machine
+
+Other threads of the session (Prefect's event and log workers) may connect to the session's
+servers at any time: count the port a test owns, not every connect.
 """
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,6 +25,13 @@ def free_port() -> int:
 
 
 closed_port = free_port   # the name for an endpoint that must refuse connections
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +15,7 @@ from cusprun.corpora import (CorpusSpec, content_hash, corpus_info, prepare_corp
 from cusprun.corpora.hf import parse_hf
 from cusprun.corpora.records import parse_filter
 from cusprun.errors import CorpusError, CusprunError
+from tests.support.network import closed_port, is_loopback, tcp_connects
 
 TOPICS = ["health", "history", "maths"]
 
@@ -238,32 +238,46 @@ def test_hf_uri_parsing():
         parse_hf("hf://imdb?streaming=1")
 
 
+def _no_dataset_loads(monkeypatch) -> list:
+    """datasets.load_dataset replaced by a recorder that fails like an unreachable hub."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("load_dataset was called")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
 def test_hf_offline_fails_fast_with_advice(tmp_path, monkeypatch):
+    """Fast because it never touches the network: no connection to the hub (here a closed
+    loopback port) or anywhere off this machine is attempted."""
+    port = closed_port()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t = time.monotonic()
-    with pytest.raises(CorpusError) as e:
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with tcp_connects() as connects, pytest.raises(CorpusError) as e:
         prepare_corpus(CorpusSpec(source="hf://allenai/c4/en?split=train"), tmp_path / "o")
-    assert time.monotonic() - t < 10
+    assert not [(host, p) for host, p in connects if p == port or not is_loopback(host)], connects
     assert "'hf://allenai/c4/en?split=train'" in str(e.value) and "s3://" in str(e.value)
     assert isinstance(e.value, CusprunError)
 
 
 def test_hf_unreachable_hub_fails_in_seconds(tmp_path, monkeypatch):
-    """Hub not offline-flagged but unreachable: a socket probe to a closed loopback port fails
-    at once instead of datasets' ~25 s of retries."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed once the block ends
+    """Hub not offline-flagged but unreachable: one socket probe to a closed loopback port fails
+    at once, and datasets (whose retries take ~25 s) is never asked."""
+    port = closed_port()
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    t = time.monotonic()
-    with pytest.raises(CorpusError, match=r"Cannot reach the Hugging Face hub for corpus source "
-                                          r"'hf://org/data'.*local path or an s3:// URI"):
+    loads = _no_dataset_loads(monkeypatch)
+    with tcp_connects() as connects, pytest.raises(
+            CorpusError, match=r"Cannot reach the Hugging Face hub for corpus source "
+                               r"'hf://org/data'.*local path or an s3:// URI"):
         prepare_corpus(CorpusSpec(source="hf://org/data"), tmp_path / "o")
-    assert time.monotonic() - t < 5
+    assert connects.count(("127.0.0.1", port)) == 1 and loads == []
 
 
 # ---- S3 (real moto server on loopback) -----------------------------------------------------

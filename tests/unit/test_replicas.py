@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import torch
@@ -49,23 +48,28 @@ def test_copies_are_independent():
 
 
 def test_jobs_run_in_parallel_each_state_serving_one_job_at_a_time_results_in_order():
+    """Jobs 0 and 1 wait for each other at a barrier: they can only both pass it if two states
+    run them at once (the one that holds job 0 cannot take job 1 while it waits). Every job
+    records how many jobs its state, and both states, are running."""
     busy = {"a": 0, "b": 0}
     peak = {"a": 0, "b": 0, "both": 0}
     lock = threading.Lock()
+    meet = threading.Barrier(2, timeout=60)   # broken (an error) if the jobs never overlap
 
-    def fn(state, job):
+    def fn(state, job, overlap=True):
         with lock:
             busy[state] += 1
             peak[state] = max(peak[state], busy[state])
             peak["both"] = max(peak["both"], busy["a"] + busy["b"])
-        time.sleep(0.02)
+        if overlap and job in (0, 1):
+            meet.wait()
         with lock:
             busy[state] -= 1
         return job * 10
 
     assert run_jobs(["a", "b"], list(range(12)), fn, progress=False) == [j * 10 for j in range(12)]
     assert peak["a"] == 1 and peak["b"] == 1 and peak["both"] == 2
-    assert run_jobs(["a"], [1, 2], fn, progress=False) == [10, 20]
+    assert run_jobs(["a"], [1, 2], lambda s, j: fn(s, j, overlap=False), progress=False) == [10, 20]
 
 
 def test_the_first_error_of_a_job_is_raised():

@@ -1,7 +1,7 @@
 """The ratio sweep: masked (and compensated) points on the loss sets, the table and the plot."""
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 import torch
@@ -114,18 +114,31 @@ def test_a_compensated_point_without_grams_is_refused_before_any_measurement(set
 
 
 def test_a_gram_set_read_from_several_threads_reads_each_layer_once(setup, monkeypatch):
+    """Four threads ask for layers at once. The first read waits until all four are inside
+    layer(), so every request overlaps a read in progress (a real read takes a while:
+    megabytes per layer); each layer is still read once and shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.wait import wait_until
+
     _, _, gs, _, _ = setup
     fresh = GramSet(gs.dirs)
-    reads = []
-    real = fresh._read
+    reads, entered = [], []
+    real_read, real_layer = fresh._read, fresh.layer
 
-    def slow_read(li):   # a real read takes a while (megabytes per layer): threads overlap
+    def layer(li):
+        entered.append(threading.get_ident())
+        return real_layer(li)
+
+    def read(li):
+        if not reads:
+            wait_until(lambda: len(set(entered)) == 4, what="all four threads inside layer()",
+                       timeout=60, every=0.001)
         reads.append(li)
-        time.sleep(0.01)
-        return real(li)
+        return real_read(li)
 
-    monkeypatch.setattr(fresh, "_read", slow_read)
-    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setattr(fresh, "_read", read)
+    monkeypatch.setattr(fresh, "layer", layer)
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(lambda i: fresh.layer(i % fresh.n_layers), range(4 * fresh.n_layers)))
     assert sorted(reads) == list(range(fresh.n_layers))
