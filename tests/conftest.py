@@ -22,6 +22,8 @@ Fixtures:
              tokenizer (tests.support.make_tiny_model), built once; tests only read it.
   one_torch_thread (module): torch on one thread while the module runs. Every test not marked
              integration runs on one torch thread anyway (autouse).
+  unreachable_hub (function) -> int: the Hugging Face hub is at a closed loopback port (the
+             port), and nothing says offline: what a machine without network sees.
   edit_code  (function) -> edit_code(module, change): for this test, the key code sees module's
              source as change(real source) (cache keys hash the code a stage runs).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import pytest
@@ -142,24 +145,28 @@ def _one_torch_thread_unless_integration(request):
     if request.node.get_closest_marker("integration"):
         yield
         return
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with _torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny matmuls: one thread is much faster than two on a busy shared CPU (the whole module,
     fixtures included, so integration modules can ask for it too)."""
+    with _torch_threads(1):
+        yield
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
     import torch
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    before = torch.get_num_threads()
     torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -188,3 +195,16 @@ def edit_code(monkeypatch):
 
     yield apply
     forget_code_versions()
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch) -> int:
+    """HF_ENDPOINT at a closed loopback port, HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset:
+    the hub cannot be reached and nothing says so in advance. Returns the port."""
+    from tests.support.network import closed_port
+
+    port = closed_port()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    return port

@@ -162,11 +162,10 @@ def test_one_baseline_is_the_baseline_several_are_the_best_baseline():
 
 def test_recorded_reports_without_out_of_source_sets_still_render():
     """report.json files written before out-of-source sets existed (benchmarks/results/)."""
-    from pathlib import Path
-
     from cusprun.evaluation.report import read_report
+    from tests.support.paths import BENCHMARKS
 
-    found = sorted(Path(__file__).resolve().parents[2].glob("benchmarks/results/*/report.json"))
+    found = sorted(BENCHMARKS.glob("results/*/report.json"))
     assert found
     for path in found:
         md = summary_markdown(read_report(path))

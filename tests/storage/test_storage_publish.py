@@ -3,7 +3,6 @@ manifested versions, whether a publish succeeds, fails verification or is SIGKIL
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,9 +14,8 @@ from cusprun.errors import SpecError
 from cusprun.storage import (ExpertNotFoundError, PublishError, StorageError,
                              expert_key, gc_incomplete, get_expert, latest_key, latest_version,
                              list_versions, manifest_key, publish_expert, read_expert, sha256_file)
+from tests.support.paths import REPO, cusprun_env
 from tests.support.sigkill import killed_at_marker
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _checkpoint(d: Path, tag: str, n_extra: int = 0) -> Path:
@@ -150,7 +148,7 @@ def test_unmanifested_dirs_are_invisible_and_gc(store, tmp_path):
 
 
 _KILL_SCRIPT = textwrap.dedent("""
-    import json, sys, time
+    import json, sys, threading
     from pathlib import Path
     from cusprun.storage import ArtifactStore, publish_expert
 
@@ -163,7 +161,7 @@ _KILL_SCRIPT = textwrap.dedent("""
         uploads.append(key)
         if len(uploads) == 3:
             ready.write_text(json.dumps(uploads))
-            time.sleep(120)
+            threading.Event().wait()   # until the test kills this process
         return out
 
     ArtifactStore.put_file = pausing_put
@@ -176,7 +174,7 @@ def test_killed_publish_leaves_no_visible_expert(store, tmp_path):
     publish_expert(store, "med", _checkpoint(tmp_path / "e1", "one"), version="v1", progress=False)
     src = _checkpoint(tmp_path / "e2", "two", n_extra=4)
     ready = tmp_path / "ready.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = cusprun_env()
     with killed_at_marker(
             [sys.executable, "-c", _KILL_SCRIPT, store.root, json.dumps(store.storage_options),
              str(src), str(ready)], ready, timeout=60, poll=0.05, tail=2000,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deployments" / "README.md"]
+from tests.support.paths import REPO
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "deployments" / "README.md"]
 README_MAX_LINES = 200
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
@@ -38,7 +39,7 @@ def anchors(page: Path) -> set[str]:
     return {slug(m) for m in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", prose(page.read_text()), re.M)}
 
 
-def problems(page: Path, root: Path = ROOT) -> list[str]:
+def problems(page: Path, root: Path = REPO) -> list[str]:
     """Each broken relative link of `page`: a missing file, a path outside `root`, a missing anchor."""
     out = []
     for target in links(page.read_text()):
@@ -53,22 +54,22 @@ def problems(page: Path, root: Path = ROOT) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_relative_link_resolves(page):
     assert page.is_file()
     assert problems(page) == []
 
 
 def test_every_docs_page_is_linked_from_the_readme():
-    readme = ROOT / "README.md"
-    linked = {(ROOT / t.partition("#")[0]).resolve() for t in links(readme.read_text())}
-    pages = sorted((ROOT / "docs").glob("*.md"))
+    readme = REPO / "README.md"
+    linked = {(REPO / t.partition("#")[0]).resolve() for t in links(readme.read_text())}
+    pages = sorted((REPO / "docs").glob("*.md"))
     assert pages, "no docs pages"
     assert [p.name for p in pages if p.resolve() not in linked] == []
 
 
 def test_readme_is_at_most_200_lines():
-    n = len((ROOT / "README.md").read_text().splitlines())
+    n = len((REPO / "README.md").read_text().splitlines())
     assert n <= README_MAX_LINES, f"README.md has {n} lines; move detail to docs/"
 
 

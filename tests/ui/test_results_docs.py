@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from tests.support.paths import BENCHMARKS, REPO
+
+sys.path.insert(0, str(BENCHMARKS))
 
 import render_results as rr  # noqa: E402
 import results_io  # noqa: E402
@@ -17,9 +18,9 @@ from tests.support.report_helpers import synthetic_report  # noqa: E402
 
 
 def test_committed_results_page_is_what_the_committed_data_renders():
-    assert (ROOT / "docs" / "results.md").read_text() == rr.render_doc(rr.RESULTS), \
+    assert (REPO / "docs" / "results.md").read_text() == rr.render_doc(rr.RESULTS), \
         "docs/results.md is stale: run `make results`"
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     filled = rr.fill_readme(readme, rr.render_readme_block(rr.RESULTS))
     assert filled is None or filled == readme, "README results block is stale: run `make results`"
 

@@ -15,7 +15,7 @@ from cusprun.corpora import (CorpusSpec, content_hash, corpus_info, prepare_corp
 from cusprun.corpora.hf import parse_hf
 from cusprun.corpora.records import parse_filter
 from cusprun.errors import CorpusError, CusprunError
-from tests.support.network import closed_port, is_loopback, tcp_connects
+from tests.support.network import is_loopback, tcp_connects
 
 TOPICS = ["health", "history", "maths"]
 
@@ -252,12 +252,11 @@ def _no_dataset_loads(monkeypatch) -> list:
     return calls
 
 
-def test_hf_offline_fails_fast_with_advice(tmp_path, monkeypatch):
+def test_hf_offline_fails_fast_with_advice(tmp_path, monkeypatch, unreachable_hub):
     """Fast because it never touches the network: no connection to the hub (here a closed
     loopback port) or anywhere off this machine is attempted."""
-    port = closed_port()
+    port = unreachable_hub
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     with tcp_connects() as connects, pytest.raises(CorpusError) as e:
         prepare_corpus(CorpusSpec(source="hf://allenai/c4/en?split=train"), tmp_path / "o")
     assert not [(host, p) for host, p in connects if p == port or not is_loopback(host)], connects
@@ -265,13 +264,10 @@ def test_hf_offline_fails_fast_with_advice(tmp_path, monkeypatch):
     assert isinstance(e.value, CusprunError)
 
 
-def test_hf_unreachable_hub_fails_in_seconds(tmp_path, monkeypatch):
+def test_hf_unreachable_hub_fails_in_seconds(tmp_path, monkeypatch, unreachable_hub):
     """Hub not offline-flagged but unreachable: one socket probe to a closed loopback port fails
     at once, and datasets (whose retries take ~25 s) is never asked."""
-    port = closed_port()
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    port = unreachable_hub
     loads = _no_dataset_loads(monkeypatch)
     with tcp_connects() as connects, pytest.raises(
             CorpusError, match=r"Cannot reach the Hugging Face hub for corpus source "

@@ -2,7 +2,6 @@
 coverage on samples as small as a report's (benchmarks/bench_interval_coverage.py)."""
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,9 @@ from cusprun.evaluation.markdown import to_markdown
 from cusprun.evaluation.report import build_report
 from cusprun.evaluation.significance import comparisons_per_model
 from cusprun.errors import CusprunError
+from tests.support.paths import BENCHMARKS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(BENCHMARKS))
 import bench_interval_coverage as coverage  # noqa: E402
 
 

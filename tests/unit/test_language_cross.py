@@ -10,8 +10,9 @@ import pytest
 
 from cusprun.evaluation import EvalConfig, MetricValue, ModelEntry, ModelResult, build_report
 from cusprun.evaluation.report_files import write_report
+from tests.support.paths import BENCHMARKS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(BENCHMARKS))
 
 
 def _loss(offset: float, s: str) -> MetricValue:

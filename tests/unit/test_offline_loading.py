@@ -13,8 +13,7 @@ import torch
 from cusprun.engine import LayeredModel
 from cusprun.models.loading import load_model
 from tests.support import make_tiny_model
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 @pytest.fixture
@@ -48,12 +47,12 @@ def test_every_load_in_the_code_base_is_local_and_without_kernels():
     """Each from_pretrained in cusprun/ passes local_files_only (directly or through
     offline_kwargs) and, for models, use_kernels."""
     offenders = []
-    for path in sorted((ROOT / "cusprun").rglob("*.py")):
+    for path in sorted((REPO / "cusprun").rglob("*.py")):
         for call in _from_pretrained_calls(path):
             names = {k.arg for k in call.keywords}
             spread = [ast.unparse(k.value) for k in call.keywords if k.arg is None]
             local = "local_files_only" in names or any("offline_kwargs" in s for s in spread)
             model = "Model" in ast.unparse(call.func)
             if not local or (model and "use_kernels" not in names):
-                offenders.append(f"{path.relative_to(ROOT)}:{call.lineno}")
+                offenders.append(f"{path.relative_to(REPO)}:{call.lineno}")
     assert not offenders, offenders

@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.support.paths import BENCHMARKS as BENCH
+
 sys.path.insert(0, str(BENCH))
 
 from scale_checkpoint import LlamaWidths, write_checkpoint  # noqa: E402
