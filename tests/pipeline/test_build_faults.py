@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.support.flow_helpers import settled_task_runs, tiny_spec
+from tests.support.flow_helpers import task_states, tiny_spec
 from tests.support.s3_faults import RestartableS3
 
 pytestmark = [pytest.mark.prefect, pytest.mark.s3]
@@ -84,8 +84,8 @@ def test_endpoint_lost_after_statistics_then_rerun_equals_an_undisturbed_build(
     rerun = _build(spec, "cusprun-test-fault")
     assert rerun.is_completed(), rerun.message
     states = {}
-    for r in settled_task_runs(rerun.state_details.flow_run_id):
-        states.setdefault(r.name.rsplit("-", 1)[0], set()).add(r.state.name)
+    for name, state in task_states(rerun):
+        states.setdefault(name, set()).add(state)
     assert states["prepare-corpus"] == {"Cached"} and states["collect-statistics"] == {"Cached"}, states
     assert states["merge-masks"] == {"Completed"} and states["slice-weights"] == {"Completed"}, states
     assert {o.key: o.etag for o in store.list_info("stats")} == stats_written   # not rewritten

@@ -3,67 +3,23 @@ reruns, S3 artifact store, and fast failures on bad input."""
 from __future__ import annotations
 
 import json
-import time
 
 import torch
 
 import pytest
 
+from tests.support.flow_helpers import failed_task, run_build as run, task_states, tiny_spec
+
 pytestmark = pytest.mark.prefect
 
 HEAVY = {"prepare-corpus", "collect-statistics", "baseline-scores", "merge-masks",
          "baseline-plans", "slice-weights", "evaluate"}
-
-
-@pytest.fixture(scope="module")
-def prefect_server(prefect_api):
-    """The session's temporary Prefect server (shared with the deployment tests: a second server
-    in the same process would leave Prefect's event worker talking to the wrong one)."""
-    return prefect_api
-
-
-def tiny_spec(model: str, root: str, **over):
-    from cusprun.pipeline.spec import load_spec
-
-    dim = {"max_docs": 24}
-    data = {
-        "name": "tiny-expert", "base_model": model,
-        "language": {"value": "en", **dim}, "domain": {"value": "health", **dim},
-        "task": {"value": "qa", **dim}, "general": {"value": "en", **dim},
-        "target_ratios": [0.25], "max_tokens": 64, "min_docs": 4,
-        "evaluation": {"max_docs": 8, "mc_items": 8, "max_tokens": 64, "other_languages": ["de"],
-                       "sweep_ratios": [0.25]},
-        "storage_root": root,
-    }
-    for k, v in over.items():
-        data[k] = v
-    return load_spec(data)
-
-
-def task_states(flow_state, expect: int | None = None) -> list[tuple[str, str]]:
-    """(task name, state name) of every task run of a finished flow run. Task runs reach the
-    server as events, processed asynchronously: poll until the listing stops changing."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    import anyio
-
-    async def read():
-        async with get_client() as client:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])), limit=200)
-            return [(r.name.rsplit("-", 1)[0], r.state.name if r.state else "Pending") for r in runs]
-
-    seen, stable, deadline = None, 0, time.time() + 90
-    while time.time() < deadline:
-        rows = sorted(anyio.run(read))
-        final = (bool(rows) or not flow_state.is_completed()) and all(s not in ("Pending", "Running", "Scheduled") for _, s in rows)
-        last_seen = any(n == "publish-expert" for n, _ in rows) or not flow_state.is_completed()
-        stable = stable + 1 if rows == seen and final and last_seen else 0
-        if stable >= (6 if rows else 10) or (expect is not None and len(rows) >= expect and final):
-            return rows
-        seen = rows
-        time.sleep(0.5)
-    raise AssertionError(f"task runs of the flow run never settled: {seen}")
+# The builds that are evaluated: every baseline, a small evaluation with one other language and
+# a one-point sweep (tiny_spec alone builds the expert without either).
+BASELINES = ["random", "magnitude", "wanda-sp", "flap", "flap-score"]
+EVALUATION = {"max_docs": 8, "mc_items": 8, "max_tokens": 64, "other_languages": ["de"],
+              "sweep_ratios": [0.25]}
+EVALUATED = {"baselines": BASELINES, "evaluation": EVALUATION}
 
 
 def _stage_files(root: str) -> dict[str, int]:
@@ -77,23 +33,14 @@ def _stage_files(root: str) -> dict[str, int]:
     return files
 
 
-def run(spec, **kw):
-    from flows.build import build_expert
-
-    t0 = time.perf_counter()
-    state = build_expert(spec=spec, return_state=True, **kw)
-    assert state.is_completed(), state
-    return state, time.perf_counter() - t0
-
-
 @pytest.mark.integration
-def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefect_server, tiny_model, tmp_path):
+def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefect_api, tiny_model, tmp_path):
     from cusprun.pipeline.context import open_store
     from cusprun.storage import list_versions
 
     root = str(tmp_path / "artifacts")
-    spec = tiny_spec(tiny_model, root, max_tokens=128)  # enough real work to compare against
-    first, t_first = run(spec)
+    spec = tiny_spec(tiny_model, root, **EVALUATED)
+    first = run(spec)
     heavy_first = [(n, s) for n, s in task_states(first) if n in HEAVY]
     # Statistics and Grams of the four calibration corpora come from one pass (one task).
     assert {n for n, _ in heavy_first} == HEAVY
@@ -133,13 +80,12 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     before = _stage_files(root)
     # Sweep points measured one at a time instead of 'auto' (two at once here): same report,
     # so the same key: nothing recomputes.
-    serial = tiny_spec(tiny_model, root, max_tokens=128,
+    serial = tiny_spec(tiny_model, root, baselines=BASELINES,
                        evaluation={**spec.evaluation.model_dump(), "sweep_workers": 1})
-    second, t_second = run(serial)
+    second = run(serial)
     heavy_second = [(n, s) for n, s in task_states(second) if n in HEAVY]
     assert len(heavy_second) == len(heavy_first)
     assert all(s == "Cached" for _, s in heavy_second), heavy_second
-    print(f"first run {t_first:.1f}s, identical rerun {t_second:.1f}s")
     assert _stage_files(root) == before          # nothing was recomputed or rewritten
     timed = {r["stage"]: r for r in second.result()["timings"]}
     assert {"corpora", "statistics", "baseline scores", "plan cusprun@0.25", "baseline plans",
@@ -153,7 +99,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
 
     # The same expert copied under another name: every stage reused, and it is published with
     # its own card (the stored slice, hard-linked into both publications, is left as it was).
-    copied, _ = run(tiny_spec(tiny_model, root, max_tokens=128, name="tiny-copy"))
+    copied = run(tiny_spec(tiny_model, root, name="tiny-copy", **EVALUATED))
     assert all(s == "Cached" for n, s in task_states(copied) if n in HEAVY)
     version = copied.result()["expert"]["version"]
     card = store.read_bytes(f"experts/tiny-copy/{version}/README.md").decode()
@@ -164,8 +110,8 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
 
     # Change only the domain corpus: its corpus + statistics and everything downstream of the
     # Cus-Prun plan recompute; other corpora, statistics and the baselines stay cached.
-    changed = tiny_spec(tiny_model, root, max_tokens=128, domain={"value": "health", "max_docs": 20})
-    third, _ = run(changed)
+    changed = tiny_spec(tiny_model, root, domain={"value": "health", "max_docs": 20}, **EVALUATED)
+    third = run(changed)
     states = task_states(third)
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
     # Compensation of every checkpoint reads the domain's Grams (recollected by its statistics
@@ -181,7 +127,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
 
 
 @pytest.mark.integration
-def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(prefect_server,
+def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(prefect_api,
                                                                            tiny_model, tmp_path):
     """With the statistics in the store, refreshing the Grams runs a pass for the Grams alone;
     they equal the ones the statistics pass made, so the plan (keyed by their keys) is the same."""
@@ -191,13 +137,12 @@ def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(pre
     from cusprun.pipeline.artifacts import local_copy, read_done
     from cusprun.storage import ArtifactStore
 
-    over = {"baselines": [], "evaluation": {"enabled": False}}
     root = tmp_path / "a"
-    first, _ = run(tiny_spec(tiny_model, str(root), **over))
+    first = run(tiny_spec(tiny_model, str(root)))
     gram_dirs = sorted(Path(root, "grams").iterdir())
     fused = [GramSet([d]).layer(1) for d in gram_dirs]
     stats_before = {k: v for k, v in _stage_files(str(root)).items() if k.startswith("stats/")}
-    again, _ = run(tiny_spec(tiny_model, str(root), **over), refresh=["grams"])
+    again = run(tiny_spec(tiny_model, str(root)), refresh=["grams"])
     states = dict(task_states(again))
     assert states["collect-statistics"] == "Completed" and states["merge-masks"] == "Cached"
     assert {k: v for k, v in _stage_files(str(root)).items() if k.startswith("stats/")} == stats_before
@@ -211,20 +156,21 @@ def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(pre
 
 
 @pytest.mark.integration
-def test_a_rebuild_at_a_new_ratio_does_not_evaluate_dense_again(prefect_server, tiny_model,
+def test_a_rebuild_at_a_new_ratio_does_not_evaluate_dense_again(prefect_api, tiny_model,
                                                                  tmp_path):
     from pathlib import Path
 
     from cusprun.pipeline.context import open_store
 
     root = str(tmp_path / "artifacts")
-    over = {"baselines": ["magnitude"]}
-    first, _ = run(tiny_spec(tiny_model, root, **over))
+    over = {"baselines": ["magnitude"], "evaluation": EVALUATION}
+    first = run(tiny_spec(tiny_model, root, **over))
     dense_dir = Path(root, "dense-evals")
     before = {p: p.stat().st_mtime_ns for p in dense_dir.rglob("dense.json")}
     assert len(before) == 1
-    ev = {**tiny_spec(tiny_model, root).evaluation.model_dump(), "sweep_ratios": [0.3]}
-    second, _ = run(tiny_spec(tiny_model, root, target_ratios=[0.3], evaluation=ev, **over))
+    ev = {**EVALUATION, "sweep_ratios": [0.3]}
+    second = run(tiny_spec(tiny_model, root, target_ratios=[0.3], baselines=["magnitude"],
+                           evaluation=ev))
     assert {p: p.stat().st_mtime_ns for p in dense_dir.rglob("dense.json")} == before
     store = open_store(root)
     rows = [json.loads(store.read_bytes(store.key_of(r["report"]) + "/report.json"))["rows"]
@@ -236,15 +182,15 @@ def test_a_rebuild_at_a_new_ratio_does_not_evaluate_dense_again(prefect_server, 
 
 
 @pytest.mark.integration
-def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_server, tiny_model,
+def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_expert(prefect_api, tiny_model,
                                                                                  tmp_path):
     from cusprun.pipeline.context import open_store
     from cusprun.storage import get_expert
 
     root = str(tmp_path / "artifacts")
-    over = {"baselines": ["magnitude"], "evaluation": {"enabled": False}}
+    over = {"baselines": ["magnitude"]}
     run(tiny_spec(tiny_model, root, **over))
-    aligned, _ = run(tiny_spec(tiny_model, root, ffn_multiple=16, **over))
+    aligned = run(tiny_spec(tiny_model, root, ffn_multiple=16, **over))
     states = task_states(aligned)
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
     assert recomputed == ["baseline-plans", "merge-masks", "slice-weights", "slice-weights"]
@@ -264,38 +210,38 @@ def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_exper
 
 
 @pytest.mark.integration
-def test_lost_artifact_is_recomputed_not_trusted(prefect_server, tiny_model, tmp_path):
+def test_lost_artifact_is_recomputed_not_trusted(prefect_api, tiny_model, tmp_path):
     import shutil
 
     root = tmp_path / "artifacts"
-    spec = tiny_spec(tiny_model, str(root), baselines=[], evaluation={"enabled": False})
+    spec = tiny_spec(tiny_model, str(root))
     run(spec)
     shutil.rmtree(root / "plans")
-    again, _ = run(spec)
+    again = run(spec)
     states = dict((n, s) for n, s in task_states(again) if n == "merge-masks")
     assert states == {"merge-masks": "Completed"}
 
 
 @pytest.mark.integration
-def test_refresh_forces_a_stage(prefect_server, tiny_model, tmp_path):
-    spec = tiny_spec(tiny_model, str(tmp_path / "a"), baselines=[], evaluation={"enabled": False})
+def test_refresh_forces_a_stage(prefect_api, tiny_model, tmp_path):
+    spec = tiny_spec(tiny_model, str(tmp_path / "a"))
     run(spec)
-    again, _ = run(spec, refresh=["stats"])
+    again = run(spec, refresh=["stats"])
     st = [s for n, s in task_states(again) if n == "collect-statistics"]
     assert st and all(s == "Completed" for s in st)
 
 
 @pytest.mark.integration
 @pytest.mark.s3
-def test_flow_on_s3_artifact_store(prefect_server, tiny_model, s3_bucket):
+def test_flow_on_s3_artifact_store(prefect_api, tiny_model, s3_bucket):
     from prefect.blocks.system import Secret
 
     from cusprun.storage import ArtifactStore, latest_version
 
     uri, opts = s3_bucket
     Secret(value=opts).save("cusprun-test-s3", overwrite=True)
-    spec = tiny_spec(tiny_model, uri, baselines=["magnitude"])
-    state, _ = run(spec, storage_block="cusprun-test-s3")
+    spec = tiny_spec(tiny_model, uri, baselines=["magnitude"], evaluation=EVALUATION)
+    state = run(spec, storage_block="cusprun-test-s3")
     result = state.result()
     store = ArtifactStore(uri, opts)
     assert result["expert"]["uri"].startswith("s3://")
@@ -306,7 +252,7 @@ def test_flow_on_s3_artifact_store(prefect_server, tiny_model, s3_bucket):
 
 
 @pytest.mark.s3
-def test_bad_input_fails_before_heavy_work(prefect_server, tiny_model, tmp_path, s3_server):
+def test_bad_input_fails_before_heavy_work(prefect_api, tiny_model, tmp_path, s3_server):
     from prefect.blocks.system import Secret
 
     from cusprun.errors import SpecError
@@ -316,27 +262,28 @@ def test_bad_input_fails_before_heavy_work(prefect_server, tiny_model, tmp_path,
         tiny_spec(tiny_model, str(tmp_path), target_ratios=[1.5])
     Secret(value={"client_kwargs": {"endpoint_url": s3_server.endpoint_url}}).save(
         "cusprun-test-s3-missing", overwrite=True)
-    t0 = time.perf_counter()
-    state = build_expert(spec=tiny_spec(tiny_model, "s3://no-such-bucket/x"),
+    state = build_expert(spec=tiny_spec(tiny_model, "s3://no-such-bucket/x", **EVALUATED),
                          storage_block="cusprun-test-s3-missing", return_state=True)
     assert state.is_failed()
-    assert time.perf_counter() - t0 < 60  # seconds, incl. Prefect overhead on a loaded 2-core box
     assert "no-such-bucket" in str(state.result(raise_on_failure=False))
-    # Nothing heavy started.
-    assert not [n for n, _ in task_states(state) if n in HEAVY]
+    # It stopped at the first task, which ran once (a missing bucket is not worth a retry):
+    # nothing else started, heavy or not.
+    assert failed_task(state.state_details.flow_run_id, "check-inputs").run_count == 1
+    assert [n for n, _ in task_states(state)] == ["check-inputs"]
 
 
-def test_spec_that_does_not_fit_the_model_fails_before_heavy_work(prefect_server, tiny_model, tmp_path):
+def test_spec_that_does_not_fit_the_model_fails_before_heavy_work(prefect_api, tiny_model, tmp_path):
     from flows.build import build_expert
 
-    state = build_expert(spec=tiny_spec(tiny_model, str(tmp_path), ffn_multiple=128), return_state=True)
+    state = build_expert(spec=tiny_spec(tiny_model, str(tmp_path), ffn_multiple=128, **EVALUATED),
+                         return_state=True)
     assert state.is_failed()
     assert "ffn_multiple=128 exceeds the base model's FFN width 96" in str(state.result(raise_on_failure=False))
     assert not [n for n, _ in task_states(state) if n in HEAVY]
 
 
 _KILL_FLOW = """
-import json, sys, time
+import json, sys, threading
 from cusprun.storage import ArtifactStore
 from cusprun.pipeline.spec import load_spec
 from flows.build import build_expert
@@ -350,7 +297,7 @@ def pausing_put(self, local, key, **kw):  # publishing: stop after the expert's 
         pausing_put.n = getattr(pausing_put, "n", 0) + 1
         if pausing_put.n == 2:
             open(ready, "w").write(key)
-            time.sleep(300)
+            threading.Event().wait()   # until the test kills this process
     return out
 
 ArtifactStore.put_file = pausing_put
@@ -359,28 +306,26 @@ build_expert(spec=spec, storage_block="cusprun-test-kill")
 
 
 @pytest.mark.s3
-def test_killing_the_flow_mid_publish_on_s3_leaves_no_visible_version(prefect_server, tiny_model,
+def test_killing_the_flow_mid_publish_on_s3_leaves_no_visible_version(prefect_api, tiny_model,
                                                                       s3_bucket, tmp_path):
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from prefect.blocks.system import Secret
     from prefect.settings import PREFECT_API_URL
 
     from cusprun.storage import ArtifactStore, latest_version, list_versions
+    from tests.support.paths import REPO, cusprun_env
     from tests.support.sigkill import killed_at_marker
 
     uri, opts = s3_bucket
     Secret(value=opts).save("cusprun-test-kill", overwrite=True)
-    spec = tiny_spec(tiny_model, uri, baselines=[], evaluation={"enabled": False})
+    spec = tiny_spec(tiny_model, uri)
     ready = tmp_path / "ready"
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(repo)}
+    env = cusprun_env(PREFECT_API_URL=PREFECT_API_URL.value())
     store = ArtifactStore(uri, opts)
     with killed_at_marker([sys.executable, "-c", _KILL_FLOW, spec.model_dump_json(), str(ready)],
-                          ready, timeout=600, what="the flow (publishing)", cwd=repo, env=env,
+                          ready, timeout=600, what="the flow (publishing)", cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL):
         assert [k for k in store.list("experts/tiny-expert") if k.endswith("/config.json")
                 or k.endswith(".json")], "publishing had really started"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.flow_helpers import settled_task_runs, tiny_spec
+from tests.support.flow_helpers import run_build, task_states, tiny_spec
 
 pytestmark = [pytest.mark.prefect, pytest.mark.integration]  # other dimensions: bundled corpora
 
@@ -45,14 +45,8 @@ def _jsonl(path: Path, texts: list[str]) -> Path:
 
 
 def _build(spec):
-    from flows.build import build_expert
-
-    state = build_expert(spec=spec, return_state=True)
-    assert state.is_completed(), state.message
-    runs = settled_task_runs(state.state_details.flow_run_id)
-    heavy = sorted((r.name.rsplit("-", 1)[0], r.state.name) for r in runs
-                   if r.name.rsplit("-", 1)[0] in HEAVY)
-    return state.result(), heavy
+    state = run_build(spec)
+    return state.result(), sorted((n, s) for n, s in task_states(state) if n in HEAVY)
 
 
 def _corpus_keys(root: str) -> set[str]:

@@ -172,6 +172,9 @@ def prefect_api(tmp_path_factory) -> PrefectAPI:
     from prefect.settings import (PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED,
                                   temporary_settings)
 
+    from tests.support.flow_helpers import record_task_run_states
+
+    record_task_run_states()   # flow_helpers.settled_task_runs waits for what this process ran
     server, api = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
     try:
         with temporary_settings(updates={PREFECT_API_URL: api.url, PREFECT_HOME: str(api.home),

@@ -1,5 +1,6 @@
 """A comparison report built by the real report code (build_report, write_report) from made-up
-per-document values, without any model: import as `from report_helpers import synthetic_report`."""
+per-document values, without any model: import as
+`from tests.support.report_helpers import synthetic_report`."""
 from __future__ import annotations
 
 import random

@@ -12,7 +12,6 @@ HTTP to moto.
                              outside it, moto accepts any key.
   iam_user(endpoint, actions, bucket)  an IAM user allowed only `actions` on `bucket`: its keys.
   no_aws_credentials(monkeypatch)      an environment in which botocore finds no credentials.
-  closed_port()              a loopback port nobody listens on (tests.support.network).
   store_through(endpoint, bucket, read_timeout=None)   an ArtifactStore on the bucket that talks
                              to `endpoint` (a FaultyEndpoint's url), retrying by FAST_RETRY.
 """
@@ -30,7 +29,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from cusprun.storage import ArtifactStore, RetryPolicy
-from tests.support.network import closed_port  # noqa: F401 - re-exported
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)   # real backoff, kept short
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}

@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.wait import wait_until
 
 
 @contextmanager
@@ -19,19 +20,21 @@ def killed_at_marker(cmd: Sequence[str], marker: Path, *, timeout: float, what: 
     unread pipe would; other Popen arguments as given) and wait until it creates
     `marker`; then yield the process, and after the block SIGKILL it and check that it died of
     that. Fails with the last `tail` characters of its stderr if it exits before the marker, and
-    with "<what> never reached the marker" after `timeout` seconds. The process is always reaped."""
+    with "timed out ... waiting for <what> to reach the marker" after `timeout` seconds. The
+    process is always reaped."""
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen(list(cmd), stderr=err, **popen_kw)
 
     def stderr_tail() -> str:
         err.seek(0)
         return err.read().decode(errors="replace")[-tail:]
+
+    def reached() -> bool:
+        assert proc.poll() is None, stderr_tail()
+        return marker.exists()
+
     try:
-        deadline = time.monotonic() + timeout
-        while not marker.exists():
-            assert proc.poll() is None, stderr_tail()
-            assert time.monotonic() < deadline, f"{what} never reached the marker"
-            time.sleep(poll)
+        wait_until(reached, what=f"{what} to reach the marker", timeout=timeout, every=poll)
         yield proc
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
