@@ -5,18 +5,17 @@ document fails here."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
 import shlex
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from tests.support.s3_faults import closed_port, iam_user, moto_iam_auth, no_aws_credentials
+from tests.support.network import closed_port
+from tests.support.paths import REPO, render_script
+from tests.support.s3_faults import iam_user, moto_iam_auth, no_aws_credentials
 
-REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "bad-inputs.md"
 S3_MARKERS = ("$S3", "$BUCKET", "$DEAD", "AWS")
 
@@ -86,19 +85,12 @@ def _situation(text: str, monkeypatch, tmp_path, s3):
         raise AssertionError(f"docs/bad-inputs.md names a Given this test does not know: {text!r}")
 
 
-def _render_main():
-    spec = importlib.util.spec_from_file_location("cusprun_render", REPO / "deployments" / "render.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
-
-
 def _run(argv: list[str]) -> tuple[int, str, str]:
     """Run `cusprun ...` or `python deployments/render.py ...` in this process."""
     from cusprun.cli import main
 
     if argv[:2] == ["python", "deployments/render.py"]:
-        entry, args = _render_main(), argv[2:]
+        entry, args = render_script().main, argv[2:]
     else:
         assert argv[0] == "cusprun", argv
         entry, args = main, argv[1:]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cusprun.cli import main
+from tests.support.paths import CUSPRUN, cusprun_env
 
-REPO = Path(__file__).resolve().parents[2]
 
 ENGLISH = "\n\n".join(f"Paragraph {i} of plain English text about the weather and the sea."
                       for i in range(40))   # one document per paragraph
@@ -35,10 +34,8 @@ def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model,
     task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
     process, reporting to the session's Prefect server."""
     _write_failing_spec(tmp_path, tiny_model)
-    env = {**prefect_api.env, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
-           "CUSPRUN_CACHE": os.environ.get("CUSPRUN_CACHE", str(Path.home() / ".cache/cusprun"))}
-    proc = subprocess.run([str(Path(sys.executable).with_name("cusprun")), "build", "--spec",
-                           "spec.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+    proc = subprocess.run([CUSPRUN, "build", "--spec", "spec.yaml"], cwd=tmp_path,
+                          env=cusprun_env(prefect_api.env), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -55,12 +52,10 @@ def test_failed_build_on_the_temporary_server_ends_with_its_error(tiny_model, tm
     and the server's output must be in its log file instead."""
     _write_failing_spec(tmp_path, tiny_model)
     cache = tmp_path / "cache"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": str(REPO), "CUSPRUN_CACHE": str(cache)})
-    proc = subprocess.run([str(Path(sys.executable).with_name("cusprun")), "build", "--spec",
-                           "spec.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=400)
+    env = cusprun_env({k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+                      PREFECT_HOME=str(tmp_path / "prefect-home"), CUSPRUN_CACHE=str(cache))
+    proc = subprocess.run([CUSPRUN, "build", "--spec", "spec.yaml"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=400)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stdout[-3000:]
     errors = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]

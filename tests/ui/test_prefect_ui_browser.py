@@ -13,15 +13,15 @@ import json
 import os
 import re
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.support.paths import REPO
 from tests.support.prefect_server import prefect_cli, start_prefect_server, start_worker, stop_process
+from tests.support.wait import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 CHROMIUM = os.environ.get("CUSPRUN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -120,23 +120,23 @@ def _submit(page, api, deployment_id: str, shots: Path) -> None:
     the test waited out its timeout); a second click is then what a user would do."""
     for attempt in (1, 2):
         page.get_by_role("button", name="Submit").click()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if _runs(api, deployment_id):
-                return
-            time.sleep(1)
-        page.screenshot(path=shots / f"ui-submit-{attempt}-no-run.png")
+        try:
+            wait_until(lambda: _runs(api, deployment_id), what="the submitted flow run",
+                       timeout=60, every=1)
+            return
+        except AssertionError:
+            page.screenshot(path=shots / f"ui-submit-{attempt}-no-run.png")
     raise AssertionError("Submit created no flow run (screenshots: ui-submit-*-no-run.png)")
 
 
 def _wait_for_run(api, deployment_id: str) -> dict:
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def finished():
         runs = _runs(api, deployment_id)
         if runs and runs[0]["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return runs[0]
-        time.sleep(2)
-    raise AssertionError(f"the run did not finish within {RUN_TIMEOUT_S}s")
+        return None
+
+    return wait_until(finished, what="the run to finish", timeout=RUN_TIMEOUT_S, every=2)
 
 
 def test_run_build_expert_from_the_ui_form(ui_server, tmp_path):
