@@ -4,15 +4,14 @@ deployment triggers of prefect.yaml, and emits cusprun.base-model.updated."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+from tests.support.wait import wait_until
 
 
 def _model_dir(path: Path, revision: str | None = None) -> Path:
@@ -54,13 +53,19 @@ def test_alias_revision_is_the_package_version():
 
 
 def test_hub_revision_offline_fails_fast_with_a_clear_error():
+    """Fast because nothing is sent: the hub client refuses in offline mode (HF_HUB_OFFLINE,
+    set for every test) before connecting anywhere."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
     from cusprun.errors import ModelSourceError
     from cusprun.models.revisions import current_revision
+    from tests.support.network import is_loopback, tcp_connects
 
-    t0 = time.perf_counter()
-    with pytest.raises(ModelSourceError, match="Qwen/Qwen2.5-7B@main.*hub"):
+    with tcp_connects() as connects, pytest.raises(ModelSourceError,
+                                                   match="Qwen/Qwen2.5-7B@main.*hub") as e:
         current_revision("Qwen/Qwen2.5-7B@main", hub_timeout=3)
-    assert time.perf_counter() - t0 < 10
+    assert isinstance(e.value.__cause__, OfflineModeIsEnabled), repr(e.value.__cause__)
+    assert not [c for c in connects if not is_loopback(c[0])], connects
     with pytest.raises(ModelSourceError, match="neither an alias"):
         current_revision("./no/such/model")
 
@@ -101,7 +106,8 @@ storage_root: {root}
 @pytest.fixture(scope="module")
 def watch_setup(work_pools, tmp_path_factory, s3_server):
     """Profiles watch-a and watch-b on local model A, watch-c on local model B, watch-s3 on an S3
-    model; their deployments deployed with `prefect deploy` from a prefect.yaml rendered for them."""
+    model, watch-sentinel (for _after_triggers_handled) on its own; their deployments deployed
+    with `prefect deploy` from a prefect.yaml rendered for them."""
     import boto3
     import s3fs
     from prefect.blocks.system import Secret
@@ -117,10 +123,12 @@ def watch_setup(work_pools, tmp_path_factory, s3_server):
     fs.pipe(f"{s3_model}/config.json", b"{}")
     fs.pipe(f"{s3_model}/model.safetensors", b"\0" * 16)
     models = {"a": _model_dir(base / "registry" / "model-a", "r1"),
-              "b": _model_dir(base / "registry" / "model-b", "r1")}
+              "b": _model_dir(base / "registry" / "model-b", "r1"),
+              "sentinel": _model_dir(base / "registry" / "model-sentinel", "r1")}
     profiles = base / "profiles"
     profiles.mkdir()
-    for name, model in (("watch-a", models["a"]), ("watch-b", models["a"]), ("watch-c", models["b"])):
+    for name, model in (("watch-a", models["a"]), ("watch-b", models["a"]), ("watch-c", models["b"]),
+                        ("watch-sentinel", models["sentinel"])):
         (profiles / f"{name}.yaml").write_text(PROFILE.format(model=model, root=base / "artifacts"))
     (profiles / "watch-s3.yaml").write_text(
         PROFILE.format(model=s3_model, root=f"s3://{bucket}/artifacts")
@@ -147,8 +155,7 @@ def watch_setup(work_pools, tmp_path_factory, s3_server):
 
 async def _runs_by_deployment(names: list[str], since) -> dict[str, list]:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId,
-                                                FlowRunFilter, FlowRunFilterExpectedStartTime)
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     async with get_client() as client:
         deps = {n: await client.read_deployment_by_name(f"build-expert/{n}") for n in names}
@@ -175,14 +182,40 @@ async def _events(resource_id: str, since) -> list:
     return page.events
 
 
-def _wait_for(fn, what: str, timeout: float = 45.0, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out after {timeout}s waiting for {what}"
-            return value
-        time.sleep(every)
+def _wait_for(fn, what: str):
+    """fn() once it is truthy (the server records events and starts runs asynchronously)."""
+    return wait_until(fn, what=what, timeout=120, every=0.5)
+
+
+def _after_triggers_handled(leader) -> None:
+    """Return once the server's deployment triggers have handled the event `leader` (a
+    ReceivedEvent read back from the server) and acted on it, in place of a guessed sleep.
+    It emits an event that only watch-sentinel's trigger matches, declared to follow `leader`:
+    Prefect's triggers service takes a follower only after its leader (causal ordering), so
+    once the sentinel's run exists, any run that `leader` started has been asked for before it.
+    The sentinel's run is deleted again."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+
+    from cusprun.pipeline.profiles import BASE_MODEL_UPDATED
+
+    since = _now()
+    sentinel = emit_event(
+        BASE_MODEL_UPDATED, follows=leader,
+        resource={"prefect.resource.id": f"cusprun.base-model.sentinel-{uuid.uuid4().hex}",
+                  "cusprun.rebuild": "automation"},
+        related=[{"prefect.resource.id": "cusprun.profile.watch-sentinel",
+                  "prefect.resource.role": "profile"}])
+    assert sentinel is not None and sentinel.follows == leader.id
+    runs = _wait_for(lambda: anyio.run(_runs_by_deployment, ["watch-sentinel"], since)[
+        "watch-sentinel"], "the sentinel event's run (the triggers handled the events before it)")
+
+    async def delete() -> None:
+        async with get_client() as client:
+            for r in runs:
+                await client.delete_flow_run(r.id)
+
+    anyio.run(delete)
 
 
 def _now():
@@ -229,7 +262,7 @@ def test_direct_rebuild_of_exactly_the_affected_profiles(watch_setup, tmp_path):
 
     third = _watch(setup, **params)  # nothing new: nothing rebuilt
     assert {v["status"] for v in third.values()} == {"unchanged"}
-    time.sleep(4)  # give the (not matching) deployment triggers time to misfire, if they would
+    _after_triggers_handled(ev)   # the triggers saw the direct event: they must not rebuild too
     runs = anyio.run(_runs_by_deployment, names, t0)
     assert {n: len(r) for n, r in runs.items()} == {"watch-a": 1, "watch-b": 1, "watch-c": 0}
     assert all("cusprun-rebuild" in r[0].tags for r in (runs["watch-a"], runs["watch-b"]))
@@ -251,7 +284,9 @@ def test_automation_mode_lets_the_prefect_yaml_triggers_rebuild(watch_setup, tmp
     runs = _wait_for(lambda: anyio.run(_runs_by_deployment, names, t0)["watch-c"],
                      "the trigger of build-expert/watch-c")
     assert len(runs) == 1
-    time.sleep(3)
+    (ev,) = _wait_for(lambda: anyio.run(_events, f"cusprun.base-model.{b}", t0), "the event")
+    assert str(ev.id) == report[b]["event_id"]
+    _after_triggers_handled(ev)   # no second run of watch-c, none of the others
     counts = {n: len(r) for n, r in anyio.run(_runs_by_deployment, names, t0).items()}
     assert counts == {"watch-a": 0, "watch-b": 0, "watch-c": 1}
 
@@ -272,9 +307,11 @@ def test_new_revision_in_an_s3_registry_rebuilds_its_profile(watch_setup):
     assert report[str(setup["models"]["b"])]["status"] in ("first-seen", "unchanged")
     state = json.loads(setup["fs"].cat(f"s3://{setup['bucket']}/watch-state/watch/base-models.json"))
     assert state["models"][m]["revision"] == report[m]["revision"]
+    (ev,) = _wait_for(lambda: anyio.run(_events, f"cusprun.base-model.{m}", t0),
+                      "the S3 model's event")
+    _after_triggers_handled(ev)   # a direct rebuild: the triggers must not start a second run
     runs = anyio.run(_runs_by_deployment, names, t0)
     assert {n: len(r) for n, r in runs.items()} == {"watch-s3": 1, "watch-c": 0}
-    _wait_for(lambda: anyio.run(_events, f"cusprun.base-model.{m}", t0), "the S3 model's event")
 
 
 @pytest.mark.prefect
