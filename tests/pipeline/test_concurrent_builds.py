@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.support.paths import CUSPRUN, cusprun_env
+
 pytestmark = [pytest.mark.prefect, pytest.mark.integration]   # builds on the bundled corpora
-REPO = Path(__file__).resolve().parents[2]
-CUSPRUN = str(Path(sys.executable).with_name("cusprun"))
 
 
 def _spec_file(tmp_path: Path, model: str, root: str) -> Path:
@@ -58,7 +56,7 @@ class Reader(threading.Thread):
                 self.checks += 1
             except Exception as e:  # noqa: BLE001 - collected, the test reports them
                 self.problems.append(f"{type(e).__name__}: {e}")
-            time.sleep(0.2)
+            self.stop.wait(0.2)   # the pace of polling, not a condition: stop ends it at once
 
 
 def _run_twins(spec: Path, env: dict, cwd: Path) -> list[subprocess.CompletedProcess]:
@@ -78,8 +76,7 @@ def test_two_builds_of_one_expert_at_once(backend, prefect_api, tiny_model, tmp_
     from cusprun.storage import (ArtifactStore, get_expert, latest_key, list_versions,
                                  read_expert)
 
-    env = {**prefect_api.env, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
-           "CUSPRUN_CACHE": os.environ.get("CUSPRUN_CACHE", str(Path.home() / ".cache/cusprun"))}
+    env = cusprun_env(prefect_api.env)
     if backend == "s3":
         bucket = request.getfixturevalue("s3_bucket")
         env.update({k: os.environ[k] for k in os.environ if k.startswith("AWS_")})

@@ -2,27 +2,17 @@
 `prefect deploy --all` against a temporary `prefect server start` (see tests/support/prefect_server.py)."""
 from __future__ import annotations
 
-import importlib.util
-import time
-from pathlib import Path
-
 import anyio
 import pytest
 import yaml
 
+from tests.support.network import closed_port, tcp_connects
+from tests.support.paths import REPO, render_script
 
-REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
 FIXED = {"build-expert": ("build-expert", "cpu"), "collect-stats": ("collect-stats", "gpu"),
          "rebuild-experts": ("rebuild-experts", "cpu"),
          "watch-base-models": ("watch-base-models", "cpu")}
-
-
-def _render_module():
-    spec = importlib.util.spec_from_file_location("cusprun_render", REPO / "deployments" / "render.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _yaml_deployments() -> dict[str, dict]:
@@ -30,7 +20,7 @@ def _yaml_deployments() -> dict[str, dict]:
 
 
 def test_prefect_yaml_is_rendered_from_the_current_profiles():
-    render = _render_module()
+    render = render_script()
     assert render.render_file(PREFECT_YAML.read_text()) == PREFECT_YAML.read_text(), \
         "deployments/prefect.yaml is stale: run python deployments/render.py"
     assert render.main(["--check"]) == 0
@@ -56,7 +46,7 @@ def test_every_profile_has_its_deployment_with_the_same_spec_schedule_and_trigge
 
 
 def test_render_rejects_a_profile_with_an_unavailable_bundled_corpus(tmp_path):
-    render = _render_module()
+    render = render_script()
     (tmp_path / "bad.yaml").write_text("language: {value: en}\ndomain: {value: cooking}\ntask: null\n")
     out = tmp_path / "prefect.yaml"
     assert render.main(["--profiles", str(tmp_path), "--output", str(out)]) == 2
@@ -136,15 +126,18 @@ def test_invalid_parameters_are_rejected_by_the_server(deployed):
 # ---- fast, clear failures ------------------------------------------------------------------------
 
 @pytest.mark.prefect
-def test_unknown_profile_fails_the_rebuild_at_once_and_starts_nothing(deployed):
+def test_unknown_profile_fails_the_rebuild_at_once_and_starts_nothing(deployed, monkeypatch):
+    """At once: the profiles are checked before any deployment is even asked for a run."""
+    import flows.rebuild
     from flows.rebuild import rebuild_experts
 
-    t0 = time.perf_counter()
+    asked = []
+    monkeypatch.setattr(flows.rebuild, "run_deployment", lambda *a, **kw: asked.append(a))
     state = rebuild_experts(profiles=["en-health-qa", "de-law-qa"], return_state=True)
-    assert state.is_failed() and time.perf_counter() - t0 < 20
+    assert state.is_failed()
     msg = str(state.result(raise_on_failure=False))
     assert "Unknown profile 'de-law-qa'" in msg and "py-code-completion" in msg
-    assert _child_runs(state) == []
+    assert asked == [] and _child_runs(state) == []
 
 
 @pytest.mark.prefect
@@ -159,8 +152,6 @@ def test_rebuild_starts_one_run_per_profile_deployment(deployed):
 
 @pytest.mark.prefect
 def test_dead_s3_state_store_fails_the_watcher_in_seconds(deployed, monkeypatch):
-    import socket
-
     # Credentials present (the fault under test is the endpoint), whatever ran before: alone,
     # no other test's moto server has set dummy ones.
     for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
@@ -170,18 +161,19 @@ def test_dead_s3_state_store_fails_the_watcher_in_seconds(deployed, monkeypatch)
 
     from flows.watch import watch_base_models
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    port = closed_port()
+    dead = f"http://127.0.0.1:{port}"
     Secret(value={"client_kwargs": {"endpoint_url": dead}}).save("dead-s3", overwrite=True)
-    t0 = time.perf_counter()
-    state = watch_base_models(storage_root="s3://cusprun-dead/state", storage_block="dead-s3",
-                              return_state=True)
-    elapsed = time.perf_counter() - t0
+    with tcp_connects() as connects:
+        state = watch_base_models(storage_root="s3://cusprun-dead/state", storage_block="dead-s3",
+                                  return_state=True)
     assert state.is_failed()
     msg = str(state.result(raise_on_failure=False))
     assert "cusprun-dead" in msg and dead in msg, msg
-    assert elapsed < 30, elapsed
+    # In seconds because bounded: the store check's attempts (each refused at once), then the
+    # run fails; no retries elsewhere.
+    from cusprun.storage.store import CHECK_POLICY
+    assert connects.count(("127.0.0.1", port)) == CHECK_POLICY.attempts
 
 
 def _child_runs(parent_state) -> list[str]:
@@ -205,20 +197,25 @@ def _child_runs(parent_state) -> list[str]:
 
 @pytest.mark.prefect
 def test_dead_s3_artifact_store_fails_a_customer_build_in_seconds(deployed, monkeypatch):
-    import socket
-
     from cusprun.pipeline.profiles import load_profile
     from flows.build import build_expert
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    port = closed_port()
+    dead = f"http://127.0.0.1:{port}"
     for k, v in {"AWS_ENDPOINT_URL_S3": dead, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
                  "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     spec = load_profile("en-health-qa").spec.model_copy(update={"storage_root": "s3://cusprun-gone/x"})
-    t0 = time.perf_counter()
-    state = build_expert(spec=spec, return_state=True)
-    assert state.is_failed() and time.perf_counter() - t0 < 30
+    with tcp_connects() as connects:
+        state = build_expert(spec=spec, return_state=True)
+    assert state.is_failed()
     msg = str(state.result(raise_on_failure=False))
     assert "cusprun-gone" in msg and "unreachable" in msg, msg
+    # In seconds because bounded: it stopped in its first task, whose two runs (a transient
+    # failure is retried once) each tried the store as often as the check policy says.
+    from cusprun.storage.store import CHECK_POLICY
+    from tests.support.flow_helpers import failed_task, task_states
+
+    task = failed_task(state.state_details.flow_run_id, "check-inputs")
+    assert task.run_count == 2 and [n for n, _ in task_states(state)] == ["check-inputs"]
+    assert connects.count(("127.0.0.1", port)) == task.run_count * CHECK_POLICY.attempts

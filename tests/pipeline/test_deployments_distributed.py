@@ -3,7 +3,6 @@ deployment runs; a `prefect worker start --pool gpu --type process` subprocess r
 build merges their statistics and publishes the expert."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import anyio
@@ -36,24 +35,21 @@ async def _stats_runs(parent_id) -> list:
     return [r for r in runs if r.deployment_id == dep.id]
 
 
-def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_worker, tmp_path):
+def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_worker, tiny_model,
+                                                                           tmp_path):
     from cusprun.pipeline.spec import load_spec
     from cusprun.storage import ArtifactStore, latest_version
     from flows.build import build_expert
-    from tests.support import make_tiny_model
 
-    _, model = make_tiny_model("LlamaForCausalLM", tmp_path / "tiny-llama")
     root = tmp_path / "artifacts"
     spec = load_spec({
-        "name": "tiny-distributed", "base_model": str(model),
+        "name": "tiny-distributed", "base_model": tiny_model,
         "language": {"value": "en", "max_docs": 8}, "domain": {"value": "health", "max_docs": 8},
         "task": None, "general": None, "baselines": [], "target_ratios": [0.25],
         "max_tokens": 32, "min_docs": 4, "evaluation": {"enabled": False},
         "storage_root": str(root), "execution": "distributed",
         "device": "cpu"})   # this test's gpu pool is a CPU worker (auto would mean CUDA there)
-    t0 = time.perf_counter()
     state = build_expert(spec=spec, return_state=True)
-    elapsed = time.perf_counter() - t0
     worker_log = Path(gpu_worker).read_text()
     assert state.is_completed(), f"{state.message}\n--- worker log ---\n{worker_log[-6000:]}"
 
@@ -64,7 +60,6 @@ def test_distributed_build_runs_statistics_on_the_gpu_pool_and_publishes(gpu_wor
     result = state.result()
     store = ArtifactStore(str(root))
     assert latest_version(store, "tiny-distributed") == result["expert"]["version"]
-    assert elapsed < 150, elapsed
 
 
 def test_a_worker_without_cuda_refuses_statistics_keyed_for_cuda(tmp_path):
