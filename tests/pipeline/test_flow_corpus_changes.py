@@ -5,18 +5,17 @@ everything after it reused. One document appended to a file in the folder: a new
 new statistics, plan and slice, and a new published version."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.support.files import PAST_NS, jsonl_lines, write_pinned
 from tests.support.flow_helpers import run_build, task_states, tiny_spec
 
 pytestmark = [pytest.mark.prefect, pytest.mark.integration]  # other dimensions: bundled corpora
 
 HEAVY = {"prepare-corpus", "collect-statistics", "merge-masks", "slice-weights"}
-PAST_NS = 1_600_000_000 * 10**9
 
 
 def _text(i: int, topic: str) -> str:
@@ -38,10 +37,7 @@ def _calibration_text() -> str:
 
 
 def _jsonl(path: Path, texts: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    os.utime(path, ns=(PAST_NS, PAST_NS))  # a later write always moves the mtime
-    return path
+    return write_pinned(path, jsonl_lines({"text": t} for t in texts))
 
 
 def _build(spec):
@@ -94,7 +90,7 @@ def test_rebuild_reads_a_changed_folder_and_publishes_a_new_version(prefect_api,
     # One document appended to a file in the folder: a new corpus key, new statistics, a new
     # plan and slice, and a new version.
     with open(a, "a") as fh:
-        fh.write(json.dumps({"text": _calibration_text()}) + "\n")
+        fh.write(jsonl_lines([{"text": _calibration_text()}]))
     third, heavy = _build(spec)
     assert heavy.count(("prepare-corpus", "Completed")) == 1, heavy
     assert heavy.count(("prepare-corpus", "Cached")) == 4, heavy  # the glob and the bundled ones

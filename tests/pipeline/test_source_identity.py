@@ -16,20 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cusprun.pipeline.identity import source_identity
-
-PAST_NS = 1_600_000_000 * 10**9  # 2020-09-13: before any rewrite a test makes
-
+from tests.support.files import PAST_NS, jsonl_lines, write_pinned
 
 def _doc(i: int, extra: str = "") -> str:
-    return json.dumps({"text": f"Document {i} about the health of the heart{extra}."}) + "\n"
-
-
-def _write(path, text: str, pin: bool = True):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    if pin:
-        os.utime(path, ns=(PAST_NS, PAST_NS))
-    return path
+    return jsonl_lines([{"text": f"Document {i} about the health of the heart{extra}."}])
 
 
 def _corpus_key(source: str, identity: str) -> str:
@@ -63,15 +53,15 @@ class Tracker:
 
 
 def test_local_file_edit_same_size_rewrite_and_touch(tmp_path):
-    f = _write(tmp_path / "docs.jsonl", _doc(1) + _doc(2))
+    f = write_pinned(tmp_path / "docs.jsonl", _doc(1) + _doc(2))
     t = Tracker(str(f))
     st = f.stat()
     assert t.last[0] == f"{st.st_size}:{st.st_mtime_ns}"  # as before: existing keys still hold
     assert not t.changed()
-    _write(f, _doc(1) + _doc(3), pin=False)  # another document, same size
+    write_pinned(f, _doc(1) + _doc(3), pin=False)  # another document, same size
     assert f.stat().st_size == st.st_size and t.changed()
     assert not t.changed()
-    _write(f, _doc(1) + _doc(3) + _doc(4), pin=False)  # appended
+    write_pinned(f, _doc(1) + _doc(3) + _doc(4), pin=False)  # appended
     assert t.changed()
     os.utime(f, ns=(PAST_NS + 1, PAST_NS + 1))
     assert t.changed()
@@ -80,52 +70,52 @@ def test_local_file_edit_same_size_rewrite_and_touch(tmp_path):
 
 def test_folder_sees_edits_additions_and_removals_of_the_files_it_reads(tmp_path):
     d = tmp_path / "corpora" / "de"
-    _write(d / "a.jsonl", _doc(1) + _doc(2))
-    _write(d / "b.jsonl", _doc(3))
+    write_pinned(d / "a.jsonl", _doc(1) + _doc(2))
+    write_pinned(d / "b.jsonl", _doc(3))
     t = Tracker(str(d) + "/")
     assert t.last[0].startswith("2 files:") and not t.changed()
     assert source_identity(str(d)) == t.last[0]  # with or without the trailing slash
 
     before = os.stat(d)
-    _write(d / "a.jsonl", _doc(1) + _doc(5), pin=False)  # edited in place, same size
+    write_pinned(d / "a.jsonl", _doc(1) + _doc(5), pin=False)  # edited in place, same size
     assert (os.stat(d).st_size, os.stat(d).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert t.changed()                                   # (the folder's own stat did not move)
     with open(d / "a.jsonl", "a") as fh:                 # one document appended
         fh.write(_doc(6))
     assert t.changed()
-    _write(d / "c.csv", "text\nA third file with a document in it.\n")
+    write_pinned(d / "c.csv", "text\nA third file with a document in it.\n")
     assert t.changed()
-    _write(d / "sub" / "d.txt", "A nested file is read too, so it counts.\n")
+    write_pinned(d / "sub" / "d.txt", "A nested file is read too, so it counts.\n")
     assert t.changed()
     (d / "b.jsonl").unlink()
     assert t.changed()
     # Files the reader skips (no data extension) change nothing.
-    _write(d / "README.md", "notes about the corpus")
-    _write(d / "a.jsonl.bak", "old copy")
+    write_pinned(d / "README.md", "notes about the corpus")
+    write_pinned(d / "a.jsonl.bak", "old copy")
     assert not t.changed()
 
 
 def test_folder_with_a_format_override_counts_every_file(tmp_path):
     """format= makes the reader take every file of a folder: the identity lists the same ones."""
     d = tmp_path / "d"
-    _write(d / "part-0", _doc(1))
+    write_pinned(d / "part-0", _doc(1))
     plain, forced = Tracker(str(d)), Tracker(str(d), fmt="jsonl")
     assert plain.last[0].startswith("read-again:")  # the reader refuses it: read (and fail) again
     assert forced.last[0].startswith("1 files:")
-    _write(d / "part-1", _doc(2))
+    write_pinned(d / "part-1", _doc(2))
     assert forced.changed()
 
 
 def test_glob_sees_edits_additions_and_removals_of_matching_files(tmp_path):
-    _write(tmp_path / "a.jsonl", _doc(1))
-    _write(tmp_path / "b.jsonl", _doc(2))
+    write_pinned(tmp_path / "a.jsonl", _doc(1))
+    write_pinned(tmp_path / "b.jsonl", _doc(2))
     t = Tracker(str(tmp_path / "*.jsonl"))
     assert t.last[0].startswith("2 files:") and not t.changed()
-    _write(tmp_path / "a.jsonl", _doc(7), pin=False)  # same size, new text
+    write_pinned(tmp_path / "a.jsonl", _doc(7), pin=False)  # same size, new text
     assert t.changed()
-    _write(tmp_path / "c.jsonl", _doc(3))
+    write_pinned(tmp_path / "c.jsonl", _doc(3))
     assert t.changed()
-    _write(tmp_path / "c.csv", "text\nnot matched by the glob\n")
+    write_pinned(tmp_path / "c.csv", "text\nnot matched by the glob\n")
     assert not t.changed()
     (tmp_path / "b.jsonl").unlink()
     assert t.changed()

@@ -3,11 +3,32 @@
 
   artifact_dir(d, tag, ...)   a folder of `n` part files (contents named by `tag`) [+ sub/meta.json]
   tree_state(root)            every file under root with its size and mtime
+  jsonl_lines(rows)           rows as JSON lines
+  write_pinned(path, text)    a file whose mtime is PAST_NS: any later write moves it
 """
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
+
+PAST_NS = 1_600_000_000 * 10**9   # 2020-09-13: before any rewrite a test makes
+
+
+def jsonl_lines(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def write_pinned(path: Path, text: str, *, pin: bool = True) -> Path:
+    """Write `text` to `path` (its folders made); with `pin` its mtime is set to PAST_NS, so a
+    later write always changes it (sources are identified by size and mtime, and a rewrite
+    within the same clock tick would otherwise keep it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if pin:
+        os.utime(path, ns=(PAST_NS, PAST_NS))
+    return path
 
 
 def artifact_dir(d: Path, tag: str, *, n: int = 3, size: int = 1000, meta: bool = True) -> Path:

@@ -15,6 +15,7 @@ from cusprun.corpora import (CorpusSpec, content_hash, corpus_info, prepare_corp
 from cusprun.corpora.hf import parse_hf
 from cusprun.corpora.records import parse_filter
 from cusprun.errors import CorpusError, CusprunError
+from tests.support.files import jsonl_lines
 from tests.support.network import is_loopback, tcp_connects
 
 TOPICS = ["health", "history", "maths"]
@@ -26,7 +27,7 @@ def _docs(n: int = 60) -> list[dict]:
 
 
 def _jsonl(path, rows, gz=False):
-    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    data = jsonl_lines(rows).encode()
     path.write_bytes(gzip.compress(data) if gz else data)
     return path
 
