@@ -177,7 +177,7 @@ def test_killed_publish_leaves_no_visible_expert(store, tmp_path):
     env = cusprun_env()
     with killed_at_marker(
             [sys.executable, "-c", _KILL_SCRIPT, store.root, json.dumps(store.storage_options),
-             str(src), str(ready)], ready, timeout=60, poll=0.05, tail=2000,
+             str(src), str(ready)], ready, timeout=300, poll=0.05, tail=2000,
             what="the publisher (pause)", cwd=REPO, env=env, stdout=subprocess.PIPE):
         uploaded = json.loads(ready.read_text())
         assert sorted(store.list(expert_key("med", "v2"))) == sorted(uploaded)  # really partial

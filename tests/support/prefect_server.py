@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,7 @@ import pytest
 
 from tests.support.network import free_port
 from tests.support.paths import REPO
+from tests.support.wait import wait_until
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 STARTUP_TIMEOUT_S = 180
@@ -151,16 +151,19 @@ def start_prefect_server(home: Path, *, ui: bool = False) -> tuple[subprocess.Po
                                "--no-late-runs", "--analytics-off"], cwd=home, env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
+
+    def healthy() -> bool:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited ({server.returncode}):\n"
+                               f"{(home / 'server.log').read_text()[-4000:]}")
+        return _healthy(url)
+
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(url):
-            if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited ({server.returncode}):\n"
-                                   f"{(home / 'server.log').read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server not healthy after {STARTUP_TIMEOUT_S}s:\n"
-                                   f"{(home / 'server.log').read_text()[-4000:]}")
-            time.sleep(0.5)
+        try:
+            wait_until(healthy, what="the prefect server to be healthy", timeout=STARTUP_TIMEOUT_S,
+                       every=0.5)
+        except AssertionError as e:
+            raise RuntimeError(f"{e}:\n{(home / 'server.log').read_text()[-4000:]}") from None
     except BaseException:
         _stop(server)
         raise
