@@ -30,7 +30,7 @@ _PRELUDE = textwrap.dedent("""
     import torch, transformers
     import cusprun.slicing
     from transformers import AutoModelForCausalLM
-    from cusprun.masks.plan import PruningPlan
+    from cusprun.plans.plan import PruningPlan
     def peak_bytes():
         # VmHWM: this process image's own peak RSS. (ru_maxrss would include the RSS of the
         # parent at fork time, which Linux carries across fork + exec.)

@@ -24,7 +24,7 @@ from results_io import Result
 from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
 from cusprun.engine import MaskSession
-from cusprun.masks import PruneConfig, build_plan
+from cusprun.plans import PruneConfig, build_plan
 from cusprun.pipeline.plan_inputs import probe_tokens
 from cusprun.pipeline.spec import ExpertSpec
 

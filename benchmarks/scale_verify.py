@@ -63,7 +63,7 @@ def expert_build_inputs(store_root: str, name: str) -> dict:
     """Where the published expert is, and what made it: its plan (from its cusprun.json), the
     compensation settings, and the Grams artifacts of the plan's calibration corpora (matched
     by corpus hash in the store's grams/*/DONE.json records)."""
-    from cusprun.masks.plan import PruningPlan
+    from cusprun.plans.plan import PruningPlan
     from cusprun.pipeline.artifacts import local_copy
     from cusprun.storage import ArtifactStore
     from cusprun.storage.experts import get_expert, read_expert

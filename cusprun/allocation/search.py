@@ -36,8 +36,8 @@ from cusprun.adapters import Adapter
 from cusprun.allocation.probe import DamageProbe
 from cusprun.compensation.layer import head_channels
 from cusprun.compensation.solve import compensate
-from cusprun.masks.heads import HeadStructure
-from cusprun.masks.select import Allocation, Selection, UnitScores, select_units, uniform_structures
+from cusprun.plans.heads import HeadStructure
+from cusprun.plans.select import Allocation, Selection, UnitScores, select_units, uniform_structures
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cusprun.errors import SpecError
 from cusprun.engine.placement import Streaming
-from cusprun.masks.config import MAX_RATIO, ratio_problem
+from cusprun.plans.config import MAX_RATIO, ratio_problem
 from cusprun.models.precision import Precision
 
 Dimension = Literal["language", "domain", "task"]

@@ -12,9 +12,9 @@ from cusprun.allocation import DamageProbe, search_allocation
 from cusprun.compensation import CompensationConfig, GramSet
 from cusprun.scoring import collect_grams
 from cusprun.errors import CorpusError, SpecError
-from cusprun.masks import PruneConfig, build_plan
-from cusprun.masks.heads import valid_structures
-from cusprun.masks.select import Allocation, UnitScores, distribute, select_units
+from cusprun.plans import PruneConfig, build_plan
+from cusprun.plans.heads import valid_structures
+from cusprun.plans.select import Allocation, UnitScores, distribute, select_units
 from cusprun.scoring import collect_stats
 from cusprun.slicing.validate import validate_plan
 from tests.support import make_tiny_model, tiny_tokenizer

@@ -133,6 +133,6 @@ def write_plan(store: ArtifactStore, stage: str, key: str, plan) -> dict:
 
 
 def read_plan(store: ArtifactStore, key: str):
-    from cusprun.masks.plan import PruningPlan
+    from cusprun.plans.plan import PruningPlan
 
     return PruningPlan.model_validate_json((artifact_dir(store, "plan", key) / "plan.json").read_text())
