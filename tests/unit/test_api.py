@@ -146,3 +146,24 @@ def test_the_embedded_model_from_bundled_corpora_saves_a_stock_expert(tmp_path):
     ids = tok("Question: What is insulin?\nAnswer:", return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_settings_have_one_default_the_spec_s_and_the_spec_takes_the_library_s():
+    """prune() declares no default of its own: its settings are ExpertSpec fields with
+    ExpertSpec's defaults, which are PruneConfig's and CompensationConfig's."""
+    import inspect
+
+    from cusprun.api import SETTINGS, build_spec
+    from cusprun.compensation import CompensationConfig
+    from cusprun.pipeline.spec import ExpertSpec
+    from cusprun.plans import PruneConfig
+
+    assert not set(SETTINGS) & set(inspect.signature(cusprun.prune).parameters)
+    built, default = build_spec({"domain": ["d"] * 20}), ExpertSpec()
+    assert {k: getattr(built, k) for k in SETTINGS} == {k: getattr(default, k) for k in SETTINGS}
+    assert built.target_ratios == [PruneConfig().target_ratio]
+    for name in ("rule", "score", "allocation", "sigma", "layout", "min_docs", "protect_fraction",
+                 "ffn_multiple"):
+        assert getattr(default, name) == getattr(PruneConfig(), name), name
+    comp = CompensationConfig()
+    assert (default.compensation, default.ridge) == (comp.mode, comp.ridge)
