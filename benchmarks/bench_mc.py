@@ -20,7 +20,7 @@ from cusprun.corpora.bundled import bible, wiki
 from cusprun.evaluation import (build_answer_items, build_topic_items, build_translation_items,
                                 mc_accuracy)
 from cusprun.models import load_model, resolve_model
-from cusprun.pipeline.stages.evaluation import OPTION_CHARS
+from cusprun.pipeline.stages.evaluate import OPTION_CHARS
 
 
 def french_tasks(n_items: int) -> dict:

@@ -12,7 +12,7 @@ CPU = Runtime(device="cpu", dtype="float32", gram_precision="float32", probe_pre
 
 
 def _corpus(dim: str, value: str, h: str) -> dict:
-    return {"key": f"corpora/{h}", "hash": h, "dimension": dim, "value": value,
+    return {"key": f"corpus/{h}", "hash": h, "dimension": dim, "value": value,
             "source": f"bundled://{dim}/{value}", "file": "corpus.parquet"}
 
 

@@ -18,7 +18,7 @@ CPU = Runtime(device="cpu", dtype="float32", gram_precision="float32", probe_pre
 
 
 def _corpus(dim: str, value: str, h: str) -> dict:
-    return {"key": f"corpora/{h}", "hash": h, "dimension": dim, "value": value,
+    return {"key": f"corpus/{h}", "hash": h, "dimension": dim, "value": value,
             "source": f"bundled://{dim}/{value}", "file": "corpus.parquet"}
 
 
@@ -144,10 +144,10 @@ def test_an_artifact_stored_by_old_code_is_not_reused_by_new_code(edit, tmp_path
 
 def test_every_stage_module_reaches_only_library_code():
     """What a stage key hashes: its own module and what it imports, never the CLI or Prefect."""
-    for stage_module in ("statistics", "plans", "slicing", "evaluation", "corpus", "scores"):
+    for stage_module in ("stats", "plan", "baseline", "slice", "evaluate", "corpus", "scores"):
         mods = codehash.closure([f"cusprun.pipeline.stages.{stage_module}"])
         assert not [m for m in mods if m.startswith(("cusprun.cli", "cusprun.storage"))], mods
-    assert "cusprun.evaluation.report" not in codehash.closure(["cusprun.pipeline.stages.statistics"])
+    assert "cusprun.evaluation.report" not in codehash.closure(["cusprun.pipeline.stages.stats"])
 
 
 def test_a_new_ratio_or_new_baselines_keep_the_dense_evaluation():

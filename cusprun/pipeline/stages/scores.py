@@ -16,7 +16,7 @@ from cusprun.storage import ArtifactStore
 SCORES_FILE = "scores.safetensors"
 
 
-def baseline_scores_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
+def scores_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
                           methods: list[str], general: list[str], seed: int,
                           refresh: bool = False) -> dict:
     from cusprun.steps.baseline import baseline_scores

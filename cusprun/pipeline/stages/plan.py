@@ -12,7 +12,7 @@ from cusprun.storage import ArtifactStore
 from cusprun.storage.layout import stage_key
 
 
-def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
+def plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
                        stats: dict[str, list[str]], general: list[str], prune: dict,
                        grams: list[str] | None = None, heldback: dict[str, list[dict]] | None = None,
                        compensation: dict | None = None, probe_max_tokens: int = 128,

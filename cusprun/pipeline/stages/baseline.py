@@ -8,7 +8,7 @@ from cusprun.pipeline.stages.scores import read_scores
 from cusprun.storage import ArtifactStore
 
 
-def baseline_plans_stage(store: ArtifactStore, jobs: list[dict], model: dict,
+def baseline_stage(store: ArtifactStore, jobs: list[dict], model: dict,
                          refresh: bool = False) -> list[dict]:
     """`jobs`: [{key, method, ratio, layout, ffn_multiple, compensation, ridge, scores (key)}]
     -> their records. Layout, ffn_multiple and compensation are the build's; a method that brings

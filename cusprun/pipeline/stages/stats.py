@@ -16,7 +16,7 @@ from cusprun.storage import ArtifactStore
 log = logging.getLogger("cusprun.pipeline")
 
 
-def statistics_stage(store: ArtifactStore, jobs: list[dict], model: dict, runtime: dict, *,
+def stats_stage(store: ArtifactStore, jobs: list[dict], model: dict, runtime: dict, *,
                      max_tokens: int, batch_size: int, refresh: list[str] = (),
                      on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """`jobs`: [{group, corpus (record), stats (key), grams (key or None), grams_max_docs}].
