@@ -34,7 +34,7 @@ def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dic
             from cusprun.allocation import DamageProbe
             from cusprun.compensation import CompensationConfig
 
-            lm, tok = open_base(store, model, runtime)
+            lm, tok = open_base(store, model, runtime, "probe_precision")
             dense_key = json.dumps([model["fingerprint"], probe_max_tokens, probe_precision, {
                 d: [c["hash"] for c in cs] for d, cs in (heldback or {}).items()}], sort_keys=True)
             probe = DamageProbe(lm, tok, heldback_texts(store, heldback or {}),
