@@ -55,25 +55,25 @@ def stats_task(storage: dict, jobs: list[dict], model: dict, runtime: dict,
         update_progress_artifact(artifact, 100.0 * done / max(total, 1))
 
     out = stats_stage.stats_stage(open_store_ref(storage), jobs, model, runtime,
-                                      max_tokens=max_tokens, batch_size=batch_size,
-                                      refresh=list(refresh), on_progress=progress)
+                                  max_tokens=max_tokens, batch_size=batch_size,
+                                  refresh=list(refresh), on_progress=progress)
     return finished(out, [r for o in out for r in o.values() if r is not None], started=t0)
 
 
 @heavy_task("scores")
 def scores_task(key: str, storage: dict, model: dict, runtime: dict, methods: list[str],
-                    general: list[str], seed: int, refresh: bool = False):
+                general: list[str], seed: int, refresh: bool = False):
     t0 = time.perf_counter()
     return finished(scores_stage.scores_stage(open_store_ref(storage), key, model, runtime,
-                                                       methods, general, seed, refresh), started=t0)
+                                              methods, general, seed, refresh), started=t0)
 
 
 @heavy_task("plan")
 def plan_task(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
-                refresh: bool = False):
+              refresh: bool = False):
     t0 = time.perf_counter()
     return finished(plan_stage.plan_stage(open_store_ref(storage), key, model, runtime,
-                                                   refresh=refresh, **inputs), started=t0)
+                                          refresh=refresh, **inputs), started=t0)
 
 
 @heavy_task("baseline")
@@ -87,15 +87,15 @@ def baseline_task(storage: dict, jobs: list[dict], model: dict, refresh: bool = 
 def slice_task(key: str, storage: dict, model: dict, inputs: dict, refresh: bool = False):
     t0 = time.perf_counter()
     return finished(slice_stage.slice_stage(open_store_ref(storage), key, model, refresh=refresh,
-                                              **inputs), started=t0)
+                                            **inputs), started=t0)
 
 
 @heavy_task("evaluate")
 def evaluate_task(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
-             refresh: bool = False):
+                  refresh: bool = False):
     t0 = time.perf_counter()
     return finished(evaluate_stage.evaluate_stage(open_store_ref(storage), key, model, runtime,
-                                                    refresh=refresh, **inputs), started=t0)
+                                                  refresh=refresh, **inputs), started=t0)
 
 
 @task(name="publish", retries=2, retry_delay_seconds=5,

@@ -91,8 +91,9 @@ class EvaluationOptions(BaseModel):
     sweep_precision: Precision = Field("auto", description=(
         "Precision of the sweep's forwards: bfloat16 halves their time where matmuls are native "
         "in bfloat16 (recent GPUs, CPUs with AVX512-BF16 or AMX; 'auto' picks it only there) and "
-        "moved retention by 0.0007 on average on the demo (at most 0.015, a badly damaged baseline); "
-        "the main comparison is always float32"))
+        "moved retention by 0.0007 on average on the demo (at most 0.015, a badly damaged baseline). "
+        "float32 is float32 on every device (a GPU then holds float32 weights); bfloat16 on a GPU "
+        "also holds the weights in bfloat16. The main comparison is float32 on every device"))
     sweep_workers: int | Literal["auto"] = Field("auto", description=(
         "Models of the main comparison, and sweep points, measured at once, each on its own copy "
         "in memory: 'auto' is 2 on a CPU with 2+ cores when two fit in a quarter of free memory "
@@ -141,8 +142,9 @@ class ExpertSpec(BaseModel):
         "needs; too high makes a large target_ratio unreachable (the plan says so)"))
     probe_precision: Precision = Field("auto", description=(
         "Precision of the allocation probes' forwards ('auto': bfloat16 where matmuls are native "
-        "in it, else float32). On the demo bfloat16 took 0.6x the time per candidate and shifted "
-        "every candidate's damage alike (-0.0007)"))
+        "in it, else float32). float32 is float32 on every device (a GPU then holds float32 "
+        "weights); bfloat16 on a GPU also holds the weights in bfloat16. On the demo bfloat16 took "
+        "0.6x the time per candidate and shifted every candidate's damage alike (-0.0007)"))
     holdback_docs: int = Field(8, ge=0, le=10_000, description=(
         "Calibration docs per dimension corpus kept out of the statistics to measure candidate "
         "allocations (allocation='measured')"))
@@ -159,7 +161,8 @@ class ExpertSpec(BaseModel):
         "token; on the demo, halving them cost up to 0.03 of held-out retention on short QA texts"))
     gram_precision: Precision = Field("auto", description=(
         "Precision of the compensation Grams' per-batch x^T x products ('auto': bfloat16 where "
-        "matmuls are native in it, else float32; sums stay float64, the forward float32). On the "
+        "matmuls are native in it, else float32; sums stay float64). The statistics forward that "
+        "feeds them runs in the worker's weight dtype: float32 on a CPU, bfloat16 on a GPU. On the "
         "demo bfloat16 made them about half as costly and moved compensated retention by at most 0.002"))
     target_ratios: list[float] = Field(default_factory=lambda: [_default(_PRUNE, "target_ratio")],
                                        description="Fractions of prunable parameters to remove; the first is published")

@@ -9,7 +9,7 @@ from cusprun.storage import ArtifactStore
 
 
 def baseline_stage(store: ArtifactStore, jobs: list[dict], model: dict,
-                         refresh: bool = False) -> list[dict]:
+                   refresh: bool = False) -> list[dict]:
     """`jobs`: [{key, method, ratio, layout, ffn_multiple, compensation, ridge, scores (key)}]
     -> their records. Layout, ffn_multiple and compensation are the build's; a method that brings
     its own (flap) uses those instead, and its plan's report says which it ran with."""

@@ -13,10 +13,10 @@ from cusprun.storage.layout import stage_key
 
 
 def plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
-                       stats: dict[str, list[str]], general: list[str], prune: dict,
-                       grams: list[str] | None = None, heldback: dict[str, list[dict]] | None = None,
-                       compensation: dict | None = None, probe_max_tokens: int = 128,
-                       probe_precision: str = "float32", refresh: bool = False) -> dict:
+               stats: dict[str, list[str]], general: list[str], prune: dict,
+               grams: list[str] | None = None, heldback: dict[str, list[dict]] | None = None,
+               compensation: dict | None = None, probe_max_tokens: int = 128,
+               probe_precision: str = "float32", refresh: bool = False) -> dict:
     """`stats`: dimension -> statistics keys; `general`: statistics keys of general text;
     `heldback`: dimension -> corpus records whose held-back split the probe scores."""
     from cusprun.steps.plan import cusprun_plan, damage_probe
@@ -32,16 +32,15 @@ def plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
         model_config = load_config(base_path(store, model))
         probe = None
         if config.rule == "exact-ratio" and config.allocation == "measured":
-            lm, tok = open_base(store, model, runtime)
+            lm, tok = open_base(store, model, runtime, "probe_precision")
             dense_key = json.dumps([model["fingerprint"], probe_max_tokens, probe_precision, {
                 d: [c["hash"] for c in cs] for d, cs in (heldback or {}).items()}], sort_keys=True)
             probe = damage_probe(lm, tok, heldback_texts(store, heldback or {}),
-                                       grams=gram_set(store, grams or []),
-                                       compensation=compensation or {},
-                                       max_tokens=probe_max_tokens, precision=probe_precision,
-                                       dense_key=dense_key)
-        plan = cusprun_plan(loaded, gen, prune, model_config, model["fingerprint"],
-                                  probe=probe, compensation=compensation)
+                                 grams=gram_set(store, grams or []),
+                                 compensation=compensation or {}, max_tokens=probe_max_tokens,
+                                 precision=probe_precision, dense_key=dense_key)
+        plan = cusprun_plan(loaded, gen, prune, model_config, model["fingerprint"], probe=probe,
+                            compensation=compensation)
         for dim, keys in stats.items():              # build_plan filled value and corpus hashes
             plan.dimensions[dim]["stats"] = [store.uri(stage_key("stats", k)) for k in keys]
         return write_plan(store, "plan", key, plan)

@@ -17,8 +17,8 @@ SCORES_FILE = "scores.safetensors"
 
 
 def scores_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
-                          methods: list[str], general: list[str], seed: int,
-                          refresh: bool = False) -> dict:
+                 methods: list[str], general: list[str], seed: int,
+                 refresh: bool = False) -> dict:
     from cusprun.steps.baseline import baseline_scores
 
     if (done := reused(store, "scores", key, refresh)) is not None:

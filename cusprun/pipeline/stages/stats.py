@@ -17,8 +17,8 @@ log = logging.getLogger("cusprun.pipeline")
 
 
 def stats_stage(store: ArtifactStore, jobs: list[dict], model: dict, runtime: dict, *,
-                     max_tokens: int, batch_size: int, refresh: list[str] = (),
-                     on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
+                max_tokens: int, batch_size: int, refresh: list[str] = (),
+                on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """`jobs`: [{group, corpus (record), stats (key), grams (key or None), grams_max_docs}].
     Returns, per job, {"stats": record, "grams": record or None}."""
     from cusprun.steps.stats import statistics
