@@ -8,7 +8,7 @@ order, or measured on held-back documents), and the compensation (none, FLAP's b
 squares refit, both), plus the per_layer layout. Each row masks + compensates SmolLM2-135M in
 memory and scores the demo's held-out loss sets: retention = dense loss / model loss.
 
-    python benchmarks/quality_ablation.py [--ratio 0.25]
+    python -m benchmarks run quality_ablation [--ratio 0.25]
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, own_sets, table_cells
-from results_io import Result
+from benchmarks.quality_common import (DEMO, calibrate, demo_model, eval_sets, losses, own_sets,
+                                       table_cells)
+from benchmarks.results_io import Result
 
 from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig

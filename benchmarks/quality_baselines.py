@@ -10,8 +10,8 @@ and FLAP's bias, come from general text; the demo gives it 40 documents, FLAP's 
 calibrates on 1024 x 128 = 131k tokens). The larger general sets' channel sums come from plain
 forwards (`moments`, checked against the statistics pass on the demo's own 40 documents).
 
-    python benchmarks/quality_baselines.py [--ratio 0.25] [--general-docs 128 512]
-                                           [--store ./artifacts]
+    python -m benchmarks run quality_baselines [--ratio 0.25] [--general-docs 128 512]
+                                               [--store ./artifacts]
 
 `--store`: take the statistics and Grams of a `cusprun demo` build from its artifact store
 instead of computing them again (the same files the build's plans and slices read).
@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from quality_common import (DEMO, Calibration, calibrate, demo_model, eval_sets, losses, own_sets,
-                            table_cells)
-from results_io import Result
+from benchmarks.quality_common import (DEMO, Calibration, calibrate, demo_model, eval_sets, losses,
+                                       own_sets, table_cells)
+from benchmarks.results_io import Result
 
 import torch
 

@@ -7,8 +7,8 @@ build's defaults (centred score, measured allocation, least-squares compensation
 protection), mask + compensate SmolLM2-135M in memory and score the demo's held-out loss sets.
 Prints one row per setting: retention = dense loss / expert loss (1 = dense), with its costs.
 
-    python benchmarks/quality_calibration.py            # 40/128/512 docs x 256 tokens, 128 docs x 128/512
-    python benchmarks/quality_calibration.py --docs 40 128 --tokens 256 --extra-tokens
+    python -m benchmarks run quality_calibration      # 40/128/512 docs x 256 tokens, 128 docs x 128/512
+    python -m benchmarks run quality_calibration --docs 40 128 --tokens 256 --extra-tokens
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, own_sets, table_cells
-from results_io import Result
+from benchmarks.quality_common import (DEMO, calibrate, demo_model, eval_sets, losses, own_sets,
+                                       table_cells)
+from benchmarks.results_io import Result
 
 from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig

@@ -3,23 +3,20 @@ held-out loss sets on the embedded SmolLM2-135M, built with the library (no Pref
 the build-expert flow builds them for `cusprun demo`."""
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cusprun.compensation import GramSet
+from cusprun.corpora import prepare_corpus
+from cusprun.evaluation.likelihood import heldout_loss, scored_tokens
+from cusprun.evaluation.tasks import loss_sets_from_tables
+from cusprun.models import load_model, resolve_model
+from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens
+from cusprun.pipeline.spec import ExpertSpec
+from cusprun.scoring import CorpusJob, collect_corpora
 
-from cusprun.compensation import GramSet  # noqa: E402
-from cusprun.corpora import prepare_corpus  # noqa: E402
-from cusprun.evaluation.likelihood import heldout_loss, scored_tokens  # noqa: E402
-from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402
-from cusprun.models import load_model, resolve_model  # noqa: E402
-from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens  # noqa: E402
-from cusprun.pipeline.spec import ExpertSpec  # noqa: E402
-from cusprun.scoring import CorpusJob, collect_corpora  # noqa: E402
-
-from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
+from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC
 
 # `cusprun demo`'s spec, without its build-only fields.
 DEMO = {k: v for k, v in DEMO_SPEC.items() if k not in ("target_ratios",)}
