@@ -22,11 +22,10 @@ from benchmarks.quality_common import (DEMO, calibrate, demo_model, eval_sets, l
                                        table_cells)
 from benchmarks.results_io import Result
 
-from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
 from cusprun.engine import MaskSession
-from cusprun.plans import PruneConfig, build_plan
-from cusprun.pipeline.plan_inputs import probe_tokens
+from cusprun.pipeline.plan_inputs import probe_tokens, prune_config
+from cusprun.steps.plan import cusprun_plan, damage_probe
 from cusprun.pipeline.spec import ExpertSpec
 
 # label, score, allocation, compensation, layout
@@ -61,12 +60,13 @@ def main() -> int:
         for label, score, allocation, mode, layout in VARIANTS:
             comp = CompensationConfig(mode=mode, ridge=spec.ridge)
             t = time.perf_counter()
-            probe = (DamageProbe(model, tok, cal.heldback, grams=cal.grams, compensation=comp,
-                                 max_tokens=probe_tokens(spec), precision=spec.probe_precision)
+            probe = (damage_probe(model, tok, cal.heldback, grams=cal.grams,
+                                  compensation=comp.model_dump(), max_tokens=probe_tokens(spec),
+                                  precision=spec.probe_precision)
                      if allocation == "measured" else None)
-            plan = build_plan(cal.stats, PruneConfig(target_ratio=args.ratio, score=score,
-                                                     allocation=allocation, layout=layout),
-                              model.config, base_fingerprint=fp, general=cal.general, probe=probe)
+            prune = {**prune_config(spec, args.ratio), "score": score, "allocation": allocation,
+                     "layout": layout}
+            plan = cusprun_plan(cal.stats, cal.general, prune, model.config, fp, probe=probe)
             t_plan = time.perf_counter() - t
             session.apply(plan, grams=cal.grams, config=comp)
             got = losses(model, tok, sets)

@@ -22,11 +22,10 @@ from benchmarks.quality_common import (DEMO, calibrate, demo_model, eval_sets, l
                                        table_cells)
 from benchmarks.results_io import Result
 
-from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
 from cusprun.engine import MaskSession
-from cusprun.plans import PruneConfig, build_plan
-from cusprun.pipeline.plan_inputs import probe_tokens
+from cusprun.pipeline.plan_inputs import compensation_config, probe_tokens, prune_config
+from cusprun.steps.plan import cusprun_plan, damage_probe
 from cusprun.pipeline.spec import ExpertSpec
 
 
@@ -35,12 +34,12 @@ def setting(model, tok, fp, n_docs: int, max_tokens: int, sets, dense, work: Pat
         d: {"value": DEMO[d]["value"], "max_docs": n_docs} for d in ("language", "domain", "task")}})
     t0 = time.perf_counter()
     cal = calibrate(model, tok, fp, spec, work)
-    comp = CompensationConfig(mode=spec.compensation, ridge=spec.ridge)
+    comp = CompensationConfig.model_validate(compensation_config(spec))
     t = time.perf_counter()
-    probe = DamageProbe(model, tok, cal.heldback, grams=cal.grams, compensation=comp,
-                        max_tokens=probe_tokens(spec), precision=spec.probe_precision)
-    plan = build_plan(cal.stats, PruneConfig(target_ratio=0.25), model.config, base_fingerprint=fp,
-                      general=cal.general, probe=probe)
+    probe = damage_probe(model, tok, cal.heldback, grams=cal.grams, compensation=comp.model_dump(),
+                         max_tokens=probe_tokens(spec), precision=spec.probe_precision)
+    plan = cusprun_plan(cal.stats, cal.general, prune_config(spec, 0.25), model.config, fp,
+                        probe=probe)
     t_plan = time.perf_counter() - t
     session = MaskSession(model)
     session.apply(plan, grams=cal.grams, config=comp)

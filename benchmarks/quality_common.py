@@ -14,7 +14,8 @@ from cusprun.evaluation.tasks import loss_sets_from_tables
 from cusprun.models import load_model, resolve_model
 from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens
 from cusprun.pipeline.spec import ExpertSpec
-from cusprun.scoring import CorpusJob, collect_corpora
+from cusprun.scoring import CorpusJob
+from cusprun.steps.stats import statistics
 
 from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC
 
@@ -53,7 +54,7 @@ def losses(model, tok, sets: dict, max_tokens: int = 128) -> dict[str, float]:
 
 def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
     """Statistics of every calibration corpus and Grams of the expert's own, from one pass
-    (cusprun.scoring.collect_corpora, as the pipeline's statistics stage), and held-back docs."""
+    (cusprun.steps.stats, as the pipeline's stats stage), and held-back docs."""
     cal = Calibration()
     jobs, where = {}, {}
     for dim, specs in calibration_corpora(spec).items():
@@ -67,8 +68,8 @@ def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
             if dim != "general":
                 cal.heldback.setdefault(dim, []).extend(p.texts("holdback"))
     t = time.perf_counter()
-    stats = collect_corpora(model, tok, jobs, max_tokens=spec.max_tokens,
-                            grams_precision=spec.gram_precision, progress=False)
+    stats = statistics(model, tok, jobs, max_tokens=spec.max_tokens, batch_size=spec.batch_size,
+                       grams_precision=spec.gram_precision, progress=False)
     cal.seconds = {"stats + grams": time.perf_counter() - t}
     for name, s in stats.items():
         s.summary["model_fingerprint"] = fp
