@@ -147,5 +147,5 @@ def test_scratch_dir_is_removed_after_the_stage_committed_or_failed(tmp_path, mo
                        heads_per_group=2, layout="uniform", seed=0)
     store = ArtifactStore(str(tmp_path / "store"))
     rec = write_plan(store, "plan", "p1", plan)
-    assert rec["key"] == "plans/p1" and read_plan(store, "p1").layers == plan.layers
+    assert rec["key"] == "plan/p1" and read_plan(store, "p1").layers == plan.layers
     assert list((tmp_path / "cache" / "work" / "plan").iterdir()) == []
