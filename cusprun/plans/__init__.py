@@ -1,4 +1,5 @@
-"""Masks: merge impact statistics into a PruningPlan (Cus-Prun), and the shared unit selection."""
+"""Plans: Cus-Prun merges impact statistics into a PruningPlan (which units each layer keeps);
+the unit selection here is shared with the baselines."""
 from cusprun.plans.config import PruneConfig
 from cusprun.plans.heads import HeadStructure, valid_structures
 from cusprun.plans.merge import build_plan
