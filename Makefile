@@ -46,13 +46,15 @@ browser:
 	  echo "could not install chromium: the browser test will be skipped"; }
 
 # Each benchmark writes its JSON under benchmarks/results/; `results` renders docs/results.md
-# (and the README's results block, between its markers) from all of them.
+# (and the README's results block, between its markers) from all of them. `bench` runs every
+# cheap benchmark of benchmarks/registry.py (`$(PY) -m benchmarks list` shows them all; any one
+# runs by name: `$(PY) -m benchmarks run NAME`).
 bench: install
-	$(PY) benchmarks/run_all.py
-	$(PY) benchmarks/render_results.py
+	$(PY) -m benchmarks cheap
+	$(PY) -m benchmarks.render_results
 
 results: install
-	$(PY) benchmarks/render_results.py
+	$(PY) -m benchmarks.render_results
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

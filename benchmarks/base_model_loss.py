@@ -7,7 +7,7 @@ which compares across tokenizers. A model whose tokenizer adds no BOS token (Smo
 score its first token, a small advantage to it in bits per byte. --max-tokens 128 reproduces the
 report's own setting (documents cut to 128 tokens: per-token loss only).
 
-    .venv/bin/python benchmarks/base_model_loss.py [--profile fr-health-qa] [--set domain=health]
+    python -m benchmarks run base_model_loss [--profile fr-health-qa] [--set domain=health]
         [--max-tokens 1024]
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import tempfile
 import time
 
 import torch
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs
 
+from benchmarks.results_io import Result
 from cusprun.corpora import prepare_corpus, read_corpus
 from cusprun.evaluation import heldout_loss, loss_sets_from_tables
 from cusprun.models import ALIASES, load_model, resolve_model

@@ -23,7 +23,7 @@ Methods: `t (jackknife)`, what reports use for loss (cusprun.evaluation.interval
 differences Agresti-Min (what reports use), the paired t interval, Newcombe's hybrid score
 interval and the percentile bootstrap; for one accuracy, Wilson (what reports use).
 
-    python benchmarks/bench_interval_coverage.py [--reps 4000] [--seed 0]
+    python -m benchmarks run bench_interval_coverage [--reps 4000] [--seed 0]
 
 Writes benchmarks/results/interval_coverage.json (rendered into docs/results.md by
 `make results`); docs/evaluation.md quotes its numbers."""
@@ -31,19 +31,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cusprun.evaluation.intervals import (bootstrap, paired_difference, samples_of,  # noqa: E402
-                                          t_interval, t_quantile, wilson)
+from cusprun.evaluation.intervals import (bootstrap, paired_difference, samples_of, t_interval,
+                                          t_quantile, wilson)
 
 ND = NormalDist()
 NOMINAL = 0.95
@@ -242,7 +237,7 @@ def pct(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from results_io import Result
+    from benchmarks.results_io import Result
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=4000, help="simulated sets per cell")

@@ -4,7 +4,7 @@ targets, interleaved runs in one process; both must give the same log-probs. Run
 two at once from two Python threads, as a build's evaluation measures two models at a time
 (cusprun.evaluation.replicas): two big chunks then evict each other from the cache.
 
-    .venv/bin/python benchmarks/bench_lm_head.py [MODEL] [--positions 64,512,2048] [--threads 2]
+    python -m benchmarks run bench_lm_head [MODEL] [--positions 64,512,2048] [--threads 2]
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs
 
+from benchmarks.results_io import Result
 import cusprun.engine.logprobs as lp
 from cusprun.engine import LayeredModel, token_logprobs
 from cusprun.models import load_model, resolve_model

@@ -5,7 +5,7 @@ report uses: topic classification (French Wikipedia, 600-character article), def
 options clipped to the pipeline's OPTION_CHARS, max_tokens as the fr-health-qa profile. Both modes run in the same process on the same items, one task after
 the other, and must pick the same options.
 
-    .venv/bin/python benchmarks/bench_mc.py [MODEL] [--items 100] [--threads 2]
+    python -m benchmarks run bench_mc [MODEL] [--items 100] [--threads 2]
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import time
 
 import pyarrow as pa
 import torch
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs
 
+from benchmarks.results_io import Result
 from cusprun.corpora.bundled import bible, wiki
 from cusprun.evaluation import (build_answer_items, build_topic_items, build_translation_items,
                                 mc_accuracy)
 from cusprun.models import load_model, resolve_model
-from cusprun.pipeline.stages.evaluation import OPTION_CHARS
+from cusprun.pipeline.stages.evaluate import OPTION_CHARS
 
 
 def french_tasks(n_items: int) -> dict:

@@ -12,7 +12,7 @@ Give a model reference (local directory, alias such as smollm2-135m, .gguf) to u
 Prefill runs with logits_to_keep=1: the 49k-vocab LM head is the same size in both models, so
 computing logits for every position would mostly time that; we measure the transformer body.
 
-    .venv/bin/python benchmarks/bench_prefill.py [MODEL] [--ratio 0.25] [--device cuda] [--batch 4] [--seq 128]
+    python -m benchmarks run bench_prefill [MODEL] [--ratio 0.25] [--device cuda] [--batch 4] [--seq 128]
 """
 from __future__ import annotations
 
@@ -23,16 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root: tests.support
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-from cusprun.adapters import Adapter, count_params  # noqa: E402
-from cusprun.baselines import baseline_plan  # noqa: E402
-from cusprun.models.loading import default_device, default_dtype  # noqa: E402
-from cusprun.slicing import load_expert, slice_checkpoint  # noqa: E402
-from tests.support import smollm2_135m_shaped_config, uniform_plan_for_ratio, write_random_model  # noqa: E402
+from benchmarks.results_io import Result
+from cusprun.adapters import Adapter, count_params
+from cusprun.baselines import baseline_plan
+from cusprun.models.loading import default_device, default_dtype
+from cusprun.slicing import load_expert, slice_checkpoint
+from tests.support import smollm2_135m_shaped_config, uniform_plan_for_ratio, write_random_model
 
 
 @torch.no_grad()

@@ -3,55 +3,35 @@ side in one run.
 
 Each run builds the demo expert (`cusprun demo`'s spec: same corpora, ratios, baselines, sweep and
 evaluation) from scratch into its own fresh artifact store, one after the other, each as a
-`cusprun build` process: 'without' uses the global rank order and no compensation (the selection
-before measured allocation and compensation existed; its sweep has only uncompensated points),
-'with' the defaults (measured allocation, least-squares compensation, every sweep point measured
-with and without it: twice the sweep points), and 'with, same sweep' the defaults with the sweep
-measured with compensation only (`sweep_compensation: false`: as many sweep points as 'without',
-so the difference is the allocation and compensation alone). All three sweep at the spec's
-default precision (`auto`: bf16 where matmuls are native). Prints the wall times and their
-ratios to 'without' (goal: <= 1.5), and with --keep where each run's report is.
+`cusprun build` process (benchmarks.build_runner.build_process): 'without' uses the global rank
+order and no compensation (the selection before measured allocation and compensation existed;
+its sweep has only uncompensated points), 'with' the defaults (measured allocation, least-squares
+compensation, every sweep point measured with and without it: twice the sweep points), and
+'with, same sweep' the defaults with the sweep measured with compensation only
+(`sweep_compensation: false`: as many sweep points as 'without', so the difference is the
+allocation and compensation alone). All three sweep at the spec's default precision (`auto`:
+bf16 where matmuls are native). Prints the wall times and their ratios to 'without' (goal:
+<= 1.5), and with --keep where each run's report is.
 
-    python benchmarks/bench_quality_overhead.py [--keep DIR]
+    python -m benchmarks run bench_quality_overhead [--keep DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
-from results_io import Result  # noqa: E402 - benchmarks/ is on sys.path when a script here runs
+from benchmarks.build_runner import build_process
+from benchmarks.results_io import Result
+from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC
 
 VARIANTS = [("without (rank order, no compensation)", {"allocation": "rank", "compensation": "none"}),
             ("with (measured allocation, ls compensation; sweep with and without it)", {}),
             ("with, same sweep (sweep with compensation only)",
              {"evaluation": {**DEMO_SPEC["evaluation"], "sweep_compensation": False}})]
-
-
-def run(spec: dict, work: Path, name: str) -> tuple[float, str]:
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    t0 = time.perf_counter()
-    out = subprocess.run([str(Path(sys.executable).parent / "cusprun"), "build", "--spec", str(path)],
-                         cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
-        raise SystemExit(f"{name} failed (exit {out.returncode})")
-    report = next((line.split(":", 1)[1].strip() for line in out.stdout.splitlines()
-                   if line.startswith("report:")), "")
-    return wall, report
 
 
 def main() -> int:
@@ -64,7 +44,8 @@ def main() -> int:
     rows = []
     for i, (label, over) in enumerate(VARIANTS):
         spec = {**DEMO_SPEC, **over, "storage_root": str(work / f"store-{i}")}
-        wall, report = run(spec, work, f"variant-{i}")
+        build = build_process(spec, work, f"variant-{i}").check()
+        wall, report = build.wall_s, build.report
         rows.append((label, wall, report))
         if not args.keep:
             shutil.rmtree(work / f"store-{i}", ignore_errors=True)

@@ -1,9 +1,10 @@
 """Memory, time and disk reads of a whole `cusprun build` as the model gets deeper.
 
 For each depth of --layers (default 8,16,32) at Llama-3.1-8B widths (or smaller ones for trial
-runs): write a random bfloat16 checkpoint (benchmarks/scale_checkpoint.py, shard by shard), drop
+runs): write a random bfloat16 checkpoint (benchmarks/scale/checkpoint.py, shard by shard), drop
 it from the page cache, run `cusprun build --spec` on it in a subprocess with a fresh artifact
-store, cache and Prefect home, then check the published expert (benchmarks/scale_verify.py, in
+store, cache and Prefect home, watched while it runs (benchmarks.build_runner with
+benchmarks/scale/monitor.py), then check the published expert (benchmarks/scale/verify.py, in
 a process of its own). Results go to benchmarks/results/scale.json.
 
 The build is the default one (statistics + Grams, measured allocation, ls compensation, slicing,
@@ -17,7 +18,7 @@ without multiple-choice items (plain text has none), other languages, ratio swee
 timing. --baselines and --measure-speed put more back.
 
 Measured per run (the build process only, not the temporary Prefect server it starts):
-- peak_rss_gb: VmHWM of the build process as it exits (benchmarks/measured_cli.py); if it is
+- peak_rss_gb: VmHWM of the build process as it exits (benchmarks/build_runner.py); if it is
   killed, the last VmHWM sampled every second from /proc/<pid>/status;
 - read_gb: /proc/<pid>/io read_bytes of the build (bytes fetched from storage; page-cache hits
   are not counted, so the checkpoint is dropped from the cache first: a lower bound on reads);
@@ -33,7 +34,7 @@ Measured per run (the build process only, not the temporary Prefect server it st
 - disk_peak_gb: the largest drop in free space on the work directory's filesystem (other
   processes on the machine count too).
 
-    .venv/bin/python benchmarks/bench_scale.py [--layers 8,16,32] [--hidden 256 --ffn 512 ...]
+    python -m benchmarks run bench_scale [--layers 8,16,32] [--hidden 256 --ffn 512 ...]
 """
 from __future__ import annotations
 
@@ -44,17 +45,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from scale_checkpoint import LlamaWidths, widths_arguments, widths_from, write_checkpoint  # noqa: E402
-from scale_monitor import run_monitored  # noqa: E402
-from scale_verify import mem_available_bytes  # noqa: E402
-from scale_workload import CALIB_DOCS, spec_for, write_corpora  # noqa: E402
+from benchmarks import module_command, python_env
+from benchmarks.build_runner import build_process
+from benchmarks.machine import describe, mem_available_bytes
+from benchmarks.results_io import git_state, results_dir
+from benchmarks.scale.checkpoint import LlamaWidths, widths_arguments, widths_from, write_checkpoint
+from benchmarks.scale.workload import CALIB_DOCS, spec_for, write_corpora
 
 EXPERT = "scale-bench"
 
@@ -129,13 +128,10 @@ def run_depth(layers: int, args: argparse.Namespace) -> dict:
         spec = spec_for(run_dir / "model", corpora, run_dir / "store", name=EXPERT,
                         max_tokens=args.max_tokens, baselines=baselines,
                         measure_speed=args.measure_speed)
-        (run_dir / "spec.yaml").write_text(spec)
-        cmd = [sys.executable, str(HERE / "measured_cli.py"), str(run_dir / "usage.json"),
-               "build", "--spec", str(run_dir / "spec.yaml")]
         limit = int((args.max_rss_gb or 0.85 * mem_available_bytes() / 1e9) * 1e9)
-        mon = run_monitored(cmd, env=_env(run_dir, args.device), cwd=run_dir,
-                            log_path=run_dir / "build.log", usage_path=run_dir / "usage.json",
-                            timeout_s=args.timeout, disk_path=args.workdir, rss_limit=limit)
+        mon = build_process(spec, run_dir, "build", env=_env(run_dir, args.device), cwd=run_dir,
+                            monitor={"timeout_s": args.timeout, "disk_path": args.workdir,
+                                     "rss_limit": limit}).monitored
         res.update(mon)
         res["completed"] = mon["rc"] == 0
         res["checkpoint_reads"] = round(mon["read_gb"] / max(res["checkpoint_gb"], 1e-9), 2)
@@ -176,10 +172,10 @@ def _failure(mon: dict, timeout: float) -> str:
 
 def _verify(run_dir: Path, args: argparse.Namespace) -> dict:
     out = run_dir / "verify.json"
-    cmd = [sys.executable, str(HERE / "scale_verify.py"), "--store", str(run_dir / "store"),
-           "--name", EXPERT, "--dense", str(run_dir / "model"), "--reference", args.reference,
-           "--out", str(out)]
-    env = {**_env(run_dir, args.device), "CUDA_VISIBLE_DEVICES": ""}   # the check runs on CPU
+    cmd = module_command("benchmarks.scale.verify", "--store", str(run_dir / "store"),
+                         "--name", EXPERT, "--dense", str(run_dir / "model"),
+                         "--reference", args.reference, "--out", str(out))
+    env = python_env({**_env(run_dir, args.device), "CUDA_VISIBLE_DEVICES": ""})   # on CPU
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -192,24 +188,10 @@ def _verify(run_dir: Path, args: argparse.Namespace) -> dict:
 
 
 def machine() -> dict:
-    """The shared machine record (results_io) plus the transformers version."""
+    """The shared machine record (benchmarks.machine) plus the transformers version."""
     import transformers
 
-    from results_io import machine as base_machine
-
-    return {**base_machine(), "transformers": transformers.__version__}
-
-
-def git_state() -> tuple[str | None, bool | None]:
-    """HEAD and whether tracked files differ from it (untracked files do not count)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                               capture_output=True, text=True, check=True).stdout.strip() != ""
-        return head, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
+    return {**describe(), "transformers": transformers.__version__}
 
 
 def table(runs: list[dict]) -> str:
@@ -252,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="cpu hides GPUs from the build; cuda requires one; auto: cuda when visible")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per build (default 3h)")
-    p.add_argument("--out", default=str(HERE / "results" / "scale.json"), help="JSON results path")
+    p.add_argument("--out", default=str(results_dir() / "scale.json"), help="JSON results path")
     p.add_argument("--baselines", default="magnitude", help="comma-separated baselines (default magnitude)")
     p.add_argument("--max-tokens", type=int, default=64, help="tokens per calibration document")
     p.add_argument("--measure-speed", action="store_true", help="time prefill/decode in the evaluation")
@@ -285,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   completed={r['completed']} stock_load_ok={r['stock_load_ok']} "
               f"peak_rss_gb={r.get('peak_rss_gb')} wall_s={r.get('wall_s')}"
               + (f" error={r['error']}" if r.get("error") else ""), flush=True)
-    commit, dirty = git_state()
-    out = {"runs": runs, "commit": commit, "dirty": dirty,
+    out = {"runs": runs, **git_state(),
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
            "settings": {k: getattr(args, k) for k in ("max_tokens", "baselines", "device", "reference",
                                                       "measure_speed", "seed")}}

@@ -10,7 +10,7 @@ transformers and touching its weights (one full copy in memory).
 Default checkpoint: a randomly initialised Llama with SmolLM2-135M's shapes saved in fp32
 (~540 MB, one shard). Give a model reference (directory, alias, .gguf) to measure a real one.
 
-    .venv/bin/python benchmarks/bench_slicing_memory.py [MODEL] [--ratio 0.25] [--dtype float32]
+    python -m benchmarks run bench_slicing_memory [MODEL] [--ratio 0.25] [--dtype float32]
 """
 from __future__ import annotations
 
@@ -22,22 +22,16 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository root: tests.support
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs  # noqa: E402
+from benchmarks import python_env
+from benchmarks.results_io import Result
 
 _PRELUDE = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import torch, transformers
     import cusprun.slicing
     from transformers import AutoModelForCausalLM
-    from cusprun.masks.plan import PruningPlan
-    def peak_bytes():
-        # VmHWM: this process image's own peak RSS. (ru_maxrss would include the RSS of the
-        # parent at fork time, which Linux carries across fork + exec.)
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    from cusprun.plans.plan import PruningPlan
+    from benchmarks.machine import peak_rss_bytes as peak_bytes  # VmHWM: this process's own
 """)
 
 _JOBS = {
@@ -60,7 +54,8 @@ _JOBS = {
 
 def _peak(job: str, args: dict) -> int:
     code = _PRELUDE + _JOBS[job] + "\nprint('PEAK', peak_bytes())\n"
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                       env=python_env())
     if r.returncode:
         raise RuntimeError(f"{job} failed:\n{r.stderr[-3000:]}")
     return int(next(line for line in r.stdout.splitlines() if line.startswith("PEAK")).split()[1])

@@ -14,7 +14,7 @@ on two busy cores; `--layers 30` for full depth, `--model PATH_OR_ALIAS` for a r
 CPU runs use one thread by default: with two threads on a shared two-core box, thread-pool
 contention from other processes swings single passes by 2x and drowns the few percent measured.
 
-    python benchmarks/bench_stats.py [--model smollm2-135m] [--tokens 2048] [--repeats 3] [--threads 1]
+    python -m benchmarks run bench_stats [--model smollm2-135m] [--tokens 2048] [--repeats 3] [--threads 1]
 """
 from __future__ import annotations
 
@@ -27,15 +27,12 @@ import sys
 import threading
 import time
 
-from results_io import Result  # benchmarks/ is on sys.path when a script here runs
+from benchmarks import module_command, python_env
+from benchmarks.machine import rss_bytes as _rss_bytes
+from benchmarks.results_io import Result
 
 WORDS = ("the of and to in is was for on that with as by at from his her an they which one you were "
          "patient dose river city model data music train light water doctor market energy garden").split()
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class _PeakRSS:
@@ -164,11 +161,11 @@ def worker(args) -> dict:
 
 
 def _spawn(kind: str, argv: list[str]) -> dict:
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    env = python_env({**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
     if kind == "memory":
         # A fixed mmap threshold makes glibc hand freed tensors back at once, so RSS tracks live memory.
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, *argv], env=env,
+    out = subprocess.run(module_command("benchmarks.bench_stats", "--worker", kind, *argv), env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode:
         sys.stderr.write(out.stderr)
@@ -189,7 +186,6 @@ def main() -> int:
     p.add_argument("--worker", choices=["timing", "memory"], help=argparse.SUPPRESS)
     args, _ = p.parse_known_args()
     if args.worker:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         print(json.dumps(worker(args)))
         return 0
     timing, memory = _spawn("timing", sys.argv[1:]), _spawn("memory", sys.argv[1:])

@@ -7,7 +7,7 @@ evaluation, so both sweeps measure the same plans with the same Grams. bfloat16 
 where matmuls are native in bfloat16 (`cusprun.models.precision.native_bf16`); the script says
 whether they are here.
 
-    python benchmarks/bench_sweep_precision.py [--store DIR]   # DIR: reuse (or keep) the store
+    python -m benchmarks run bench_sweep_precision [--store DIR]   # DIR: reuse (or keep) the store
 """
 from __future__ import annotations
 
@@ -18,15 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
-from cusprun.models.precision import native_bf16  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_quality_overhead import run  # noqa: E402
-from results_io import Result  # noqa: E402
+from benchmarks.build_runner import build_process
+from benchmarks.results_io import Result
+from cusprun.models.precision import native_bf16
+from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC
 
 
 def points(rows: list[dict]) -> dict[tuple, dict]:
@@ -46,7 +41,7 @@ def main() -> int:
     for precision in ("float32", "bfloat16"):
         spec = {**DEMO_SPEC, "storage_root": str(store),
                 "evaluation": {**DEMO_SPEC["evaluation"], "sweep_precision": precision}}
-        _, report = run(spec, work, precision)
+        report = build_process(spec, work, precision).check().report
         sweeps[precision] = points(json.loads((Path(report) / "sweep.json").read_text()))
         print(f"done: {precision}: {report}", file=sys.stderr, flush=True)
     f32, b16 = sweeps["float32"], sweeps["bfloat16"]

@@ -18,7 +18,7 @@
 #
 # Settings (environment): PYTHON (default .venv/bin/python, else python3), BUDGET_S (480),
 # SCALE_LAYERS (32), SCALE_FALLBACK_LAYERS (4: run when the disk cannot hold SCALE_LAYERS'
-# build, so the CUDA build path still runs at 8B widths), SCALE_ARGS (extra bench_scale.py
+# build, so the CUDA build path still runs at 8B widths), SCALE_ARGS (extra bench_scale
 # arguments, e.g. smaller widths), SCALE_WORKDIR, GPU_CHECK_ALLOW_CPU=1 (run without CUDA).
 set -u
 cd "$(dirname "$0")/.."
@@ -94,9 +94,9 @@ step() {  # step NAME SECONDS OUTFILE CMD...: run with a timeout, output to OUTF
 }
 
 step bench_stats 75 "$OUT_DIR/gpu_bench_stats.txt" \
-  $PYTHON benchmarks/bench_stats.py --repeats 2 --threads 0
+  $PYTHON -m benchmarks run bench_stats --repeats 2 --threads 0
 step bench_prefill 60 "$OUT_DIR/gpu_bench_prefill.txt" \
-  $PYTHON benchmarks/bench_prefill.py --device "$DEVICE" --reps 5
+  $PYTHON -m benchmarks run bench_prefill --device "$DEVICE" --reps 5
 
 scale() {  # scale LAYERS JSON: bench_scale at 8B widths in what is left of the budget
   local layers=$1 json=$2 limit; limit=$(( $(left) - 10 ))
@@ -104,7 +104,7 @@ scale() {  # scale LAYERS JSON: bench_scale at 8B widths in what is left of the 
   # the expert; the masked + compensated reference would load the whole dense model: skipped
   # shellcheck disable=SC2086
   step "bench_scale --layers $layers" "$limit" "${json%.json}.txt" \
-    $PYTHON benchmarks/bench_scale.py --layers "$layers" --device "$DEVICE" --reference never \
+    $PYTHON -m benchmarks run bench_scale --layers "$layers" --device "$DEVICE" --reference never \
       --workdir "$SCALE_WORKDIR" --timeout $(( limit * 6 / 10 )) --out "$json" ${SCALE_ARGS:-}
 }
 scale "$SCALE_LAYERS" "$OUT_DIR/gpu_scale.json"

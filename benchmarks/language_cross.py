@@ -3,7 +3,7 @@ other language's expert keeps it? A cross table from two recorded builds' report
 model; each report evaluates its expert on both languages' held-out Bible verses: its own
 language set and the other as `other_languages`).
 
-    python benchmarks/language_cross.py fr-health-qa es-history-qa
+    python -m benchmarks run language_cross fr-health-qa es-history-qa
 
 Each cell: the expert's held-out loss retention (dense loss / expert loss) on that language's
 set; then, per set, the paired difference of the two experts' losses on the same documents with
@@ -16,10 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from results_io import RESULTS, Result  # noqa: E402
+from benchmarks.results_io import RESULTS, Result
 
 
 def _rows(report: dict) -> dict[tuple[str, str], dict]:

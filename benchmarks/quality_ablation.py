@@ -8,7 +8,7 @@ order, or measured on held-back documents), and the compensation (none, FLAP's b
 squares refit, both), plus the per_layer layout. Each row masks + compensates SmolLM2-135M in
 memory and scores the demo's held-out loss sets: retention = dense loss / model loss.
 
-    python benchmarks/quality_ablation.py [--ratio 0.25]
+    python -m benchmarks run quality_ablation [--ratio 0.25]
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, own_sets, table_cells
-from results_io import Result
+from benchmarks.quality_common import (DEMO, calibrate, demo_model, eval_sets, losses, own_sets,
+                                       table_cells)
+from benchmarks.results_io import Result
 
-from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
 from cusprun.engine import MaskSession
-from cusprun.masks import PruneConfig, build_plan
-from cusprun.pipeline.plan_inputs import probe_tokens
+from cusprun.pipeline.plan_inputs import probe_tokens, prune_config
+from cusprun.steps.plan import cusprun_plan, damage_probe
 from cusprun.pipeline.spec import ExpertSpec
 
 # label, score, allocation, compensation, layout
@@ -60,12 +60,13 @@ def main() -> int:
         for label, score, allocation, mode, layout in VARIANTS:
             comp = CompensationConfig(mode=mode, ridge=spec.ridge)
             t = time.perf_counter()
-            probe = (DamageProbe(model, tok, cal.heldback, grams=cal.grams, compensation=comp,
-                                 max_tokens=probe_tokens(spec), precision=spec.probe_precision)
+            probe = (damage_probe(model, tok, cal.heldback, grams=cal.grams,
+                                  compensation=comp.model_dump(), max_tokens=probe_tokens(spec),
+                                  precision=spec.probe_precision)
                      if allocation == "measured" else None)
-            plan = build_plan(cal.stats, PruneConfig(target_ratio=args.ratio, score=score,
-                                                     allocation=allocation, layout=layout),
-                              model.config, base_fingerprint=fp, general=cal.general, probe=probe)
+            prune = {**prune_config(spec, args.ratio), "score": score, "allocation": allocation,
+                     "layout": layout}
+            plan = cusprun_plan(cal.stats, cal.general, prune, model.config, fp, probe=probe)
             t_plan = time.perf_counter() - t
             session.apply(plan, grams=cal.grams, config=comp)
             got = losses(model, tok, sets)

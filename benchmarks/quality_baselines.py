@@ -10,8 +10,8 @@ and FLAP's bias, come from general text; the demo gives it 40 documents, FLAP's 
 calibrates on 1024 x 128 = 131k tokens). The larger general sets' channel sums come from plain
 forwards (`moments`, checked against the statistics pass on the demo's own 40 documents).
 
-    python benchmarks/quality_baselines.py [--ratio 0.25] [--general-docs 128 512]
-                                           [--store ./artifacts]
+    python -m benchmarks run quality_baselines [--ratio 0.25] [--general-docs 128 512]
+                                               [--store ./artifacts]
 
 `--store`: take the statistics and Grams of a `cusprun demo` build from its artifact store
 instead of computing them again (the same files the build's plans and slices read).
@@ -26,23 +26,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from quality_common import (DEMO, Calibration, calibrate, demo_model, eval_sets, losses, own_sets,
-                            table_cells)
-from results_io import Result
+from benchmarks.quality_common import (DEMO, Calibration, calibrate, demo_model, eval_sets, losses,
+                                       own_sets, table_cells)
+from benchmarks.results_io import Result
 
 import torch
 
 from cusprun.adapters import Adapter
-from cusprun.baselines import BASELINES, plan_from_scores, unit_scores
+from cusprun.baselines import BASELINES, unit_scores
 from cusprun.baselines.scorers import flap_ffn_metric
 from cusprun.compensation import ChannelMeans, CompensationConfig, GramSet
 from cusprun.corpora import prepare_corpus
 from cusprun.engine import MaskSession
 from cusprun.evaluation.set_names import is_out_of_source
-from cusprun.pipeline.plan_inputs import calibration_corpora
+from cusprun.pipeline.plan_inputs import baseline_job, calibration_corpora
 from cusprun.pipeline.spec import ExpertSpec
 from cusprun.scoring.collect import tokenize_docs
 from cusprun.scoring.stats import DimensionStats, load_stats
+from cusprun.steps.baseline import baseline_plan
 
 GENERAL_METHODS = ("wanda-sp", "flap", "flap-score")
 
@@ -171,9 +172,9 @@ def main() -> int:
         flap_kept = None
         for method, docs, general in runs:
             scores = unit_scores(model, [method], general, spec.seed)[method]
-            plan = plan_from_scores(method, scores, model.config, args.ratio, spec.layout,
-                                    base_fingerprint=fp, seed=spec.seed,
-                                    compensation=spec.compensation, ridge=spec.ridge)
+            # general text of varying size: Moments, which the library's scores step (checking
+            # a DimensionStats) would refuse; the plan is the build's own step
+            plan = baseline_plan(baseline_job(spec, method, args.ratio), scores, model.config, fp)
             setup = plan.report["setup"]
             means = ChannelMeans.from_stats([general]) if setup["means"] == "general" else None
             kept = plan.report["kept_per_layer"]

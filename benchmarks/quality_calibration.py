@@ -7,8 +7,8 @@ build's defaults (centred score, measured allocation, least-squares compensation
 protection), mask + compensate SmolLM2-135M in memory and score the demo's held-out loss sets.
 Prints one row per setting: retention = dense loss / expert loss (1 = dense), with its costs.
 
-    python benchmarks/quality_calibration.py            # 40/128/512 docs x 256 tokens, 128 docs x 128/512
-    python benchmarks/quality_calibration.py --docs 40 128 --tokens 256 --extra-tokens
+    python -m benchmarks run quality_calibration      # 40/128/512 docs x 256 tokens, 128 docs x 128/512
+    python -m benchmarks run quality_calibration --docs 40 128 --tokens 256 --extra-tokens
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality_common import DEMO, calibrate, demo_model, eval_sets, losses, own_sets, table_cells
-from results_io import Result
+from benchmarks.quality_common import (DEMO, calibrate, demo_model, eval_sets, losses, own_sets,
+                                       table_cells)
+from benchmarks.results_io import Result
 
-from cusprun.allocation import DamageProbe
 from cusprun.compensation import CompensationConfig
 from cusprun.engine import MaskSession
-from cusprun.masks import PruneConfig, build_plan
-from cusprun.pipeline.plan_inputs import probe_tokens
+from cusprun.pipeline.plan_inputs import compensation_config, probe_tokens, prune_config
+from cusprun.steps.plan import cusprun_plan, damage_probe
 from cusprun.pipeline.spec import ExpertSpec
 
 
@@ -34,12 +34,12 @@ def setting(model, tok, fp, n_docs: int, max_tokens: int, sets, dense, work: Pat
         d: {"value": DEMO[d]["value"], "max_docs": n_docs} for d in ("language", "domain", "task")}})
     t0 = time.perf_counter()
     cal = calibrate(model, tok, fp, spec, work)
-    comp = CompensationConfig(mode=spec.compensation, ridge=spec.ridge)
+    comp = CompensationConfig.model_validate(compensation_config(spec))
     t = time.perf_counter()
-    probe = DamageProbe(model, tok, cal.heldback, grams=cal.grams, compensation=comp,
-                        max_tokens=probe_tokens(spec), precision=spec.probe_precision)
-    plan = build_plan(cal.stats, PruneConfig(target_ratio=0.25), model.config, base_fingerprint=fp,
-                      general=cal.general, probe=probe)
+    probe = damage_probe(model, tok, cal.heldback, grams=cal.grams, compensation=comp.model_dump(),
+                         max_tokens=probe_tokens(spec), precision=spec.probe_precision)
+    plan = cusprun_plan(cal.stats, cal.general, prune_config(spec, 0.25), model.config, fp,
+                        probe=probe)
     t_plan = time.perf_counter() - t
     session = MaskSession(model)
     session.apply(plan, grams=cal.grams, config=comp)

@@ -3,23 +3,21 @@ held-out loss sets on the embedded SmolLM2-135M, built with the library (no Pref
 the build-expert flow builds them for `cusprun demo`."""
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cusprun.compensation import GramSet
+from cusprun.corpora import prepare_corpus
+from cusprun.evaluation.likelihood import heldout_loss, scored_tokens
+from cusprun.evaluation.tasks import loss_sets_from_tables
+from cusprun.models import load_model, resolve_model
+from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens
+from cusprun.pipeline.spec import ExpertSpec
+from cusprun.scoring import CorpusJob
+from cusprun.steps.stats import statistics
 
-from cusprun.compensation import GramSet  # noqa: E402
-from cusprun.corpora import prepare_corpus  # noqa: E402
-from cusprun.evaluation.likelihood import heldout_loss, scored_tokens  # noqa: E402
-from cusprun.evaluation.tasks import loss_sets_from_tables  # noqa: E402
-from cusprun.models import load_model, resolve_model  # noqa: E402
-from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora, gram_tokens  # noqa: E402
-from cusprun.pipeline.spec import ExpertSpec  # noqa: E402
-from cusprun.scoring import CorpusJob, collect_corpora  # noqa: E402
-
-from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC  # noqa: E402
+from cusprun.pipeline.demo import FULL_DEMO_SPEC as DEMO_SPEC
 
 # `cusprun demo`'s spec, without its build-only fields.
 DEMO = {k: v for k, v in DEMO_SPEC.items() if k not in ("target_ratios",)}
@@ -56,7 +54,7 @@ def losses(model, tok, sets: dict, max_tokens: int = 128) -> dict[str, float]:
 
 def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
     """Statistics of every calibration corpus and Grams of the expert's own, from one pass
-    (cusprun.scoring.collect_corpora, as the pipeline's statistics stage), and held-back docs."""
+    (cusprun.steps.stats, as the pipeline's stats stage), and held-back docs."""
     cal = Calibration()
     jobs, where = {}, {}
     for dim, specs in calibration_corpora(spec).items():
@@ -70,8 +68,8 @@ def calibrate(model, tok, fp: str, spec: ExpertSpec, work: Path) -> Calibration:
             if dim != "general":
                 cal.heldback.setdefault(dim, []).extend(p.texts("holdback"))
     t = time.perf_counter()
-    stats = collect_corpora(model, tok, jobs, max_tokens=spec.max_tokens,
-                            grams_precision=spec.gram_precision, progress=False)
+    stats = statistics(model, tok, jobs, max_tokens=spec.max_tokens, batch_size=spec.batch_size,
+                       grams_precision=spec.gram_precision, progress=False)
     cal.seconds = {"stats + grams": time.perf_counter() - t}
     for name, s in stats.items():
         s.summary["model_fingerprint"] = fp

@@ -1,12 +1,13 @@
 """Build an expert and record its comparison for docs/results.md: the build's report.json as it
 is, and build.json with the build's wall time, stage timings, commit, date and machine.
 
-    python benchmarks/record_build.py --demo            # the quick English demo (make demo)
-    python benchmarks/record_build.py --demo --full     # every baseline and the ratio sweep
-    python benchmarks/record_build.py --profile fr-health-qa
+    python -m benchmarks run record_build --demo          # the quick English demo (make demo)
+    python -m benchmarks run record_build --demo --full   # every baseline and the ratio sweep
+    python -m benchmarks run record_build --profile fr-health-qa
 
-Results go to benchmarks/results/<expert>/ (`--full` demo: <expert>-full/); then `make results`.
-The build runs in this process against a temporary Prefect server, as `cusprun build` does;
+(or `python -m benchmarks.record_build ...`). Results go to benchmarks/results/<expert>/
+(`--full` demo: <expert>-full/); then `make results`. The build runs in this process against a
+temporary Prefect server, as `cusprun build` does (benchmarks.build_runner.build_in_process);
 `--storage-root` keeps its artifacts (default: a fresh temporary store, so nothing is reused
 and the wall time is a whole build's)."""
 from __future__ import annotations
@@ -17,12 +18,10 @@ import shutil
 import sys
 import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from results_io import git_state, machine, results_dir  # noqa: E402
+from benchmarks.build_runner import build_in_process
+from benchmarks.machine import describe
+from benchmarks.results_io import git_state, results_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage-root", help="artifact store to use (default: a fresh temporary one)")
     args = p.parse_args(argv)
 
-    from cusprun.cli.pipeline import run_build
-    from cusprun.pipeline.artifacts import read_file
-    from cusprun.pipeline.context import open_store
     from cusprun.pipeline.demo import demo_spec
-    from cusprun.storage import ArtifactNotFoundError
     from cusprun.pipeline.profiles import load_profile
     from cusprun.pipeline.spec import load_spec
 
@@ -51,23 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(data)
     state, when = git_state(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
-        result = run_build(spec)
-        store = open_store(spec.storage_root)
-        report = read_file(store, store.key_of(result["report"]), "report.json")
-        try:    # the retention-vs-ratio sweep, where the build ran one
-            sweep = read_file(store, store.key_of(result["report"]), "sweep.json")
-        except ArtifactNotFoundError:
-            sweep = None
+        built = build_in_process(spec)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     out = results_dir() / (spec.name + ("-full" if args.demo and args.full else ""))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_bytes(report)
+    result = built.result
+    (out / "report.json").write_bytes(built.report)
     (out / "sweep.json").unlink(missing_ok=True)
-    if sweep is not None:
-        (out / "sweep.json").write_bytes(sweep)
-    build = {"build_s": result["wall_s"], **state, "date": when, "machine": machine(),
+    if built.sweep is not None:
+        (out / "sweep.json").write_bytes(built.sweep)
+    build = {"build_s": result["wall_s"], **state, "date": when, "machine": describe(),
              "stages": {r["stage"]: r["seconds"] for r in result.get("timings", [])}}
     (out / "build.json").write_text(json.dumps(build, indent=2) + "\n")
     print(f"recorded {out}/report.json and build.json (build {result['wall_s']} s); "

@@ -7,8 +7,8 @@ tables), `scale.json` (`runs`: one row per model size), and per expert `<expert>
 build's comparison report, cusprun.evaluation.report.write_report) with `<expert>/build.json`
 (`build_s`, `commit`, ...). Any other JSON file is shown as a key/value table.
 
-    python benchmarks/render_results.py           # write docs/results.md (and the README block)
-    python benchmarks/render_results.py --check   # exit 1 when either is not what the data renders
+    python -m benchmarks.render_results           # write docs/results.md (and the README block)
+    python -m benchmarks.render_results --check   # exit 1 when either is not what the data renders
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from results_io import md_table  # benchmarks/ is on sys.path when a script here runs
+from benchmarks import ROOT
+from benchmarks.results_io import RESULTS, md_table
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS, DOC, README = ROOT / "benchmarks" / "results", ROOT / "docs" / "results.md", ROOT / "README.md"
+DOC, README = ROOT / "docs" / "results.md", ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SCALE_COLUMNS = ["layers", "hidden", "ffn", "checkpoint_gb", "completed", "stock_load_ok",
                  "logits_match", "peak_rss_gb", "wall_s", "stages_wall_s", "read_gb", "error"]

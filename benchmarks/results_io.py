@@ -1,6 +1,6 @@
 """What every benchmark writes next to what it prints: benchmarks/results/<name>.json with the
 commit, date and machine of the run and the same tables and lines the script prints, so
-docs/results.md is rendered from data (benchmarks/render_results.py) and never typed by hand.
+docs/results.md is rendered from data (benchmarks.render_results) and never typed by hand.
 
 A script builds a `Result`, prints through it (`say`, `table`) and calls `write()` at the end.
 CUSPRUN_RESULTS_DIR sends the file elsewhere (a run with other settings than the defaults the
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import ROOT
+from benchmarks.machine import describe
+
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -36,45 +37,14 @@ def git_state(root: Path = ROOT) -> dict:
         return {"commit": None, "dirty": None}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _ram_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def machine() -> dict:
-    """CPU model, cores, RAM, GPU (when torch sees one), torch and Python versions, and the
-    1-minute load average now (a shared machine's load moves timings)."""
-    info: dict = {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_gb": _ram_gb(), "gpu": None,
-                  "torch": None, "python": platform.python_version(),
-                  "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
-
-
 def _command() -> str:
-    """How the script was run, relative to the repository (no home directories in results)."""
+    """How the benchmark was run, as a command to run it again from the repository root:
+    `python -m benchmarks.x ARGS` for a module (however it was started: by `python -m`, or by
+    name through `python -m benchmarks run`), else the script's path relative to the repository
+    (no home directories in results)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and (spec.name or "").startswith("benchmarks."):
+        return " ".join(["python", "-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]])
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else Path(script.name)
     return " ".join(["python", str(shown), *sys.argv[1:]])
@@ -128,7 +98,7 @@ class Result:
     def payload(self) -> dict:
         return {"benchmark": self.name, "title": self.title, **git_state(),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "machine": machine(), "command": _command(),
+                "machine": describe(), "command": _command(),
                 "settings": self.settings, "headline": self.headline, "output": self.blocks,
                 "values": self.values}
 

@@ -5,10 +5,10 @@
                            ratio=0.25)
     expert.save("my-expert")            # a smaller standard checkpoint
 
-The same library parts the pipeline's stages run: one statistics pass over every corpus
-(cusprun.scoring, whole or streamed through cusprun.engine), the plan (Cus-Prun's merge and
-measured allocation, or a baseline's scores through the same selection), and closed-form
-compensation applied when the expert is used in memory or sliced."""
+The same steps the pipeline's stages run (cusprun.steps), with the same settings: prune()'s
+keyword settings are ExpertSpec fields, validated and derived (cusprun.pipeline.plan_inputs)
+exactly as for `cusprun build`, and checked before any model is loaded. Closed-form
+compensation is applied when the expert is used in memory or sliced."""
 from __future__ import annotations
 
 import logging
@@ -20,17 +20,19 @@ from typing import Any
 
 from torch import nn
 
-from cusprun.baselines.methods import BASELINES, NEEDS_GENERAL, baseline_setup, bias_family
 from cusprun.compensation import ChannelMeans, CompensationConfig, GramSet
-from cusprun.errors import CorpusError, SpecError
-from cusprun.masks.config import PruneConfig, check_ratio
-from cusprun.masks.plan import PruningPlan
+from cusprun.errors import SpecError
+from cusprun.plans.plan import PruningPlan
 
 log = logging.getLogger(__name__)
 
 Corpus = Sequence[str] | str | Path
 """Documents (a list of strings), or a source: a local file or folder, s3://, bundled://, hf://."""
-METHODS = ("cusprun", *BASELINES)
+# ExpertSpec fields that prune() takes as keyword settings (defaults: ExpertSpec's).
+SETTINGS = ("rule", "score", "sigma", "allocation", "layout", "ffn_multiple", "protect_fraction",
+            "min_docs", "holdback_docs", "compensation", "ridge", "gram_docs", "gram_precision",
+            "probe_precision", "max_tokens", "batch_size", "streaming", "device", "hub_kernels",
+            "seed")
 
 
 @dataclass
@@ -71,151 +73,158 @@ class Expert:
                                 compensation=Compensation(self.compensation, self.grams))
 
 
-def _check(corpora: Mapping[str, Corpus], ratios: list[float], method: str, compensation: str,
-           general: Corpus | None, protect_fraction: float) -> None:
-    """Every check that needs no model; SpecError names the bad value."""
-    if method not in METHODS:
-        raise SpecError(f"method={method!r}; accepted: {', '.join(METHODS)}")
-    CompensationConfig(mode=compensation)
-    for r in ratios:
-        check_ratio(r, "ratio")
-    PruneConfig(protect_fraction=protect_fraction)
+def build_spec(corpora: Mapping[str, Corpus], *, ratio: float | Sequence[float] | None = None,
+               general: Corpus | None = None, max_docs: int | None = None,
+               base_model: str = "in-memory model", **settings):
+    """The ExpertSpec a prune() call stands for (no evaluation, no baselines), validated: a bad
+    value raises SpecError naming it and what is accepted."""
+    from pydantic import ValidationError
+
+    from cusprun.pipeline.spec import DIMENSIONS, ExpertSpec, validation_message
+
+    if unknown := sorted(set(settings) - set(SETTINGS)):
+        raise SpecError(f"cusprun.prune has no setting {unknown[0]!r}; settings: "
+                        f"{', '.join(SETTINGS)} (and ratio, method, general, max_docs)")
     if not isinstance(corpora, Mapping) or not 1 <= len(corpora) <= 3:
         raise SpecError("corpora must map 1 to 3 dimensions (language, domain, task) to "
                         f"documents or sources, got {type(corpora).__name__} of {len(corpora or {})}")
-    if method in NEEDS_GENERAL and general is None:
-        raise SpecError(f"method {method!r} scores with general-text statistics: pass general=")
-    for name, c in {**corpora, **({"general": general} if general is not None else {})}.items():
-        if isinstance(c, (list, tuple)) and (not c or not all(isinstance(t, str) for t in c)):
-            raise CorpusError(f"corpus {name!r}: give a non-empty list of strings or a source")
+    if bad := [d for d in corpora if d not in DIMENSIONS]:
+        raise SpecError(f"corpora has dimension {bad[0]!r}; accepted: {', '.join(DIMENSIONS)}")
+
+    def dim(name: str, corpus: Corpus) -> dict:
+        source = [str(corpus)] if isinstance(corpus, (str, Path)) else []
+        return {"value": name, "sources": source, **({"max_docs": max_docs} if max_docs else {})}
+
+    data = {"name": "prune", "base_model": base_model, "baselines": [],
+            "evaluation": {"enabled": False}, **{d: None for d in DIMENSIONS},
+            **{d: dim(d, c) for d, c in corpora.items()},
+            "general": dim("general", general) if general is not None else None, **settings}
+    if ratio is not None:
+        data["target_ratios"] = [ratio] if isinstance(ratio, (int, float)) else list(ratio)
+    try:
+        return ExpertSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(validation_message("Invalid cusprun.prune setting", e)
+                        .replace("target_ratios", "ratio")) from e
 
 
-def _texts(name: str, corpus: Corpus, work: Path, max_docs: int, holdback: int) -> tuple[list[str], list[str]]:
-    """(calibration documents, held-back documents) of one corpus."""
+def _texts(spec, group: str, corpus: Corpus, work: Path) -> tuple[list[str], list[str]]:
+    """(calibration documents, held-back documents) of one corpus, split as the pipeline's
+    corpus stage splits it (plan_inputs.corpus_specs)."""
+    from cusprun.pipeline.plan_inputs import corpus_specs
+
+    dim = spec.general if group == "general" else getattr(spec, group)
+    c = corpus_specs(group, dim if dim.sources else dim.model_copy(update={"sources": ["-"]}),
+                     spec)[0]
+    hold = c.get("holdback_docs", 0)
     if isinstance(corpus, (list, tuple)):
-        docs = list(corpus)[: max_docs + holdback]
-        if holdback and len(docs) <= holdback:
-            raise CorpusError(f"corpus {name!r} has {len(docs)} documents; {holdback} are held "
-                              "back to measure allocations: give more, or holdback_docs=0")
-        return (docs[:-holdback], docs[-holdback:]) if holdback else (docs, [])
+        docs = list(corpus)[: dim.max_docs + hold]
+        return (docs[:-hold], docs[-hold:]) if hold else (docs, [])
     from cusprun.corpora import CorpusSpec, prepare_corpus, read_corpus
 
-    spec = CorpusSpec(source=str(corpus), max_docs=max_docs, holdback_docs=holdback,
-                      max_eval_docs=1)
-    pc = prepare_corpus(spec, work / "corpora" / name)
+    c["value"] = None            # prune() knows no value: a bundled source names its own
+    pc = prepare_corpus(CorpusSpec.model_validate(c), work / "corpora" / group)
     text = lambda split: read_corpus(pc.path, split=split).column("text").to_pylist()  # noqa: E731
-    return text("calib"), text("holdback") if holdback else []
+    return text("calib"), text("holdback") if hold else []
 
 
 def prune(model: str | Path | nn.Module, corpora: Mapping[str, Corpus], *,
-          ratio: float | Sequence[float] = 0.25, method: str = "cusprun", compensation: str = "ls",
-          ridge: float = 0.1, layout: str = "uniform", allocation: str = "measured",
-          general: Corpus | None = None, tokenizer=None, max_docs: int = 128,
-          holdback_docs: int = 8, max_tokens: int = 256, batch_size: int = 8,
-          ffn_multiple: int = 1, protect_fraction: float = 0.05, streaming: str = "auto",
-          device: str | None = None, seed: int = 0, work_dir: str | Path | None = None,
-          progress: bool = True) -> Expert | list[Expert]:
-    """Prune `model` into an expert for the dimensions of `corpora` (dimension -> documents or
-    a source) at `ratio` of its prunable parameters (several ratios: one expert each, from one
-    statistics pass). `model`: an alias (cusprun.models.ALIASES), a local directory, a hub id,
-    or a loaded transformers model (with `tokenizer`). `method`: 'cusprun' or a baseline;
-    `compensation` applies to all but 'flap', which brings FLAP's own (its bias from `general`).
-    `general`: general text, needed by wanda-sp and flap (Cus-Prun then protects the units it
-    needs most: the top `protect_fraction` by mean rank percentile). Grams, corpora and a saved
-    copy of an in-memory model go to `work_dir` (default: a temporary directory kept with the
-    expert)."""
-    from cusprun.engine import LayeredModel, open_model
-    from cusprun.models import model_fingerprint, resolve_model
-    from cusprun.models.loading import load_config, load_tokenizer
+          ratio: float | Sequence[float] | None = None, method: str = "cusprun",
+          general: Corpus | None = None, max_docs: int | None = None, tokenizer=None,
+          work_dir: str | Path | None = None, progress: bool = True,
+          **settings) -> Expert | list[Expert]:
+    """Prune `model` into an expert for the dimensions of `corpora` (language, domain and/or
+    task -> documents or a source) at `ratio` of its prunable parameters (several ratios: one
+    expert each, from one statistics pass; default: ExpertSpec's target ratio). `model`: an
+    alias (cusprun.models.ALIASES), a local directory, a hub id, or a loaded transformers model
+    (with `tokenizer`). `method`: 'cusprun' or a baseline; `general`: general text, needed by
+    wanda-sp and flap (Cus-Prun then protects the units it needs most). `max_docs`: calibration
+    documents per corpus. `settings`: any of SETTINGS, as in an ExpertSpec (layout, allocation,
+    compensation, ridge, max_tokens, protect_fraction, device, ...), with the same defaults.
+    Every setting is checked before the model is loaded. Grams, corpora and a saved copy of an
+    in-memory model go to `work_dir` (default: a temporary directory kept with the expert)."""
+    from cusprun.pipeline.validate import validate_build
 
-    ratios = [ratio] if isinstance(ratio, (int, float)) else list(ratio)
-    _check(corpora, ratios, method, compensation, general, protect_fraction)
-    measured = method == "cusprun" and allocation == "measured"
+    spec = build_spec(corpora, ratio=ratio, general=general, max_docs=max_docs,
+                      base_model=str(model) if isinstance(model, (str, Path)) else "in-memory model",
+                      **settings)
+    lists = {g: c for g, c in {**corpora, "general": general}.items()
+             if c is not None and not isinstance(c, (str, Path))}
+    validate_build(spec, [method], lists)
+    if isinstance(model, nn.Module) and tokenizer is None:
+        raise SpecError("A loaded model needs its tokenizer: prune(model, ..., tokenizer=tok)")
     work = Path(work_dir or tempfile.mkdtemp(prefix="cusprun-prune-"))
     work.mkdir(parents=True, exist_ok=True)
-    hold = holdback_docs if measured else 0
-    texts = {d: _texts(d, c, work, max_docs, hold) for d, c in corpora.items()}
-    gen = _texts("general", general, work, max_docs, 0)[0] if general is not None else None
+    experts = _prune(spec, method, model, tokenizer, corpora, general, work, progress)
+    return experts[0] if ratio is None or isinstance(ratio, (int, float)) else experts
+
+
+def _prune(spec, method, model, tokenizer, corpora, general, work: Path, progress: bool):
+    from cusprun.steps.baseline import baseline_plan, baseline_scores
+    from cusprun.steps.plan import cusprun_plan, damage_probe
+    from cusprun.steps.stats import statistics
+    from cusprun.adapters import Adapter
+    from cusprun.engine import LayeredModel, open_model
+    from cusprun.models import model_fingerprint, resolve_model
+    from cusprun.models.loading import load_config
+    from cusprun.pipeline.plan_inputs import (baseline_job, check_fits_model, compensation_config,
+                                              probe_tokens, prune_config, slice_compensation,
+                                              uses_holdback)
+    from cusprun.pipeline.runtime import resolve_runtime
+    from cusprun.scoring import CorpusJob
 
     if isinstance(model, nn.Module):
-        if tokenizer is None:
-            raise SpecError("A loaded model needs its tokenizer: prune(model, ..., tokenizer=tok)")
+        config = model.config
+    else:
+        base = resolve_model(str(model)).path
+        config = load_config(base)
+    check_fits_model(spec, config)                       # config only: no weights read yet
+    texts = {g: _texts(spec, g, c, work) for g, c in corpora.items()}
+    gen = _texts(spec, "general", general, work)[0] if general is not None else None
+    runtime = resolve_runtime(spec)
+    if isinstance(model, nn.Module):
         base = work / "base"
         model.save_pretrained(base)
         tokenizer.save_pretrained(base)
         lm, tok = LayeredModel.resident(model), tokenizer
     else:
-        base = resolve_model(str(model)).path
-        lm, tok = open_model(base, streaming=streaming, device=device)
+        lm, tok = open_model(base, **runtime.load_options())
     fp = model_fingerprint(base)
-    config = load_config(base)
-    comp = CompensationConfig(mode=compensation, ridge=ridge)
-    setup = None
-    if method != "cusprun":      # a baseline's own layout and compensation, where it has them
-        from cusprun.adapters import Adapter
-
-        setup = baseline_setup(method, layout=layout, compensation=compensation, ridge=ridge,
-                               ffn_multiple=ffn_multiple,
-                               bias_family=bias_family(Adapter.for_config(config)))
-        comp = CompensationConfig.model_validate(setup.compensation)
-    own_grams = setup is None or setup.means == "own"
-    stats, grams = _statistics(lm, tok, texts, gen, work, comp, layout, measured, max_tokens,
-                               batch_size, fp, progress, own_grams)
-    if method == "cusprun":
-        plans = _cusprun_plans(lm, tok, stats, texts, grams, comp, config, fp, ratios, layout,
-                               allocation, ffn_multiple, max_tokens, batch_size, protect_fraction)
-    else:
-        from cusprun.baselines import plan_from_scores, unit_scores
-
-        general_stats = stats.pop("general", [None])[0]
-        scores = unit_scores(lm, [method], general_stats, seed)[method]
-        plans = [plan_from_scores(method, scores, config, r, layout, base_fingerprint=fp,
-                                  seed=seed, ffn_multiple=ffn_multiple, compensation=compensation,
-                                  ridge=ridge) for r in ratios]
-        if setup.means == "general" and comp.enabled:
-            grams = ChannelMeans.from_stats([general_stats])
-    experts = [Expert(p, Path(base), comp, grams if comp.enabled else None) for p in plans]
-    return experts[0] if isinstance(ratio, (int, float)) else experts
-
-
-def _statistics(lm, tok, texts, general, work, comp, layout, measured, max_tokens, batch_size,
-                fp, progress, own_grams=True):
-    """(statistics by corpus, the expert's Grams or None); `own_grams`: whether compensation
-    reads the expert's Grams (not a baseline's own source)."""
-    from cusprun.scoring import CorpusJob, collect_corpora
-
-    want_grams = (comp.enabled and own_grams) or (measured and layout == "per_layer")
-    jobs = {d: CorpusJob(calib, grams_dir=work / "grams" / d if want_grams else None)
+    # what the method's slice compensates with: the expert's own Grams, or (flap) its own means
+    setup = slice_compensation(spec, method, Adapter.for_config(config).architecture, ["own"],
+                               ["general"])
+    comp = CompensationConfig.model_validate(setup["compensation"])
+    measured = method == "cusprun" and uses_holdback(spec)
+    want_grams = setup["grams"] == ["own"] or (measured and spec.layout == "per_layer")
+    jobs = {d: CorpusJob(calib, grams_dir=work / "grams" / d if want_grams else None,
+                         grams_max_docs=spec.gram_docs)
             for d, (calib, _) in texts.items()}
-    if general is not None:
-        jobs["general"] = CorpusJob(general)
-    stats = collect_corpora(lm, tok, jobs, max_tokens=max_tokens, batch_size=batch_size,
-                            grams_precision="auto", progress=progress)
+    if gen is not None:
+        jobs["general"] = CorpusJob(gen)
+    stats = statistics(lm, tok, jobs, max_tokens=spec.max_tokens,
+                             batch_size=spec.batch_size, grams_precision=runtime.gram_precision,
+                             progress=progress)
     for d, s in stats.items():
         s.summary.update({"model_fingerprint": fp, "corpus_hash": f"prune:{d}",
                           "extra": {"dimension": d, "value": d}})
+    general_stats = stats.pop("general", None)
     grams = GramSet([work / "grams" / d for d in texts]) if want_grams else None
-    return {d: [s] for d, s in stats.items()}, grams
-
-
-def _cusprun_plans(lm, tok, stats, texts, grams, comp, config, fp, ratios, layout, allocation,
-                   ffn_multiple, max_tokens, batch_size, protect_fraction):
-    from cusprun.allocation import DamageProbe
-    from cusprun.masks import build_plan
-
-    general = stats.pop("general", None)
-    probe = None
-    if allocation == "measured":
-        probe = DamageProbe(lm, tok, {d: held for d, (_, held) in texts.items()}, grams=grams,
-                            compensation=comp, max_tokens=min(max_tokens, 128),
-                            batch_size=batch_size, precision="auto")
-    out = []
-    for r in ratios:
-        prune_config = PruneConfig(target_ratio=r, layout=layout, allocation=allocation,
-                                   ffn_multiple=ffn_multiple, protect_fraction=protect_fraction,
-                                   min_docs=min(8, *(s[0].n_docs for s in stats.values())))
-        plan = build_plan(stats, prune_config, config, base_fingerprint=fp, general=general,
-                          probe=probe)
-        plan.report["compensation"] = comp.model_dump()
-        out.append(plan)
-    return out
+    if method == "cusprun":
+        probe = None
+        if measured:
+            probe = damage_probe(lm, tok, {d: held for d, (_, held) in texts.items()},
+                                       grams=grams, compensation=compensation_config(spec),
+                                       max_tokens=probe_tokens(spec),
+                                       precision=runtime.probe_precision)
+        plans = [cusprun_plan({d: [s] for d, s in stats.items()},
+                                    [general_stats] if general_stats else None,
+                                    prune_config(spec, r), config, fp, probe=probe,
+                                    compensation=compensation_config(spec))
+                 for r in spec.target_ratios]
+    else:
+        scores = baseline_scores(lm, [method], general_stats, spec.seed, fp)[method]
+        plans = [baseline_plan(baseline_job(spec, method, r), scores, config, fp)
+                 for r in spec.target_ratios]
+        if setup.get("means") and comp.enabled:   # a method's own compensation (flap's biases)
+            grams = ChannelMeans.from_stats([general_stats])
+    return [Expert(p, Path(base), comp, grams if comp.enabled else None) for p in plans]

@@ -18,7 +18,7 @@ from cusprun.pipeline.runtime import resolve_runtime, statistics_runtime
 from cusprun.pipeline.spec import ExpertSpec, Stage
 from cusprun.pipeline.worklist import WorkList, corpus_jobs, plan_work
 from flows.distributed import collect_stats_remote
-from tasks import stages as t
+from tasks import build as t
 from tasks.common import open_store_ref
 
 
@@ -36,7 +36,7 @@ def _statistics(spec: ExpertSpec, wl: WorkList, storage: dict, model: dict, runt
             for s in wl.statistics]
     if spec.execution == "distributed":
         return collect_stats_remote(jobs, storage, model, runtime, spec, refresh)
-    return t.collect_statistics.submit(storage, jobs, model, runtime, spec.max_tokens,
+    return t.stats_task.submit(storage, jobs, model, runtime, spec.max_tokens,
                                        spec.batch_size, refresh).result()
 
 
@@ -66,7 +66,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     # Corpora: calibration corpora per dimension (+ general text), held-out evaluation corpora.
     opts = store.storage_options or None  # for source identities (file listings, ETags)
     calib, held = corpus_jobs(spec, {s: source_identity(s, opts, log=log) for s in _sources(spec)})
-    prep = lambda j: t.prepare_corpus.submit(j.key, storage, j.inputs["corpus"],  # noqa: E731
+    prep = lambda j: t.corpus_task.submit(j.key, storage, j.inputs["corpus"],  # noqa: E731
                                              "corpus" in refresh)
     calib_futs = {g: [prep(j) for j in js] for g, js in calib.items()}
     eval_futs = {name: prep(j) for name, j in held.items()}
@@ -84,12 +84,12 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     # Plans: baseline scores once, then Cus-Prun and every baseline at every ratio.
     scores = None
     if wl.scores is not None:
-        scores = t.baseline_scores.submit(wl.scores.key, storage, model, rt, refresh="scores" in refresh,
+        scores = t.scores_task.submit(wl.scores.key, storage, model, rt, refresh="scores" in refresh,
                                           **wl.scores.inputs)
-    plan_futs = {r: t.merge_masks.submit(j.key, storage, model, rt, j.inputs, "plan" in refresh)
+    plan_futs = {r: t.plan_task.submit(j.key, storage, model, rt, j.inputs, "plan" in refresh)
                  for (m, r), j in wl.plans.items() if m == "cusprun"}
     base_jobs = [{"key": j.key, **j.inputs} for (m, _), j in wl.plans.items() if m != "cusprun"]
-    base = (t.baseline_plans.submit(storage, base_jobs, model, "baseline" in refresh,
+    base = (t.baseline_task.submit(storage, base_jobs, model, "baseline" in refresh,
                                     wait_for=[scores]) if base_jobs else None)
     plans = {("cusprun", r): f.result() for r, f in plan_futs.items()}
     if base is not None:
@@ -99,21 +99,21 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     # Slice every plan at a target ratio into a real, smaller (compensated) checkpoint; the
     # expert's card (name, base model, license) is written when it is published.
     card = expert_card(spec, model)
-    slice_futs = {k: t.slice_weights.submit(j.key, storage, model, j.inputs, "slice" in refresh)
+    slice_futs = {k: t.slice_task.submit(j.key, storage, model, j.inputs, "slice" in refresh)
                   for k, j in wl.slices.items()}
     sliced = {k: f.result() for k, f in slice_futs.items()}
 
     # Evaluate dense vs Cus-Prun vs baselines on held-out data, then publish the expert.
     report = None
     if wl.evaluation is not None:
-        report = t.evaluate.submit(wl.evaluation.key, storage, model, rt, wl.evaluation.inputs,
+        report = t.evaluate_task.submit(wl.evaluation.key, storage, model, rt, wl.evaluation.inputs,
                                    "evaluate" in refresh).result()
         create_markdown_artifact(report.get("summary_markdown") or report["markdown"],
                                  key=f"{spec.name}-evaluation",
                                  description=f"Evaluation of expert {spec.name}")
         log.info("evaluation:\n%s", report["markdown"])
     t_pub = time.perf_counter()
-    published = t.publish_expert(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report,
+    published = t.publish_task(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report,
                                  card)
     published["task_s"] = round(time.perf_counter() - t_pub, 1)
     create_link_artifact(published["uri"], link_text=f"{spec.name} {published['version']}",

@@ -14,7 +14,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from cusprun.errors import CusprunError
 from cusprun.pipeline.artifacts import read_done
 from cusprun.storage.layout import stage_key
-from tasks import stages as t
+from tasks import build as t
 from tasks.common import open_store_ref
 
 STATS_DEPLOYMENT = os.environ.get("CUSPRUN_STATS_DEPLOYMENT", "collect-stats/collect-stats")
@@ -24,7 +24,7 @@ STATS_DEPLOYMENT = os.environ.get("CUSPRUN_STATS_DEPLOYMENT", "collect-stats/col
 def collect_stats_flow(job: dict, storage: dict, model: dict, runtime: dict, max_tokens: int = 512,
                        batch_size: int = 8, refresh: list[str] = ()) -> list[dict]:  # noqa: B006
     """Statistics (and Grams) of one corpus on this worker (the gpu pool in distributed mode)."""
-    return t.collect_statistics.submit(storage, [job], model, runtime, max_tokens, batch_size,
+    return t.stats_task.submit(storage, [job], model, runtime, max_tokens, batch_size,
                                        list(refresh)).result()
 
 

@@ -17,7 +17,7 @@ from cusprun.errors import CorpusError
 from cusprun.evaluation.items import LossExample
 from cusprun.evaluation.likelihood import as_layered, encode_loss_set, score_sequences
 from cusprun.models.loading import pad_id_of
-from cusprun.models.precision import compute_precision, resolve_precision
+from cusprun.models.precision import compute_precision, matmul_dtype, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class DamageProbe:
         self.grams = grams
         self.max_tokens, self.batch_size = max_tokens, batch_size
         self.device = self.lm.device
-        self.precision = resolve_precision(precision, self.device)   # forwards only; weights stay
+        self._autocast = resolve_precision(precision, self.device)   # forwards only
+        self.precision = matmul_dtype(precision, self.device, self.lm.dtype)   # what they run in
         self.encoded = {k: encode_loss_set(tokenizer, [LossExample(text=t) for t in docs],
                                            max_tokens=max_tokens, name=f"held-back {k}")
                         for k, docs in heldback.items()}
@@ -88,7 +89,7 @@ class DamageProbe:
         edit = None if plan is None else plan_edit(self.lm.adapter, self.lm.dims, plan,
                                                    grams=self.grams, config=self.compensation)
         seqs = [e for enc in self.encoded.values() for e in enc]
-        with compute_precision(self.device, self.precision):
+        with compute_precision(self.device, self._autocast):
             scored = score_sequences(self.lm, seqs, batch_size=self.batch_size, pad_id=self.pad_id,
                                      progress=False, variants=[Variant("probe", edit)])["probe"]
         losses, per_doc, start = {}, {}, 0

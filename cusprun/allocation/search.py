@@ -36,8 +36,8 @@ from cusprun.adapters import Adapter
 from cusprun.allocation.probe import DamageProbe
 from cusprun.compensation.layer import head_channels
 from cusprun.compensation.solve import compensate
-from cusprun.masks.heads import HeadStructure
-from cusprun.masks.select import Allocation, Selection, UnitScores, select_units, uniform_structures
+from cusprun.plans.heads import HeadStructure
+from cusprun.plans.select import Allocation, Selection, UnitScores, select_units, uniform_structures
 
 log = logging.getLogger(__name__)
 
@@ -170,17 +170,22 @@ def search_allocation(scores: UnitScores, adapter: Adapter, config: Any, probe: 
     t0 = time.perf_counter()
     best = _uniform_search(s, patience)
     if layout == "per_layer":
+        # The uniform winner's heads with equal FFN widths, placed per layer: it meets the
+        # target to one neuron (a uniform selection only to one neuron per layer).
         heads = best.allocation.heads
-        base = Allocation(heads, None, f"{best.label}, FFN uniform")
-        sel = s.select(Allocation(heads, tuple([1.0] * len(heads)), base.label), "per_layer")
+        flat = s.trial(Allocation(heads, tuple([1.0] * len(heads)), f"{best.label}, FFN uniform"),
+                       "per_layer")
         if probe.grams is not None:
-            e = layer_errors(sel, probe)
-            removed = np.array([len(scores.ffn[0]) - len(k.ffn) for k in sel.layers], dtype=float)
+            e = layer_errors(s.sels[flat.label], probe)
+            removed = np.array([len(scores.ffn[0]) - len(k.ffn) for k in s.sels[flat.label].layers],
+                               dtype=float)
             for alpha in alphas:
                 share = removed * (e.mean() / np.maximum(e, 1e-30)) ** alpha
                 s.trial(Allocation(heads, tuple(float(x) for x in share),
                                    f"{best.label}, FFN by layer error^-{alpha:g}"), "per_layer")
-        best = s.best()   # the uniform structure itself when no per-layer split beats it
+        best = s.best()
+        if best.allocation.ffn_share is None:   # a uniform trial won: its per-layer placement
+            best = flat
     log.info("allocation search (%s, %.2f): chose %s of %d candidates in %.1fs", layout, target_ratio,
              best.label, len(s.trials), time.perf_counter() - t0)
     return SearchResult(best.allocation, s.sels[best.label], s.trials, probe.dense, z)

@@ -12,10 +12,10 @@ from cusprun.baselines.methods import (BASELINES, METHODS, NEEDS_GENERAL, Baseli
                                        baseline_setup, bias_family)
 from cusprun.baselines.scorers import Scores, standardise, unit_scores
 from cusprun.errors import SpecError
-from cusprun.masks.config import check_ratio
-from cusprun.masks.heads import HeadStructure, structure_cost, valid_structures
-from cusprun.masks.plan import PruningPlan
-from cusprun.masks.select import Allocation, UnitScores, select_units, to_plan
+from cusprun.plans.config import check_ratio
+from cusprun.plans.heads import HeadStructure, structure_cost, valid_structures
+from cusprun.plans.plan import PruningPlan
+from cusprun.plans.select import Allocation, UnitScores, select_units, to_plan
 from cusprun.scoring.stats import DimensionStats, check_statistics
 
 log = logging.getLogger(__name__)

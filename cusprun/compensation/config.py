@@ -26,7 +26,7 @@ class CompensationConfig(SpecModel):
     model_config = ConfigDict(extra="forbid")
     mode: Mode = Field("ls", description="'none', 'bias' (FLAP), 'ls' (least-squares refit of kept "
                                          "columns) or 'ls+bias'")
-    ridge: float = Field(0.01, ge=0, le=10, description=(
+    ridge: float = Field(0.1, ge=0, le=10, description=(
         "Ridge term of the least-squares refit, relative to the mean diagonal of the kept units' "
         "Gram matrix (keeps the solve stable when kept inputs are nearly collinear)"))
 

@@ -134,7 +134,7 @@ class GramSet:
             found.append((json.loads(f.read_text()), Path(p), w))
         # One order whatever order the caller lists them in: float sums and a solve from the
         # concatenated inputs depend on it, and a reference rebuilt later (benchmarks/
-        # scale_verify.py) must round to the very bits the slicer wrote.
+        # scale/verify.py) must round to the very bits the slicer wrote.
         found.sort(key=lambda t: (str(t[0].get("corpus_hash", "")),
                                   str(t[0].get("model_fingerprint", "")), str(t[1])))
         self.summaries = [s for s, _, _ in found]

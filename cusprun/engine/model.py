@@ -42,6 +42,27 @@ def _pass_through(record: Callable[[tuple, dict], None]):
     return forward
 
 
+_NONE = object()
+
+
+@contextmanager
+def _passing_through(layers: Sequence[nn.Module], record: Callable[[tuple, dict], None]
+                     ) -> Iterator[None]:
+    """Every layer a pass-through for the block. The instance `forward` a layer had before is
+    put back as it was: accelerate's hooks (device_map, offload) live in that attribute."""
+    saved = [layer.__dict__.get("forward", _NONE) for layer in layers]
+    try:
+        for layer in layers:
+            layer.forward = _pass_through(record)
+        yield
+    finally:
+        for layer, forward in zip(layers, saved):
+            if forward is _NONE:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = forward
+
+
 @dataclass
 class Head:
     """The output projection, possibly a row range of the vocabulary (see LayeredModel.head)."""
@@ -168,15 +189,10 @@ class LayeredModel:
                                    if k not in ("hidden_states", "cache", "past_key_values",
                                                 "use_cache")})
 
-                for layer in self.layers:
-                    layer.forward = _pass_through(record)   # shadows the class method
-                try:
+                with _passing_through(self.layers, record):
                     self.decoder(input_ids=b.ids.to(self.device),
                                  **{k: v.to(self.device) for k, v in b.call.items()},
                                  use_cache=False)
-                finally:
-                    for layer in self.layers:
-                        del layer.forward
                 if len(kwargs) != len(self.layers):
                     raise CusprunError(f"captured {len(kwargs)} of {len(self.layers)} decoder layers")
                 b.kwargs = kwargs

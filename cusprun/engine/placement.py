@@ -4,17 +4,18 @@
 device's free memory, leaving the rest for hidden states, Grams and solves; otherwise the model
 is streamed one decoder layer at a time (cusprun.engine.model). Loading whole costs its weights
 in the compute dtype plus, on CPU, the memory-mapped checkpoint the loader reads them from.
-Decisions and whole loads happen one at a time in a process, so stages that start together see
-each other's models in the free memory. Both ways give the same numbers (tests/unit/test_engine.py)."""
+Decisions and whole loads happen one at a time on the machine, across threads and processes
+(cusprun.engine.machine_lock), so stages and flow runs that start together see each other's
+models in the free memory. Both ways give the same numbers (tests/unit/test_engine.py)."""
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Literal, get_args
 
 import torch
 
+from cusprun.engine.machine_lock import placement_lock
 from cusprun.engine.model import LayeredModel
 from cusprun.errors import SpecError
 from cusprun.models.checkpoint import checkpoint_tensors
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 Streaming = Literal["auto", "always", "never"]
 STREAMING: tuple[str, ...] = get_args(Streaming)
 FIT_SHARE = 0.5
-_PLACE_LOCK = threading.Lock()
 
 
 def model_bytes(path: str | Path, dtype: torch.dtype) -> int:
@@ -85,7 +85,7 @@ def open_model(path: str | Path, *, streaming: str = "auto", device: str | None 
 
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    with _PLACE_LOCK:
+    with placement_lock():
         if not decide(path, device, dtype, streaming):
             model, tok = load_model(path, device=device, dtype=dtype, kernels=kernels,
                                     trust_remote_code=trust_remote_code)

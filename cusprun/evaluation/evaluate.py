@@ -63,14 +63,17 @@ def prepare_inputs(eval_sets: Mapping[str, Sequence[Any]] | None,
 def load_for_eval(path: str | Path, config: EvalConfig):
     """(model, tokenizer) in eval mode: the whole model (either expert layout loads stock), or a
     cusprun.engine.LayeredModel streamed from disk when config.streaming says so ('auto': when
-    the weights take more than half the free memory)."""
+    the weights take more than half the free memory). Decided and loaded under the machine's
+    placement lock (cusprun.engine.machine_lock)."""
     from cusprun.engine import LayeredModel, decide
+    from cusprun.engine.machine_lock import placement_lock
     from cusprun.models.loading import load_model, load_tokenizer
 
     device, dtype = config.resolved_device(), config.resolved_dtype()
-    if decide(path, device, dtype, config.streaming):
-        return LayeredModel.streamed(path, device=device, dtype=dtype), load_tokenizer(path)
-    return load_model(path, dtype=dtype, device=device)
+    with placement_lock():
+        if not decide(path, device, dtype, config.streaming):
+            return load_model(path, dtype=dtype, device=device)
+    return LayeredModel.streamed(path, device=device, dtype=dtype), load_tokenizer(path)
 
 
 def evaluate_loaded(model, tokenizer, loss_sets: Mapping[str, list[LossExample]],

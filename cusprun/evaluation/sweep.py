@@ -14,7 +14,9 @@ The sweep's forwards may run in bfloat16 (cusprun.models.precision; 'auto' where
 has native bfloat16 matmuls): 0.56x the time per point on such a CPU; on the demo retention
 moved by 0.0007 on average, at most 0.0023 for Cus-Prun (benchmarks/bench_sweep_precision.py).
 Dense is then measured at the same precision, so every ratio in the table compares like with
-like, and points the main comparison measured in float32 are measured again."""
+like, and points the main comparison measured in float32 are measured again. Rows record what the
+matmuls ran in (cusprun.models.precision.matmul_dtype): bfloat16 for a model loaded in bfloat16,
+whatever the setting."""
 from __future__ import annotations
 
 import logging
@@ -30,7 +32,7 @@ from cusprun.engine import LayeredModel, MaskSession, Variant, plan_edit
 from cusprun.evaluation.likelihood import encode_loss_set, encoded_loss, pad_id_of, score_sequences
 from cusprun.evaluation.replicas import Workers, replicate, resolve_workers, run_jobs
 from cusprun.models.loading import input_device
-from cusprun.models.precision import compute_precision, resolve_precision
+from cusprun.models.precision import compute_precision, matmul_dtype, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +51,18 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
     compensated settings, and also without when 'none' is in `modes`.
     `known`: (name, mode) -> {eval_set: (loss, n_tokens)} already measured in float32 on the
     sliced checkpoint (the published ratio), taken as they are instead of measured again;
-    ('dense', 'none') likewise. Ignored when the sweep runs in bfloat16 (`precision`).
+    ('dense', 'none') likewise. Ignored unless the sweep's matmuls run in float32 (`precision`
+    and the model's weights).
     `workers`: points measured at once, each on its own copy of the model
     (cusprun.evaluation.replicas; 'auto': two on CPU where memory allows). The rows are the
     same whatever the number."""
     streamed = isinstance(model, LayeredModel) and model.checkpoint is not None
     device = model.device if isinstance(model, LayeredModel) else input_device(model)
+    weights = (model.dtype if isinstance(model, LayeredModel)
+               else model.get_input_embeddings().weight.dtype)
+    ran_in = matmul_dtype(precision, device, weights)
     precision = resolve_precision(precision, device)
-    known = (known or {}) if precision == "float32" else {}
+    known = (known or {}) if ran_in == "float32" else {}
     settings = _settings(plans, modes, ridge, grams, own or {})
     for (name, mode), (_, source) in settings.items():
         if mode != "none" and source is None and (name, mode) not in known:
@@ -70,7 +76,7 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
         measured = _one_pass(model, todo, plans, encoded, settings=settings,
                              batch_size=batch_size, pad_id=pad_id, precision=precision,
                              progress=progress)
-        return _rows(jobs, plans, measured, known, precision)
+        return _rows(jobs, plans, measured, known, ran_in)
     if isinstance(model, LayeredModel):
         model = model.model
     n = min(resolve_workers(workers, model), max(len(todo), 1))
@@ -104,7 +110,7 @@ def run_sweep(model, tokenizer, plans: Mapping[str, tuple[str, float, Any]],
         for session in sessions:
             session.restore()
         del sessions
-    return _rows(jobs, plans, measured, known, precision)
+    return _rows(jobs, plans, measured, known, ran_in)
 
 
 def _settings(plans, modes: Sequence[str], ridge: float, grams, own: Mapping[str, tuple[dict, Any]]

@@ -28,7 +28,9 @@ def default_device() -> str:
 
 
 def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
-    """bf16 on CUDA, fp32 on CPU (CPU passes run bf16 matmuls under autocast where asked)."""
+    """bf16 on CUDA, fp32 on CPU (CPU passes run bf16 matmuls under autocast where asked). bf16
+    weights multiply in bf16 whatever a pass asks: a float32 pass on CUDA loads float32
+    (cusprun.pipeline.runtime.Runtime.pass_dtype)."""
     return torch.bfloat16 if str(device or default_device()).startswith("cuda") else torch.float32
 
 

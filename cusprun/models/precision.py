@@ -1,12 +1,18 @@
 """Compute precision of measurement passes: float32, or bfloat16 matmuls where the hardware has
 them natively.
 
-Weights stay float32 (masking and the least-squares refit edit them in place); bfloat16 runs the
-forward under autocast, which keeps softmax, log-softmax and norms in float32. On hardware with
-native bfloat16 matmuls (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX) that halves a
-forward's time; elsewhere bfloat16 is emulated and slower, so 'auto' picks it only where native.
-On the demo's sweep, bfloat16 moved held-out loss retention by 0.0007 on average, at most 0.0023
-for Cus-Prun and 0.015 for a badly damaged baseline (benchmarks/bench_sweep_precision.py)."""
+bfloat16 runs the forward under autocast, which keeps softmax, log-softmax and norms in float32.
+On hardware with native bfloat16 matmuls (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or
+AMX) that halves a forward's time; elsewhere bfloat16 is emulated and slower, so 'auto' picks it
+only where native. On the demo's sweep, bfloat16 moved held-out loss retention by 0.0007 on
+average, at most 0.0023 for Cus-Prun and 0.015 for a badly damaged baseline
+(benchmarks/bench_sweep_precision.py).
+
+Autocast only narrows: weights loaded in bfloat16 multiply in bfloat16 whatever a pass asks. On
+a CPU weights load in float32, so either setting is what it says. On CUDA they load in bfloat16
+(cusprun.models.loading.default_dtype) unless the pass asks float32: the pipeline then loads
+float32 weights (cusprun.pipeline.runtime.Runtime.pass_dtype), and `matmul_dtype` names what a
+model already loaded will really do (reports record that, not the setting)."""
 from __future__ import annotations
 
 import contextlib
@@ -38,6 +44,16 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision == "auto":
         return "bfloat16" if native_bf16(device) else "float32"
     return precision
+
+
+def matmul_dtype(precision: str, device: torch.device | str, weights: torch.dtype) -> str:
+    """What the matmuls of a pass at `precision` on `device` run in with `weights`-dtype weights:
+    the resolved precision, or under float32 the weights' own dtype (bf16 weights multiply in
+    bf16)."""
+    resolved = resolve_precision(precision, device)
+    if weights == torch.float32 or resolved == "bfloat16":
+        return resolved
+    return str(weights).removeprefix("torch.")
 
 
 @contextlib.contextmanager

@@ -28,25 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cusprun.paths import cache_root
+from cusprun.storage.layout import DONE, attempts_key, claim_key, retired_key
 from cusprun.storage import ArtifactNotFoundError, ArtifactStore, ObjectInfo, StorageError
 
 log = logging.getLogger("cusprun.pipeline")
 
-DONE = "DONE.json"
 STALE_ATTEMPT_S = 6 * 3600   # retired artifacts and unfinished uploads untouched this long go
-
-
-def claim_key(key: str) -> str:
-    return f".claims/{key}"
-
-
-def attempts_key(key: str) -> str:
-    return f".attempts/{key}"
-
-
-def retired_key(key: str) -> str:
-    """Where records replaced by a refresh are kept until their files are removed."""
-    return f".retired/{key}"
 
 
 def is_done(store: ArtifactStore, key: str) -> bool:

@@ -29,7 +29,8 @@ FULL_DEMO_SPEC = {
                    "speed_iters": 2},
 }
 FULL_RECORD = "en-health-qa-full"
-"""benchmarks/results/<this>/: the recorded full comparison (benchmarks/record_build.py --full)."""
+"""benchmarks/results/<this>/: the recorded full comparison (`python -m benchmarks run record_build
+--demo --full`)."""
 BASELINE_FILE = Path(__file__).with_name("demo_baseline.json")
 
 

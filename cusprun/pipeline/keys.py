@@ -18,14 +18,14 @@ from cusprun.pipeline import codehash
 # The modules each stage runs (its stage function's module; what they import is found).
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "corpus": ("cusprun.pipeline.stages.corpus",),
-    "stats": ("cusprun.pipeline.stages.statistics",),
-    "grams": ("cusprun.pipeline.stages.statistics",),
+    "stats": ("cusprun.pipeline.stages.stats",),
+    "grams": ("cusprun.pipeline.stages.stats",),
     "scores": ("cusprun.pipeline.stages.scores",),
-    "plan": ("cusprun.pipeline.stages.plans",),
-    "baseline": ("cusprun.pipeline.stages.baselines",),
-    "slice": ("cusprun.pipeline.stages.slicing",),
-    "evaluate": ("cusprun.pipeline.stages.evaluation",),
-    "dense-eval": ("cusprun.pipeline.stages.evaluation",),
+    "plan": ("cusprun.pipeline.stages.plan",),
+    "baseline": ("cusprun.pipeline.stages.baseline",),
+    "slice": ("cusprun.pipeline.stages.slice",),
+    "evaluate": ("cusprun.pipeline.stages.evaluate",),
+    "dense-eval": ("cusprun.pipeline.stages.evaluate",),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_CODE)
 # Stages that turn text into token ids: the tokenizers release is part of their code version.

@@ -116,6 +116,14 @@ def prune_config(spec: ExpertSpec, ratio: float) -> dict:
             "protect_fraction": spec.protect_fraction}
 
 
+def baseline_job(spec: ExpertSpec, method: str, ratio: float) -> dict:
+    """What a baseline's plan is made from besides its scores (cusprun.steps.baseline_plan): the
+    build's layout, alignment and compensation, which a method that brings its own overrides."""
+    return {"method": method, "ratio": ratio, "layout": spec.layout,
+            "ffn_multiple": spec.ffn_multiple, "seed": spec.seed,
+            "compensation": spec.compensation, "ridge": spec.ridge}
+
+
 def expert_card(spec: ExpertSpec, model: dict) -> dict:
     """What the published expert's model card says of it: its name, the base model as the user
     named it, and the base model's license (written at publish: cusprun.slicing.card)."""

@@ -34,7 +34,9 @@ def check_corpus_source(corpus: dict, storage_options: dict | None = None) -> No
 def check_inputs(spec: ExpertSpec, storage_options: dict | None = None) -> None:
     """Raise the first problem found (a CusprunError naming the bad value) or return quietly."""
     from cusprun.pipeline.plan_inputs import calibration_corpora, evaluation_corpora
+    from cusprun.pipeline.validate import validate_build
 
+    validate_build(spec)
     ArtifactStore(spec.storage_root, storage_options).check(write=True)
     check_model_reference(spec.base_model, storage_options)
     corpora = [c for cs in calibration_corpora(spec).values() for c in cs]

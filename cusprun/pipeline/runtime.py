@@ -3,7 +3,11 @@
 A spec says 'auto' for the device and for the precision of Grams, probes and the sweep; 'auto'
 means bf16 on a GPU and on CPUs with native bf16 matmuls, float32 elsewhere. Keys hold what
 'auto' resolved to, so a CPU worker and a GPU worker sharing one store never read each other's
-(different) Grams or plans under one key."""
+(different) Grams or plans under one key.
+
+Weights load in `dtype` (float32 on CPU, bf16 on CUDA), except for a pass whose precision
+resolved to float32: it loads float32 weights (pass_dtype), since bf16 weights would multiply in
+bf16 whatever autocast says. float32 is then float32 on every device; on a CPU nothing changes."""
 from __future__ import annotations
 
 from typing import Literal
@@ -18,7 +22,7 @@ Resolved = Literal["float32", "bfloat16"]
 class Runtime(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     device: Literal["cpu", "cuda"]
-    dtype: Resolved                 # weights during passes: bf16 on CUDA, float32 on CPU
+    dtype: Resolved                 # weights of passes with no float32 setting: bf16 on CUDA
     gram_precision: Resolved
     probe_precision: Resolved
     sweep_precision: Resolved
@@ -34,11 +38,17 @@ class Runtime(BaseModel):
         out.update({p: getattr(self, p) for p in precisions})
         return out
 
-    def load_options(self) -> dict:
-        """What a stage passes to cusprun.engine.open_model."""
+    def pass_dtype(self, precision: str | None = None) -> str:
+        """Weights of a pass run at the named precision field ('probe_precision', ...): float32
+        where it resolved to float32, else `dtype` (module docstring)."""
+        return "float32" if precision and getattr(self, precision) == "float32" else self.dtype
+
+    def load_options(self, precision: str | None = None) -> dict:
+        """What a stage passes to cusprun.engine.open_model for a pass at `precision` (a
+        precision field's name; None: the statistics and scores passes, in `dtype`)."""
         import torch
 
-        return {"device": self.device, "dtype": getattr(torch, self.dtype),
+        return {"device": self.device, "dtype": getattr(torch, self.pass_dtype(precision)),
                 "streaming": self.streaming, "kernels": self.kernels}
 
 

@@ -7,9 +7,10 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cusprun.compensation.config import CompensationConfig
 from cusprun.errors import SpecError
 from cusprun.engine.placement import Streaming
-from cusprun.masks.config import MAX_RATIO, ratio_problem
+from cusprun.plans.config import MAX_RATIO, PruneConfig, ratio_problem
 from cusprun.models.precision import Precision
 
 Dimension = Literal["language", "domain", "task"]
@@ -18,6 +19,14 @@ BaselineName = Literal["random", "magnitude", "wanda-sp", "flap", "flap-score"]
 Stage = Literal["corpus", "stats", "grams", "scores", "plan", "baseline", "slice", "evaluate"]
 ExecutionMode = Literal["local", "distributed"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+def _default(model, name: str):
+    """The library's default of a setting: declared once, on the config it configures."""
+    return model.model_fields[name].default
+
+
+_PRUNE, _COMP = PruneConfig, CompensationConfig
 
 
 class DimensionSpec(BaseModel):
@@ -82,8 +91,9 @@ class EvaluationOptions(BaseModel):
     sweep_precision: Precision = Field("auto", description=(
         "Precision of the sweep's forwards: bfloat16 halves their time where matmuls are native "
         "in bfloat16 (recent GPUs, CPUs with AVX512-BF16 or AMX; 'auto' picks it only there) and "
-        "moved retention by 0.0007 on average on the demo (at most 0.015, a badly damaged baseline); "
-        "the main comparison is always float32"))
+        "moved retention by 0.0007 on average on the demo (at most 0.015, a badly damaged baseline). "
+        "float32 is float32 on every device (a GPU then holds float32 weights); bfloat16 on a GPU "
+        "also holds the weights in bfloat16. The main comparison is float32 on every device"))
     sweep_workers: int | Literal["auto"] = Field("auto", description=(
         "Models of the main comparison, and sweep points, measured at once, each on its own copy "
         "in memory: 'auto' is 2 on a CPU with 2+ cores when two fit in a quarter of free memory "
@@ -118,44 +128,47 @@ class ExpertSpec(BaseModel):
     general: DimensionSpec | None = Field(
         default_factory=lambda: DimensionSpec(value="en"),
         description="General text: protects units it needs; feeds the wanda-sp and flap baselines")
-    rule: Literal["exact-ratio", "paper"] = "exact-ratio"
-    score: Literal["centered", "impact", "percentile"] = Field("centered", description=(
+    rule: Literal["exact-ratio", "paper"] = _default(_PRUNE, "rule")
+    score: Literal["centered", "impact", "percentile"] = Field(_default(_PRUNE, "score"), description=(
         "exact-ratio's unit score: 'centered' (per dimension, the impact once compensation "
         "restores the unit's mean, relative to its layer; max over dimensions), 'impact' (mean "
         "impact, likewise) or 'percentile' (max per-document rank percentile)"))
-    allocation: Literal["measured", "rank"] = Field("measured", description=(
+    allocation: Literal["measured", "rank"] = Field(_default(_PRUNE, "allocation"), description=(
         "'measured': head structures and FFN widths chosen by the held-back loss of masked "
         "candidates; 'rank': by one global order of unit scores"))
-    protect_fraction: float = Field(0.05, ge=0, lt=1, description=(
+    protect_fraction: float = Field(_default(_PRUNE, "protect_fraction"), ge=0, lt=1, description=(
         "With a general corpus: units whose mean rank percentile over its documents is at least "
         "1 - protect_fraction are never pruned (0: off). Higher keeps more of what general text "
         "needs; too high makes a large target_ratio unreachable (the plan says so)"))
     probe_precision: Precision = Field("auto", description=(
         "Precision of the allocation probes' forwards ('auto': bfloat16 where matmuls are native "
-        "in it, else float32). On the demo bfloat16 took 0.6x the time per candidate and shifted "
-        "every candidate's damage alike (-0.0007)"))
+        "in it, else float32). float32 is float32 on every device (a GPU then holds float32 "
+        "weights); bfloat16 on a GPU also holds the weights in bfloat16. On the demo bfloat16 took "
+        "0.6x the time per candidate and shifted every candidate's damage alike (-0.0007)"))
     holdback_docs: int = Field(8, ge=0, le=10_000, description=(
         "Calibration docs per dimension corpus kept out of the statistics to measure candidate "
         "allocations (allocation='measured')"))
-    compensation: Literal["none", "bias", "ls", "ls+bias"] = Field("ls", description=(
+    compensation: Literal["none", "bias", "ls", "ls+bias"] = Field(_default(_COMP, "mode"), description=(
         "Closed-form correction of kept weights: 'ls' refits kept down_proj/o_proj columns by ridge "
         "least squares on calibration tokens; 'bias' adds removed units' mean to output biases "
         "(FLAP; Llama only); 'none'. Applied to Cus-Prun and every baseline but flap, which "
         "brings FLAP's own bias compensation"))
-    ridge: float = Field(0.1, ge=0, le=10, description="Relative ridge term of the 'ls' refit")
+    ridge: float = Field(_default(_COMP, "ridge"), ge=0, le=10,
+                         description="Relative ridge term of the 'ls' refit")
     gram_docs: int | None = Field(None, ge=1, le=100_000, description=(
         "Cap on the calibration docs per corpus whose activations feed the compensation Grams "
         "(the first ones; unset: all). The Grams cost a forward pass plus a width^2 product per "
         "token; on the demo, halving them cost up to 0.03 of held-out retention on short QA texts"))
     gram_precision: Precision = Field("auto", description=(
         "Precision of the compensation Grams' per-batch x^T x products ('auto': bfloat16 where "
-        "matmuls are native in it, else float32; sums stay float64, the forward float32). On the "
+        "matmuls are native in it, else float32; sums stay float64). The statistics forward that "
+        "feeds them runs in the worker's weight dtype: float32 on a CPU, bfloat16 on a GPU. On the "
         "demo bfloat16 made them about half as costly and moved compensated retention by at most 0.002"))
-    target_ratios: list[float] = Field(default_factory=lambda: [0.25],
+    target_ratios: list[float] = Field(default_factory=lambda: [_default(_PRUNE, "target_ratio")],
                                        description="Fractions of prunable parameters to remove; the first is published")
-    sigma: float = Field(0.5, gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
-    layout: Literal["uniform", "per_layer"] = "uniform"
-    ffn_multiple: int = Field(1, ge=1, le=65536, title="FFN multiple", description=(
+    sigma: float = Field(_default(_PRUNE, "sigma"), gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
+    layout: Literal["uniform", "per_layer"] = _default(_PRUNE, "layout")
+    ffn_multiple: int = Field(_default(_PRUNE, "ffn_multiple"), ge=1, le=65536, title="FFN multiple", description=(
         "Round kept FFN widths to a multiple of this (1: exact target; 64 or 128: faster matmuls, "
         "target met to within about that many neurons per layer)"))
     baselines: list[BaselineName] = Field(
@@ -165,7 +178,7 @@ class ExpertSpec(BaseModel):
                      "this build's layout and compensation (docs/method.md, Baselines)"))
     max_tokens: int = Field(256, ge=16, le=8192, description="Tokens per calibration document")
     batch_size: int = Field(8, ge=1, le=512)
-    min_docs: int = Field(8, ge=1)
+    min_docs: int = Field(_default(_PRUNE, "min_docs"), ge=1)
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
     storage_root: str = Field("./artifacts", description="Local directory or s3://bucket/prefix")
     execution: ExecutionMode = Field("local", description="'distributed' runs statistics on the gpu work pool")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cusprun.pipeline.keys import content_key
 from cusprun.storage.layout import stage_key
-from cusprun.pipeline.plan_inputs import (baseline_setup, calibration_corpora,
+from cusprun.pipeline.plan_inputs import (baseline_job, baseline_setup, calibration_corpora,
                                           compensation_config, evaluation_corpora, gram_tokens,
                                           needs_grams, probe_tokens, prune_config,
                                           slice_compensation, uses_holdback)
@@ -133,9 +133,7 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
             plans[(method, ratio)] = Job(
                 "baseline", content_key("baseline", scores.key, method, ratio, setup),
                 f"{method} plan at {ratio:g}",
-                {"method": method, "ratio": ratio, "layout": spec.layout,
-                 "ffn_multiple": spec.ffn_multiple, "scores": scores.key, "seed": spec.seed,
-                 "compensation": spec.compensation, "ridge": spec.ridge})
+                {**baseline_job(spec, method, ratio), "scores": scores.key})
 
     # what each method's slice and sweep points compensate with (cusprun: comp and gram_keys)
     comp_of = {m: slice_compensation(spec, m, model.get("architecture"), gram_keys, general)

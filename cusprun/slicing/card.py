@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from cusprun.masks.plan import PruningPlan
+from cusprun.plans.plan import PruningPlan
 from cusprun.models.provenance import BaseModelInfo, describe_base_model
 
 

@@ -16,7 +16,7 @@ from cusprun.compensation.layer import compensate_role, head_channels
 from cusprun.compensation.gram_set import GramSet
 from cusprun.errors import SpecError
 from cusprun.system import release_free_memory
-from cusprun.masks.plan import PruningPlan
+from cusprun.plans.plan import PruningPlan
 from cusprun.models.st_io import OutTensor, TensorInfo, read_tensor
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from cusprun.adapters import Adapter, Dims
-from cusprun.masks.plan import LayerKeep
+from cusprun.plans.plan import LayerKeep
 
 
 def _blocks(units: list[int], width: int, offset: int = 0) -> torch.Tensor:

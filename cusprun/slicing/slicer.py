@@ -15,7 +15,7 @@ from tqdm import tqdm
 from cusprun.adapters import Adapter
 from cusprun.errors import CusprunError, SpecError
 from cusprun.version import __version__
-from cusprun.masks.plan import PruningPlan
+from cusprun.plans.plan import PruningPlan
 from cusprun.compensation.config import CompensationConfig
 from cusprun.slicing.card import model_card
 from cusprun.slicing.compensated import Compensation, bias_config, compensated_outputs, missing_biases

@@ -6,7 +6,7 @@ from typing import Any
 
 from cusprun.adapters import Adapter, Dims
 from cusprun.errors import SpecError
-from cusprun.masks.plan import LayerKeep, PruningPlan
+from cusprun.plans.plan import LayerKeep, PruningPlan
 
 LAYOUTS = ("uniform", "per_layer")
 

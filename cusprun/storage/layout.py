@@ -2,19 +2,22 @@
 addressed by content keys (cusprun.pipeline.keys), so equal inputs map to the same place and a
 finished stage is found again instead of recomputed.
 
-    corpora/<key>/      prepared corpus (parquet)
+    corpus/<key>/       prepared corpus (parquet)
     stats/<key>/        impact statistics of one corpus
     grams/<key>/        compensation Grams of one corpus (one file per layer)
     scores/<key>/       baseline unit scores (every method at once)
-    plans/<key>/        a pruning plan (Cus-Prun or a baseline)
-    sliced/<key>/       a sliced checkpoint
-    reports/<key>/      an evaluation report
+    plan/<key>/         a pruning plan (stage plan: Cus-Prun; stage baseline: a baseline's)
+    slice/<key>/        a sliced checkpoint
+    evaluate/<key>/     an evaluation report
+    dense-eval/<key>/   the dense model's evaluation on one set of held-out inputs
     experts/<name>/<version>/...        (+ MANIFEST.json, written last)
     experts/<name>/LATEST.json          (pointer, updated after the manifest)
 
-Stage artifacts are committed by cusprun.pipeline.artifacts, which also uses .claims/<key>,
-.attempts/<key>/<id>/ and .retired/<key>/ so that concurrent builds and refreshes of one stage
-never mix their files nor delete those a reader holds.
+A stage's prefix is its name (the spec's `refresh` names, the Prefect task names), except that
+baseline plans live beside Cus-Prun's under plan/. Stage artifacts are committed by
+cusprun.pipeline.artifacts: <key>/DONE.json makes one visible, and .claims/<key>,
+.attempts/<key>/<id>/ and .retired/<key>/ keep concurrent builds and refreshes of one stage from
+mixing their files or deleting those a reader holds.
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ from cusprun.errors import SpecError
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-STAGE_PREFIX = {"corpus": "corpora", "stats": "stats", "grams": "grams", "scores": "scores",
-                "plan": "plans", "baseline": "plans", "slice": "sliced", "evaluate": "reports",
-                "dense-eval": "dense-evals"}
+STAGE_PREFIX = {"corpus": "corpus", "stats": "stats", "grams": "grams", "scores": "scores",
+                "plan": "plan", "baseline": "plan", "slice": "slice", "evaluate": "evaluate",
+                "dense-eval": "dense-eval"}
+DONE = "DONE.json"
 EXPERTS = "experts"
 MANIFEST = "MANIFEST.json"
 LATEST = "LATEST.json"
@@ -67,3 +71,18 @@ def manifest_key(name: str, version: str) -> str:
 
 def latest_key(name: str) -> str:
     return f"{expert_prefix(name)}/{LATEST}"
+
+
+def claim_key(key: str) -> str:
+    """Created atomically by the first build that writes the artifact at store key `key`."""
+    return f".claims/{key}"
+
+
+def attempts_key(key: str) -> str:
+    """Uploads of builds that found `key` claimed, one folder each."""
+    return f".attempts/{key}"
+
+
+def retired_key(key: str) -> str:
+    """Where records replaced by a refresh are kept until their files are removed."""
+    return f".retired/{key}"

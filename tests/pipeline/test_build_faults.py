@@ -75,7 +75,7 @@ def test_endpoint_lost_after_statistics_then_rerun_equals_an_undisturbed_build(
     assert list_versions(store, spec.name) == []               # no expert version visible
     done = {o.key.rsplit("/", 1)[0] for o in store.list_info("") if o.key.endswith("/DONE.json")}
     # Compensation Grams run beside the statistics: done or not when the endpoint went away.
-    assert {"corpora", "stats"} <= {k.split("/")[0] for k in done} <= {"corpora", "stats", "grams"}
+    assert {"corpus", "stats"} <= {k.split("/")[0] for k in done} <= {"corpus", "stats", "grams"}
     assert len([k for k in done if k.startswith("stats/")]) == n_stats
     for key in done:                                           # each complete, as recorded
         local_copy(store, key)
@@ -86,8 +86,8 @@ def test_endpoint_lost_after_statistics_then_rerun_equals_an_undisturbed_build(
     states = {}
     for name, state in task_states(rerun):
         states.setdefault(name, set()).add(state)
-    assert states["prepare-corpus"] == {"Cached"} and states["collect-statistics"] == {"Cached"}, states
-    assert states["merge-masks"] == {"Completed"} and states["slice-weights"] == {"Completed"}, states
+    assert states["corpus"] == {"Cached"} and states["stats"] == {"Cached"}, states
+    assert states["plan"] == {"Completed"} and states["slice"] == {"Completed"}, states
     assert {o.key: o.etag for o in store.list_info("stats")} == stats_written   # not rewritten
 
     # Equal to the undisturbed build: same plan, same weights.
@@ -96,8 +96,8 @@ def test_endpoint_lost_after_statistics_then_rerun_equals_an_undisturbed_build(
     weights = [f for f in ref.manifest.files if f.endswith(".safetensors")]
     assert weights and all(ours.manifest.files[f].sha256 == ref.manifest.files[f].sha256
                            for f in weights)
-    plans = sorted(k.rsplit("/", 1)[0] for k in store.list("plans") if k.endswith("/DONE.json"))
-    assert plans == sorted(k.rsplit("/", 1)[0] for k in calm_store.list("plans")
+    plans = sorted(k.rsplit("/", 1)[0] for k in store.list("plan") if k.endswith("/DONE.json"))
+    assert plans == sorted(k.rsplit("/", 1)[0] for k in calm_store.list("plan")
                            if k.endswith("/DONE.json"))
     assert read_done(store, plans[0])["achieved_ratio"] == read_done(calm_store, plans[0])["achieved_ratio"]
     assert _plan_without_locations(store, plans[0]) == _plan_without_locations(calm_store, plans[0])

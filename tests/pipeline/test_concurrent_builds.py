@@ -116,8 +116,8 @@ def test_two_builds_of_one_expert_at_once(backend, prefect_api, tiny_model, tmp_
     # Every stage artifact committed once, complete, and matching its record.
     keys = [k.rsplit("/", 1)[0] for k in store.list("") if k.endswith("/DONE.json")
             and not k.startswith("experts/")]
-    assert {k.split("/")[0] for k in keys} == {"corpora", "stats", "grams", "plans",
-                                                "sliced", "dense-evals", "reports"}
+    assert {k.split("/")[0] for k in keys} == {"corpus", "stats", "grams", "plan",
+                                                "slice", "dense-eval", "evaluate"}
     for key in keys:
         local_copy(store, key)
         assert read_done(store, key)["key"] == key

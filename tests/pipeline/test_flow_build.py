@@ -12,8 +12,7 @@ from tests.support.flow_helpers import failed_task, run_build as run, task_state
 
 pytestmark = pytest.mark.prefect
 
-HEAVY = {"prepare-corpus", "collect-statistics", "baseline-scores", "merge-masks",
-         "baseline-plans", "slice-weights", "evaluate"}
+HEAVY = {"corpus", "stats", "scores", "plan", "baseline", "slice", "evaluate"}
 # The builds that are evaluated: every baseline, a small evaluation with one other language and
 # a one-point sweep (tiny_spec alone builds the expert without either).
 BASELINES = ["random", "magnitude", "wanda-sp", "flap", "flap-score"]
@@ -27,7 +26,7 @@ def _stage_files(root: str) -> dict[str, int]:
     from pathlib import Path
 
     files = {str(p.relative_to(root)): p.stat().st_mtime_ns
-             for stage in ("corpora", "stats", "grams", "plans", "sliced", "reports")
+             for stage in ("corpus", "stats", "grams", "plan", "slice", "evaluate")
              for p in (Path(root) / stage).rglob("*") if p.is_file()}
     assert files, f"no stage artifacts under {root}"
     return files
@@ -44,7 +43,7 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     heavy_first = [(n, s) for n, s in task_states(first) if n in HEAVY]
     # Statistics and Grams of the four calibration corpora come from one pass (one task).
     assert {n for n, _ in heavy_first} == HEAVY
-    assert [n for n, _ in heavy_first].count("collect-statistics") == 1
+    assert [n for n, _ in heavy_first].count("stats") == 1
     assert all(s == "Completed" for _, s in heavy_first), heavy_first
     from pathlib import Path
     assert len([p for p in Path(root, "grams").glob("*/grams.json")]) == 3
@@ -116,10 +115,9 @@ def test_second_run_is_cached_and_one_corpus_change_reruns_only_its_branch(prefe
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
     # Compensation of every checkpoint reads the domain's Grams (recollected by its statistics
     # pass): all five slices redo their solve.
-    assert recomputed == ["collect-statistics", "evaluate", "merge-masks", "prepare-corpus",
-                          *["slice-weights"] * 5]
+    assert recomputed == sorted(["corpus", "stats", "plan", *["slice"] * 5, "evaluate"])
     cached = [n for n, s in states if s == "Cached"]
-    assert cached.count("baseline-scores") == 1 and cached.count("baseline-plans") == 1
+    assert cached.count("scores") == 1 and cached.count("baseline") == 1
     after = _stage_files(root)
     calib = lambda files: {f.split("/")[1] for f in files if f.startswith(("stats/", "grams/"))}  # noqa: E731
     assert len(calib(after) - calib(before)) == 2     # the domain's new statistics and Grams
@@ -144,7 +142,7 @@ def test_refreshing_the_grams_reuses_the_statistics_and_gives_the_same_grams(pre
     stats_before = {k: v for k, v in _stage_files(str(root)).items() if k.startswith("stats/")}
     again = run(tiny_spec(tiny_model, str(root)), refresh=["grams"])
     states = dict(task_states(again))
-    assert states["collect-statistics"] == "Completed" and states["merge-masks"] == "Cached"
+    assert states["stats"] == "Completed" and states["plan"] == "Cached"
     assert {k: v for k, v in _stage_files(str(root)).items() if k.startswith("stats/")} == stats_before
     store = ArtifactStore(str(root))
     for d, want in zip(gram_dirs, fused):   # the refreshed Grams, where their new record points
@@ -165,7 +163,7 @@ def test_a_rebuild_at_a_new_ratio_does_not_evaluate_dense_again(prefect_api, tin
     root = str(tmp_path / "artifacts")
     over = {"baselines": ["magnitude"], "evaluation": EVALUATION}
     first = run(tiny_spec(tiny_model, root, **over))
-    dense_dir = Path(root, "dense-evals")
+    dense_dir = Path(root, "dense-eval")
     before = {p: p.stat().st_mtime_ns for p in dense_dir.rglob("dense.json")}
     assert len(before) == 1
     ev = {**EVALUATION, "sweep_ratios": [0.3]}
@@ -193,9 +191,9 @@ def test_ffn_multiple_reruns_plans_not_statistics_and_aligns_the_published_exper
     aligned = run(tiny_spec(tiny_model, root, ffn_multiple=16, **over))
     states = task_states(aligned)
     recomputed = sorted(n for n, s in states if n in HEAVY and s == "Completed")
-    assert recomputed == ["baseline-plans", "merge-masks", "slice-weights", "slice-weights"]
-    assert not [n for n, s in states if n in ("prepare-corpus", "collect-statistics",
-                                              "baseline-scores") and s != "Cached"]
+    assert recomputed == ["baseline", "plan", "slice", "slice"]
+    assert not [n for n, s in states if n in ("corpus", "stats",
+                                              "scores") and s != "Cached"]
     expert = get_expert(open_store(root), "tiny-expert", aligned.result()["expert"]["version"],
                         tmp_path / "cache", progress=False)
     meta = json.loads((expert / "cusprun.json").read_text())
@@ -216,10 +214,10 @@ def test_lost_artifact_is_recomputed_not_trusted(prefect_api, tiny_model, tmp_pa
     root = tmp_path / "artifacts"
     spec = tiny_spec(tiny_model, str(root))
     run(spec)
-    shutil.rmtree(root / "plans")
+    shutil.rmtree(root / "plan")
     again = run(spec)
-    states = dict((n, s) for n, s in task_states(again) if n == "merge-masks")
-    assert states == {"merge-masks": "Completed"}
+    states = dict((n, s) for n, s in task_states(again) if n == "plan")
+    assert states == {"plan": "Completed"}
 
 
 @pytest.mark.integration
@@ -227,7 +225,7 @@ def test_refresh_forces_a_stage(prefect_api, tiny_model, tmp_path):
     spec = tiny_spec(tiny_model, str(tmp_path / "a"))
     run(spec)
     again = run(spec, refresh=["stats"])
-    st = [s for n, s in task_states(again) if n == "collect-statistics"]
+    st = [s for n, s in task_states(again) if n == "stats"]
     assert st and all(s == "Completed" for s in st)
 
 

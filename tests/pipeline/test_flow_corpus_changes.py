@@ -15,7 +15,7 @@ from tests.support.flow_helpers import run_build, task_states, tiny_spec
 
 pytestmark = [pytest.mark.prefect, pytest.mark.integration]  # other dimensions: bundled corpora
 
-HEAVY = {"prepare-corpus", "collect-statistics", "merge-masks", "slice-weights"}
+HEAVY = {"corpus", "stats", "plan", "slice"}
 
 
 def _text(i: int, topic: str) -> str:
@@ -46,7 +46,7 @@ def _build(spec):
 
 
 def _corpus_keys(root: str) -> set[str]:
-    return {p.parent.name for p in Path(root, "corpora").glob("*/DONE.json")}
+    return {p.parent.name for p in Path(root, "corpus").glob("*/DONE.json")}
 
 
 def test_rebuild_reads_a_changed_folder_and_publishes_a_new_version(prefect_api, tiny_model,
@@ -66,7 +66,7 @@ def test_rebuild_reads_a_changed_folder_and_publishes_a_new_version(prefect_api,
 
     first, heavy = _build(spec)
     assert heavy and {s for _, s in heavy} == {"Completed"}, heavy
-    assert [n for n, _ in heavy].count("prepare-corpus") == 5  # 2 domain + language, task, general
+    assert [n for n, _ in heavy].count("corpus") == 5  # 2 domain + language, task, general
     v1 = first["expert"]["version"]
     keys1 = _corpus_keys(root)
 
@@ -80,9 +80,9 @@ def test_rebuild_reads_a_changed_folder_and_publishes_a_new_version(prefect_api,
     # the same, so statistics, plan and slice are reused and nothing is published.
     os.utime(a, ns=(PAST_NS + 10**9, PAST_NS + 10**9))
     touched, heavy = _build(spec)
-    assert heavy.count(("prepare-corpus", "Completed")) == 1, heavy
-    assert [x for x in heavy if x[0] != "prepare-corpus"] == [
-        ("collect-statistics", "Cached"), ("merge-masks", "Cached"), ("slice-weights", "Cached")]
+    assert heavy.count(("corpus", "Completed")) == 1, heavy
+    assert [x for x in heavy if x[0] != "corpus"] == sorted([
+        ("stats", "Cached"), ("plan", "Cached"), ("slice", "Cached")])
     assert touched["expert"]["unchanged"] and list_versions(store, spec.name) == [v1]
     keys2 = _corpus_keys(root)
     assert len(keys2 - keys1) == 1
@@ -92,9 +92,9 @@ def test_rebuild_reads_a_changed_folder_and_publishes_a_new_version(prefect_api,
     with open(a, "a") as fh:
         fh.write(jsonl_lines([{"text": _calibration_text()}]))
     third, heavy = _build(spec)
-    assert heavy.count(("prepare-corpus", "Completed")) == 1, heavy
-    assert heavy.count(("prepare-corpus", "Cached")) == 4, heavy  # the glob and the bundled ones
-    assert {s for n, s in heavy if n != "prepare-corpus"} == {"Completed"}, heavy
+    assert heavy.count(("corpus", "Completed")) == 1, heavy
+    assert heavy.count(("corpus", "Cached")) == 4, heavy  # the glob and the bundled ones
+    assert {s for n, s in heavy if n != "corpus"} == {"Completed"}, heavy
     assert len(_corpus_keys(root) - keys2) == 1
     assert not third["expert"]["unchanged"]
     assert list_versions(store, spec.name) == [v1, third["expert"]["version"]]

@@ -169,7 +169,7 @@ def test_from_package_imports_resolve_to_the_defining_module():
     assert codehash.defining_module("cusprun.compensation", "GramSet") == \
         "cusprun.compensation.gram_set"
     assert codehash.defining_module("cusprun.scoring", "load_stats") == "cusprun.scoring.stats"
-    stats = codehash.closure(["cusprun.pipeline.stages.statistics"])
+    stats = codehash.closure(["cusprun.pipeline.stages.stats"])
     assert "cusprun.compensation.solve" not in stats and "cusprun.evaluation.report" not in stats
     assert "cusprun.scoring.impact" in stats
 

@@ -91,10 +91,10 @@ def test_an_artifact_stored_by_old_code_is_not_reused_by_new_code(edit_code, tmp
 
 def test_every_stage_module_reaches_only_library_code():
     """What a stage key hashes: its own module and what it imports, never the CLI or Prefect."""
-    for stage_module in ("statistics", "plans", "slicing", "evaluation", "corpus", "scores"):
+    for stage_module in ("stats", "plan", "baseline", "slice", "evaluate", "corpus", "scores"):
         mods = codehash.closure([f"cusprun.pipeline.stages.{stage_module}"])
         assert not [m for m in mods if m.startswith(("cusprun.cli", "cusprun.storage"))], mods
-    assert "cusprun.evaluation.report" not in codehash.closure(["cusprun.pipeline.stages.statistics"])
+    assert "cusprun.evaluation.report" not in codehash.closure(["cusprun.pipeline.stages.stats"])
 
 
 def test_a_new_ratio_or_new_baselines_keep_the_dense_evaluation():

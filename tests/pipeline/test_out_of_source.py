@@ -163,9 +163,9 @@ def test_one_baseline_is_the_baseline_several_are_the_best_baseline():
 def test_recorded_reports_without_out_of_source_sets_still_render():
     """report.json files written before out-of-source sets existed (benchmarks/results/)."""
     from cusprun.evaluation.report import read_report
-    from tests.support.paths import BENCHMARKS
+    from tests.support.paths import REPO
 
-    found = sorted(BENCHMARKS.glob("results/*/report.json"))
+    found = sorted(REPO.glob("benchmarks/results/*/report.json"))
     assert found
     for path in found:
         md = summary_markdown(read_report(path))
@@ -219,15 +219,15 @@ def test_other_translation_is_the_one_sharing_fewest_words_with_the_default():
 def test_out_of_source_tables_are_loss_sets_not_tasks(tmp_path):
     """Scored as loss only: the multiple-choice tasks are those of the in-source data (an
     out-of-source language set must not become the source side of translation selection)."""
-    from cusprun.pipeline.stages.corpus import prepare_corpus_stage
-    from cusprun.pipeline.stages.evaluation import build_eval_inputs
+    from cusprun.pipeline.stages.corpus import corpus_stage
+    from cusprun.pipeline.stages.evaluate import build_eval_inputs
     from cusprun.storage import ArtifactStore
 
     store = ArtifactStore(str(tmp_path / "store"))
     wanted = evaluation_corpora(_spec(evaluation={**demo_spec()["evaluation"], "max_docs": 4,
                                                   "min_loss_tokens": 0, "mc_items": 4}))
     wanted = {n: c for n, c in wanted.items() if n in ("language=en", "language=de", OOS)}
-    prepared = {n: prepare_corpus_stage(store, f"k{i}", c) for i, (n, c) in enumerate(wanted.items())}
+    prepared = {n: corpus_stage(store, f"k{i}", c) for i, (n, c) in enumerate(wanted.items())}
     loss, mc = build_eval_inputs(store, prepared, own_language="en", max_docs=4, mc_items=4, seed=0)
     assert set(loss) == set(wanted) and len(loss[OOS]) == 4
     assert "translation selection" in mc

@@ -46,17 +46,17 @@ def test_concurrent_commits_of_one_key_leave_one_complete_artifact(store, tmp_pa
     """Different content on purpose (like two evaluations with different timings): whoever
     wins, every committer returns the winner's record and the files match it, not a mix."""
     dirs = [artifact_dir(tmp_path / f"w{i}", f"writer{i}") for i in range(4)]
-    records = _race(4, lambda i: commit(store, dirs[i], "reports/k1", {"writer": i}))
+    records = _race(4, lambda i: commit(store, dirs[i], "evaluate/k1", {"writer": i}))
     assert not [r for r in records if isinstance(r, Exception)], records
     assert all(r == records[0] for r in records)
     winner = records[0]["writer"]
-    got = local_copy(store, "reports/k1")
+    got = local_copy(store, "evaluate/k1")
     assert json.loads((got / "sub" / "meta.json").read_text()) == {"tag": f"writer{winner}"}
     for i in range(3):
         assert (got / f"part-{i}.bin").read_bytes() == (dirs[winner] / f"part-{i}.bin").read_bytes()
     # losers removed their uploads; only the claimer's folder and possibly the winner's remain
-    pre = attempts_key("reports/k1") + "/"
-    leftovers = {k[len(pre):].split("/")[0] for k in store.list(attempts_key("reports/k1"))}
+    pre = attempts_key("evaluate/k1") + "/"
+    leftovers = {k[len(pre):].split("/")[0] for k in store.list(attempts_key("evaluate/k1"))}
     assert leftovers <= ({records[0]["files_key"][len(pre):]} if "files_key" in records[0] else set())
 
 
@@ -138,5 +138,5 @@ def test_scratch_dir_is_removed_after_the_stage_committed_or_failed(tmp_path, mo
                        heads_per_group=2, layout="uniform", seed=0)
     store = ArtifactStore(str(tmp_path / "store"))
     rec = write_plan(store, "plan", "p1", plan)
-    assert rec["key"] == "plans/p1" and read_plan(store, "p1").layers == plan.layers
+    assert rec["key"] == "plan/p1" and read_plan(store, "p1").layers == plan.layers
     assert list((tmp_path / "cache" / "work" / "plan").iterdir()) == []

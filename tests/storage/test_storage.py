@@ -63,11 +63,15 @@ def test_root_through_a_symbolic_link(tmp_path):
             via_link.key_of(uri)
 
 
-def test_layout_keys():
-    assert stage_key("corpus", "c1") == "corpora/c1"
-    assert stage_key("stats", "s1") == "stats/s1" and stage_key("grams", "g1") == "grams/g1"
-    assert stage_key("plan", "p1") == stage_key("baseline", "p1") == "plans/p1"
-    assert stage_key("slice", "x") == "sliced/x" and stage_key("evaluate", "r1") == "reports/r1"
+def test_layout_keys_are_the_stage_names():
+    """One name per stage: its store prefix is its name (baseline plans live beside Cus-Prun's)."""
+    from cusprun.pipeline.spec import Stage
+    from typing import get_args
+
+    for stage in get_args(Stage):
+        want = "plan" if stage == "baseline" else stage
+        assert stage_key(stage, "k1") == f"{want}/k1"
+    assert stage_key("dense-eval", "d1") == "dense-eval/d1"
     assert expert_key("med-fr", "v1.0") == "experts/med-fr/v1.0"
     for bad in ["", "..", "a/b", "-x", "a" * 129]:
         with pytest.raises(SpecError, match="Invalid"):

@@ -1,11 +1,12 @@
 """Test support shared by tests/ and benchmarks/ (not shipped in the cusprun package): tiny
 random models of every supported family with a byte tokenizer (tiny.py), and synthetic plans and
 random model shapes (synthetic.py). Import as `tests.support`: pytest puts the repository root on
-sys.path (pyproject.toml, pythonpath), benchmarks insert it themselves.
+sys.path (pyproject.toml, pythonpath), and benchmarks run as modules from it (`python -m
+benchmarks ...`).
 
 Helpers for tests only, one module each (import as `from tests.support.<module> import ...`);
 fixtures live in tests/conftest.py and the Prefect server plugin, prefect_server.py:
-  paths           REPO, BENCHMARKS, CUSPRUN, cusprun_env, render_script
+  paths           REPO, CUSPRUN, cusprun_env, render_script
   wait            wait_until: poll a condition instead of sleeping a guessed time
   network         free/closed loopback ports, tcp_connects (count connection attempts)
   files           artifact_dir, tree_state (proof that nothing was rewritten)

@@ -110,7 +110,7 @@ def settled_task_runs(flow_run_id, timeout: float = 120) -> list:
 
 
 def task_name(task_run) -> str:
-    """'collect-statistics' for the task run named 'collect-statistics-3f2'."""
+    """'stats' for the task run named 'stats-3f2'."""
     return task_run.name.rsplit("-", 1)[0]
 
 

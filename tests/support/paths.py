@@ -1,7 +1,6 @@
 """Where things are, for tests that read repository files or start `cusprun` processes.
 
   REPO                 the repository root
-  BENCHMARKS           benchmarks/ (tests that import its scripts put it on sys.path)
   CUSPRUN              the `cusprun` console script of this environment
   cusprun_env(base, **extra)   an environment for a subprocess that imports this checkout
   render_script()      deployments/render.py, imported (it is a script, not a package module)
@@ -11,12 +10,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from types import ModuleType
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO / "benchmarks"
 CUSPRUN = str(Path(sys.executable).with_name("cusprun"))
 
 

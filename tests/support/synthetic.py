@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from cusprun.adapters import Adapter
-from cusprun.masks.plan import LayerKeep, PruningPlan
+from cusprun.plans.plan import LayerKeep, PruningPlan
 from cusprun.slicing.validate import LayerWidths, removed_params
 
 

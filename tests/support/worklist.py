@@ -1,7 +1,7 @@
 """A build's work list without Prefect, models or data, for tests of its keys: made-up corpus
 records, a float32 CPU runtime, and every key by a readable name.
 
-  corpus_record(dim, value, h)   what prepare-corpus records for a corpus with hash `h`
+  corpus_record(dim, value, h)   what the corpus stage records for a corpus with hash `h`
   MODEL, CPU, CORPORA, EVAL      a resolved model, runtime, calibration corpora and eval sets
   worklist_keys(wl)              every key of a WorkList by name ("stats language", "plan x@r")
   work(spec=None, runtime=CPU)   worklist_keys of the plan for `spec` (default: two baselines)
@@ -19,7 +19,7 @@ CPU = Runtime(device="cpu", dtype="float32", gram_precision="float32", probe_pre
 
 
 def corpus_record(dim: str, value: str, h: str) -> dict:
-    return {"key": f"corpora/{h}", "hash": h, "dimension": dim, "value": value,
+    return {"key": f"corpus/{h}", "hash": h, "dimension": dim, "value": value,
             "source": f"bundled://{dim}/{value}", "file": "corpus.parquet"}
 
 

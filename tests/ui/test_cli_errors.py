@@ -30,7 +30,7 @@ def _write_failing_spec(tmp_path: Path, tiny_model: str) -> None:
 
 @pytest.mark.prefect
 def test_user_error_inside_the_flow_prints_no_traceback(prefect_api, tiny_model, tmp_path):
-    """The corpus file exists (the input checks pass) but holds one document: the prepare-corpus
+    """The corpus file exists (the input checks pass) but holds one document: the corpus
     task fails inside Prefect, whose console log would show the traceback. A real `cusprun build`
     process, reporting to the session's Prefect server."""
     _write_failing_spec(tmp_path, tiny_model)

@@ -3,18 +3,14 @@ the committed page is what the committed data renders, and each kind of result f
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.paths import BENCHMARKS, REPO
-
-sys.path.insert(0, str(BENCHMARKS))
-
-import render_results as rr  # noqa: E402
-import results_io  # noqa: E402
-from tests.support.report_helpers import synthetic_report  # noqa: E402
+import benchmarks.render_results as rr
+from benchmarks import results_io
+from tests.support.paths import REPO
+from tests.support.report_helpers import synthetic_report
 
 
 def test_committed_results_page_is_what_the_committed_data_renders():

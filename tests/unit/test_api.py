@@ -91,20 +91,41 @@ def test_general_text_protects_the_units_it_needs_most(tmp_path):
     assert plans[0.0].layers != plans[0.3].layers
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(ratio=0.95), SpecError, r"ratio=0.95 is outside \(0, 0.9\]"),
+BAD_SETTINGS = [
+    (dict(ratio=0.95), SpecError, r"ratio: target ratio 0.95 is outside \(0, 0.9\]"),
     (dict(method="obs"), SpecError, "method='obs'; accepted: cusprun, random"),
-    (dict(compensation="lsq"), SpecError, "mode='lsq'"),
-    (dict(method="wanda-sp"), SpecError, "general="),
+    (dict(layout="perlayer"), SpecError, r"layout: Input should be 'uniform' or 'per_layer'"),
+    (dict(allocation="measure"), SpecError, r"allocation: Input should be 'measured' or 'rank'"),
+    (dict(compensation="lsq"), SpecError, "compensation: Input should be 'none', 'bias'"),
+    (dict(ridge=-1), SpecError, "ridge: Input should be greater than or equal to 0"),
+    (dict(protect_fraction=1.0), SpecError, "protect_fraction: Input should be less than 1"),
+    (dict(method="wanda-sp"), SpecError, "general corpus"),
+    (dict(device="cuda"), SpecError, "device='cuda' but this machine has no CUDA"),
+    (dict(layouts="uniform"), SpecError, "no setting 'layouts'; settings: rule, score"),
     (dict(corpora={"domain": []}), CorpusError, "non-empty list"),
+    (dict(corpora={"domain": ["one document"] * 12}), CorpusError,
+     "has 12 documents; its statistics need at least 8 .* give at least 16"),
     (dict(corpora={}), SpecError, "1 to 3 dimensions"),
-    (dict(protect_fraction=1.0), SpecError,
-     r"protect_fraction=1.0: Input should be less than 1; allowed: a fraction in \[0, 1\)"),
-])
-def test_bad_input_is_refused_before_the_model_is_touched(kwargs, err, match):
-    args = {"corpora": {"domain": ["a document"] * 10}, **kwargs}
+    (dict(corpora={"medicine": ["a"] * 20}), SpecError, "dimension 'medicine'; accepted: language"),
+]
+
+
+@pytest.mark.parametrize("kwargs, err, match", BAD_SETTINGS)
+def test_bad_input_is_refused_in_under_a_second_before_the_model_is_touched(kwargs, err, match,
+                                                                             monkeypatch):
+    """On the embedded model: every bad setting fails before its weights (or even its config)
+    are read, in well under a second (the statistics pass it used to wait for takes ~30 s)."""
+    import time
+
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    loads = []
+    monkeypatch.setattr("cusprun.models.resolve_model", lambda *a, **k: loads.append(a))
+    args = {"corpora": {"domain": ["a document"] * 20}, **kwargs}
+    t0 = time.perf_counter()
     with pytest.raises(err, match=match):
-        cusprun.prune("/no/such/model", args.pop("corpora"), **args)
+        cusprun.prune("smollm2-135m", args.pop("corpora"), **args)
+    assert time.perf_counter() - t0 < 1.0 and not loads
 
 
 @pytest.mark.integration
@@ -125,3 +146,24 @@ def test_the_embedded_model_from_bundled_corpora_saves_a_stock_expert(tmp_path):
     ids = tok("Question: What is insulin?\nAnswer:", return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_settings_have_one_default_the_spec_s_and_the_spec_takes_the_library_s():
+    """prune() declares no default of its own: its settings are ExpertSpec fields with
+    ExpertSpec's defaults, which are PruneConfig's and CompensationConfig's."""
+    import inspect
+
+    from cusprun.api import SETTINGS, build_spec
+    from cusprun.compensation import CompensationConfig
+    from cusprun.pipeline.spec import ExpertSpec
+    from cusprun.plans import PruneConfig
+
+    assert not set(SETTINGS) & set(inspect.signature(cusprun.prune).parameters)
+    built, default = build_spec({"domain": ["d"] * 20}), ExpertSpec()
+    assert {k: getattr(built, k) for k in SETTINGS} == {k: getattr(default, k) for k in SETTINGS}
+    assert built.target_ratios == [PruneConfig().target_ratio]
+    for name in ("rule", "score", "allocation", "sigma", "layout", "min_docs", "protect_fraction",
+                 "ffn_multiple"):
+        assert getattr(default, name) == getattr(PruneConfig(), name), name
+    comp = CompensationConfig()
+    assert (default.compensation, default.ridge) == (comp.mode, comp.ridge)

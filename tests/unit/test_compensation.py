@@ -396,7 +396,7 @@ def test_the_refit_from_stored_inputs_equals_the_refit_from_their_gram(ridge):
 
 @pytest.mark.parametrize("mode", ["ls", "ls+bias"])
 def test_the_sliced_bf16_expert_holds_the_streamed_references_weights_bit_for_bit(mode, tmp_path):
-    """Slicing and the streamed plan_edit reference (benchmarks/scale_verify.py) round the same
+    """Slicing and the streamed plan_edit reference (benchmarks/scale/verify.py) round the same
     float solve to bf16, so their weights are equal bit for bit even when the corpora's Grams
     are listed in another order: a solve from concatenated inputs depends on their order, and
     the 8B-width scale check once differed by a bf16 ulp in a few weights because of it."""

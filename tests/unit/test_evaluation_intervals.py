@@ -1,10 +1,11 @@
 """95 % intervals (Wilson, t over documents) and paired differences between models, and their
 coverage on samples as small as a report's (benchmarks/bench_interval_coverage.py)."""
 import math
-import sys
 
 import numpy as np
 import pytest
+
+import benchmarks.bench_interval_coverage as coverage
 
 from cusprun.evaluation import EvalConfig, ModelEntry, compare
 from cusprun.evaluation.config import EvaluationError
@@ -16,10 +17,6 @@ from cusprun.evaluation.markdown import to_markdown
 from cusprun.evaluation.report import build_report
 from cusprun.evaluation.significance import comparisons_per_model
 from cusprun.errors import CusprunError
-from tests.support.paths import BENCHMARKS
-
-sys.path.insert(0, str(BENCHMARKS))
-import bench_interval_coverage as coverage  # noqa: E402
 
 
 def test_wilson_matches_the_closed_form():

@@ -3,16 +3,12 @@ language's held-out set, and the paired difference of the two experts on the sam
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from cusprun.evaluation import EvalConfig, MetricValue, ModelEntry, ModelResult, build_report
 from cusprun.evaluation.report_files import write_report
-from tests.support.paths import BENCHMARKS
-
-sys.path.insert(0, str(BENCHMARKS))
 
 
 def _loss(offset: float, s: str) -> MetricValue:
@@ -34,7 +30,7 @@ def _report(tmp: Path, own: str, other: str) -> dict:
 
 
 def test_each_expert_ahead_on_its_own_language(tmp_path):
-    from language_cross import cross_table
+    from benchmarks.language_cross import cross_table
 
     reports = {"fr-x": _report(tmp_path / "fr", "fr", "es"), "es-x": _report(tmp_path / "es", "es", "fr")}
     retention, diffs, raw = cross_table(reports)

@@ -1,5 +1,6 @@
 """The chunked, tiled LM head: log-probs equal a full log-softmax over the vocabulary, whatever
-the tile shape, for several variants at once, with shared rows and a final-logit soft cap."""
+the tile shape, for several variants at once, with shared rows and a final-logit soft cap; a
+bf16 head multiplies in float32, under autocast too."""
 from __future__ import annotations
 
 import pytest
@@ -46,3 +47,23 @@ def test_tiles_fit_the_budget_on_cpu_and_stay_whole_on_an_accelerator():
     assert block == 4096 and rows * block * 4 <= lp_mod.LOGITS_BUDGET
     assert lp_mod.head_tiles(3, 100, 1 << 30, "cpu") == (100, 3)     # never past the vocabulary
     assert lp_mod.head_tiles(4096, 262144, 2 << 20, "cpu", block=4096) == (128, 4096)
+    # a bf16 head's float32 copy of a chunk is held to the budget too
+    assert lp_mod.head_tiles(4, 262144, 256 << 20, "cuda", width=4096) == (16384, 4)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_bf16_head_multiplies_in_float32(autocast, monkeypatch):
+    monkeypatch.setattr(lp_mod, "CPU_LOGITS_BUDGET", 4 * 64 * 50)   # several chunks
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    model = model.to(torch.bfloat16)
+    lm = LayeredModel.resident(model)
+    g = torch.Generator().manual_seed(0)
+    h = (40 * torch.randn(40, 64, generator=g)).to(torch.bfloat16)   # logits up to about 30
+    t = torch.randint(0, model.config.vocab_size, (40,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got = token_logprobs(lm, {"a": h}, {"a": t})["a"].double()
+    w = model.get_output_embeddings().weight
+    want = F.log_softmax(F.linear(h.double(), w.double()), -1)[torch.arange(40), t]
+    bf16_head = F.log_softmax(F.linear(h, w).double(), -1)[torch.arange(40), t]
+    assert (got - want).abs().max() < 1e-5
+    assert (got - bf16_head).abs().max() > 1e-2       # what logits rounded to bf16 would give

@@ -67,3 +67,34 @@ def test_probe_precision_defaults_to_auto_and_names_the_choices():
     assert ExpertSpec().probe_precision == "auto"
     with pytest.raises(ValueError, match="probe_precision"):
         ExpertSpec(probe_precision="int8")
+
+
+def test_matmul_dtype_names_what_bf16_weights_really_do():
+    assert P.matmul_dtype("float32", "cpu", torch.float32) == "float32"
+    assert P.matmul_dtype("bfloat16", "cpu", torch.float32) == "bfloat16"
+    assert P.matmul_dtype("float32", "cuda", torch.bfloat16) == "bfloat16"   # not float32
+    assert P.matmul_dtype("float32", "cuda", torch.float16) == "float16"
+    assert P.matmul_dtype("bfloat16", "cuda", torch.bfloat16) == "bfloat16"
+
+
+def test_a_float32_pass_loads_float32_weights_on_every_device():
+    from cusprun.pipeline.runtime import Runtime
+
+    gpu = Runtime(device="cuda", dtype="bfloat16", gram_precision="bfloat16",
+                  probe_precision="float32", sweep_precision="bfloat16")
+    assert gpu.load_options("probe_precision")["dtype"] == torch.float32
+    assert gpu.load_options("sweep_precision")["dtype"] == torch.bfloat16
+    assert gpu.load_options()["dtype"] == torch.bfloat16               # statistics, scores
+    cpu = Runtime(device="cpu", dtype="float32", gram_precision="bfloat16",
+                  probe_precision="bfloat16", sweep_precision="bfloat16")
+    assert {cpu.load_options(p)["dtype"] for p in (None, "probe_precision", "sweep_precision")} \
+        == {torch.float32}                                             # a CPU never changes
+
+
+def test_a_bf16_model_probe_records_bfloat16_whatever_it_was_asked():
+    from cusprun.allocation import DamageProbe
+
+    model, _ = make_tiny_model("LlamaForCausalLM")
+    probe = DamageProbe(model.to(torch.bfloat16), tiny_tokenizer(), {"domain": TEXTS},
+                        max_tokens=32, precision="float32")
+    assert probe.precision == "bfloat16"

@@ -1,4 +1,4 @@
-"""benchmarks/scale_checkpoint.py: random bf16 Llama checkpoints written shard by shard, and the
+"""benchmarks/scale/checkpoint.py: random bf16 Llama checkpoints written shard by shard, and the
 scale benchmark's build spec."""
 from __future__ import annotations
 
@@ -13,15 +13,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.support.paths import BENCHMARKS as BENCH
-
-sys.path.insert(0, str(BENCH))
-
-from scale_checkpoint import LlamaWidths, write_checkpoint  # noqa: E402
-from scale_monitor import stage_kind  # noqa: E402
-from scale_workload import spec_for, write_corpora  # noqa: E402
-
-from cusprun.errors import SpecError  # noqa: E402
+from benchmarks import python_env
+from benchmarks.scale.checkpoint import LlamaWidths, write_checkpoint
+from benchmarks.scale.monitor import stage_kind
+from benchmarks.scale.workload import spec_for, write_corpora
+from cusprun.errors import SpecError
 
 TINY = LlamaWidths(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=96, vocab=300)
 
@@ -87,15 +83,13 @@ def test_same_seed_same_bytes_whatever_the_shard_size(tmp_path):
 
 _MEASURE = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
-from scale_checkpoint import LlamaWidths, write_checkpoint
-def hwm():
-    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM'))
+from benchmarks.machine import peak_rss_bytes as hwm
+from benchmarks.scale.checkpoint import LlamaWidths, write_checkpoint
 w = LlamaWidths(layers=8, hidden=512, heads=8, kv_heads=4, head_dim=64, ffn=2048, vocab=32000)
-write_checkpoint(sys.argv[2] + '/warm', LlamaWidths(layers=1, hidden=64, heads=4, kv_heads=2,
+write_checkpoint(sys.argv[1] + '/warm', LlamaWidths(layers=1, hidden=64, heads=4, kv_heads=2,
                  head_dim=16, ffn=96, vocab=300))     # imports and first-use allocations
 before = hwm()
-info = write_checkpoint(sys.argv[2] + '/big', w, max_shard_bytes=10**9)
+info = write_checkpoint(sys.argv[1] + '/big', w, max_shard_bytes=10**9)
 print(json.dumps({"grew": hwm() - before, "bytes": info["bytes"]}))
 """
 
@@ -104,7 +98,7 @@ def test_writer_memory_stays_a_few_blocks_not_the_model(tmp_path):
     """A 128 MB checkpoint written in one shard (the worst case for a per-shard writer): peak
     RSS grows by a few 8 MiB blocks, not by the checkpoint."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}   # freed blocks leave RSS at once
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(BENCH), str(tmp_path)], env=env,
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(tmp_path)], env=python_env(env),
                          capture_output=True, text=True, check=True)
     m = json.loads(out.stdout.strip().splitlines()[-1])
     assert m["bytes"] > 100e6
@@ -143,5 +137,5 @@ def test_stage_kinds_from_the_build_log_labels():
     assert stage_kind("statistics + compensation Grams task=qa (8 docs)") == "stats+grams"
     assert stage_kind("statistics general=en (8 docs)") == "stats"
     assert stage_kind("compensation Grams domain=health (8 docs)") == "grams"
-    assert stage_kind("merge masks (exact-ratio, target 0.25, measured)") == "plan"
+    assert stage_kind("plan (exact-ratio, target 0.25, measured)") == "plan"
     assert stage_kind("slice cusprun (uniform, 0.250, compensation ls)") == "slice"

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import cusprun
 from cusprun.adapters import Adapter, count_params, zero_units
-from cusprun.masks.plan import PruningPlan
+from cusprun.plans.plan import PruningPlan
 from cusprun.slicing import slice_checkpoint
 from cusprun.models.per_layer import MODEL_TYPE
 from tests.support import TINY_FAMILIES, make_tiny_model, random_plan, tiny_tokenizer

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoConfig
 
 from cusprun.errors import CusprunError, SpecError
-from cusprun.masks.plan import LayerKeep
+from cusprun.plans.plan import LayerKeep
 from cusprun.slicing import slice_checkpoint
 from tests.support import make_tiny_model, plan_from_keeps, random_plan
 

@@ -95,6 +95,22 @@ def test_bfloat16_sweep_measures_every_point_itself_close_to_float32(setup):
     assert "measured in bfloat16" in sweep_markdown(b16, ["domain=health"])
 
 
+def test_a_bf16_model_sweep_says_bfloat16_and_measures_every_point(setup):
+    """Weights loaded in bf16 multiply in bf16: a 'float32' sweep on them must not say float32,
+    nor mix in the float32 main comparison's numbers."""
+    import copy
+
+    model, tok, gs, plans, sets = setup
+    one = {"cusprun@0.1": plans["cusprun@0.1"]}
+    fake = {("cusprun@0.1", "none"): {"domain=health": (9.0, 10), "general=en": (8.0, 10)},
+            ("dense", "none"): {"domain=health": (4.5, 10), "general=en": (4.0, 10)}}
+    rows = run_sweep(copy.deepcopy(model).to(torch.bfloat16), tok, one, sets, grams=gs,
+                     modes=["none"], ridge=0.1, max_tokens=32, progress=False, known=fake,
+                     precision="float32")
+    assert {r["precision"] for r in rows} == {"bfloat16"}
+    assert all(r["loss"] not in (9.0, 8.0, 4.5, 4.0) for r in rows)
+
+
 def test_points_measured_at_once_on_model_copies_give_the_same_rows(setup):
     model, tok, gs, plans, sets = setup
     before = [p.clone() for p in model.parameters()]

@@ -56,11 +56,12 @@ def check_runtime(runtime: dict):
     return rt
 
 
-def open_base(store: ArtifactStore, model: dict, runtime: dict):
-    """(LayeredModel, tokenizer) of the base model for passes: whole or streamed (runtime)."""
+def open_base(store: ArtifactStore, model: dict, runtime: dict, precision: str | None = None):
+    """(LayeredModel, tokenizer) of the base model for passes: whole or streamed, in the dtype
+    the runtime gives passes at `precision` (a field name: Runtime.pass_dtype)."""
     from cusprun.engine import open_model
 
-    return open_model(base_path(store, model), **check_runtime(runtime).load_options())
+    return open_model(base_path(store, model), **check_runtime(runtime).load_options(precision))
 
 
 def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) -> dict | None:
@@ -133,6 +134,6 @@ def write_plan(store: ArtifactStore, stage: str, key: str, plan) -> dict:
 
 
 def read_plan(store: ArtifactStore, key: str):
-    from cusprun.masks.plan import PruningPlan
+    from cusprun.plans.plan import PruningPlan
 
     return PruningPlan.model_validate_json((artifact_dir(store, "plan", key) / "plan.json").read_text())

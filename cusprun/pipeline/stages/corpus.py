@@ -9,7 +9,7 @@ from cusprun.pipeline.stages.common import commit_stage, reused
 from cusprun.storage import ArtifactStore
 
 
-def prepare_corpus_stage(store: ArtifactStore, key: str, corpus: dict, refresh: bool = False) -> dict:
+def corpus_stage(store: ArtifactStore, key: str, corpus: dict, refresh: bool = False) -> dict:
     from cusprun.corpora import CorpusSpec, prepare_corpus
 
     if (done := reused(store, "corpus", key, refresh)) is not None:

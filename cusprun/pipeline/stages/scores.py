@@ -16,20 +16,17 @@ from cusprun.storage import ArtifactStore
 SCORES_FILE = "scores.safetensors"
 
 
-def baseline_scores_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
-                          methods: list[str], general: list[str], seed: int,
-                          refresh: bool = False) -> dict:
-    from cusprun.baselines import unit_scores, validate_baseline
+def scores_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
+                 methods: list[str], general: list[str], seed: int,
+                 refresh: bool = False) -> dict:
+    from cusprun.steps.baseline import baseline_scores
 
     if (done := reused(store, "scores", key, refresh)) is not None:
         return done
     gen = load_stats(store, general[0]) if general else None
     with timed(f"baseline scores ({', '.join(methods)})"), scratch_dir("scores", key) as out:
         lm, _ = open_base(store, model, runtime)
-        for m in methods:    # fails before the walk, naming what is missing
-            validate_baseline(m, 0.25, "uniform", base_fingerprint=model["fingerprint"],
-                              general=gen, model_config=lm.config)
-        scores = unit_scores(lm, methods, gen, seed)
+        scores = baseline_scores(lm, methods, gen, seed, model["fingerprint"])
         save_file({f"{m}.{kind}": torch.from_numpy(s[i]).contiguous()
                    for m, s in scores.items() for i, kind in enumerate(("ffn", "heads"))},
                   str(out / SCORES_FILE))

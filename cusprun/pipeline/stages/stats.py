@@ -1,6 +1,6 @@
 """The statistics stage: impact statistics of calibration corpora, and the compensation Grams of
 the expert's own corpora, from ONE pass over the base model for every corpus still missing
-(cusprun.scoring.collect_corpora): a streamed model is read from disk once, not once per corpus.
+(cusprun.steps.stats): a streamed model is read from disk once, not once per corpus.
 Each corpus's statistics and Grams are committed under their own keys (Grams first)."""
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from cusprun.storage import ArtifactStore
 log = logging.getLogger("cusprun.pipeline")
 
 
-def statistics_stage(store: ArtifactStore, jobs: list[dict], model: dict, runtime: dict, *,
-                     max_tokens: int, batch_size: int, refresh: list[str] = (),
-                     on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
+def stats_stage(store: ArtifactStore, jobs: list[dict], model: dict, runtime: dict, *,
+                max_tokens: int, batch_size: int, refresh: list[str] = (),
+                on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """`jobs`: [{group, corpus (record), stats (key), grams (key or None), grams_max_docs}].
     Returns, per job, {"stats": record, "grams": record or None}."""
+    from cusprun.steps.stats import statistics
     from cusprun.pipeline.runtime import Runtime
-    from cusprun.scoring import CorpusJob, collect_corpora, save_stats
+    from cusprun.scoring import CorpusJob, save_stats
 
     out = [{"stats": reused(store, "stats", j["stats"], "stats" in refresh),
             "grams": j["grams"] and reused(store, "grams", j["grams"], "grams" in refresh)}
@@ -45,8 +46,8 @@ def statistics_stage(store: ArtifactStore, jobs: list[dict], model: dict, runtim
                 texts, stats=out[i]["stats"] is None, grams_dir=dirs[i],
                 grams_max_docs=j.get("grams_max_docs"),
                 grams_extra={"model_fingerprint": model["fingerprint"], "corpus_hash": c["hash"]})
-        stats = collect_corpora(lm, tok, work, max_tokens=max_tokens, batch_size=batch_size,
-                                grams_precision=rt.gram_precision, on_progress=on_progress)
+        stats = statistics(lm, tok, work, max_tokens=max_tokens, batch_size=batch_size,
+                                 grams_precision=rt.gram_precision, on_progress=on_progress)
         for i in todo:
             j, c = jobs[i], jobs[i]["corpus"]
             label = {"corpus_hash": c["hash"], "dimension": c["dimension"], "value": c["value"]}

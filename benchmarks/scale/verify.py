@@ -1,10 +1,10 @@
 """Check a published expert the way a user would: stock transformers loads it, and its logits are
 those of the dense model with the plan's units masked and compensated.
 
-Run by bench_scale.py in a process of its own after each build (its memory is then not the
+Run by bench_scale in a process of its own after each build (its memory is then not the
 build's), or by hand:
 
-    .venv/bin/python benchmarks/scale_verify.py --store DIR --name EXPERT --dense MODEL_DIR \
+    python -m benchmarks.scale.verify --store DIR --name EXPERT --dense MODEL_DIR \
         [--reference auto|always|never] [--out result.json]
 
 Two checks, both on the same few tokens:
@@ -33,26 +33,14 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.machine import peak_rss_bytes
+
 FP64_RTOL = 1e-6
 BF16_FACTOR = 2.0
 """The shipped bfloat16 expert may be off the float64 reference by at most this many times the
 reference's own bfloat16 computation (same weights, another summation order)."""
 PROMPTS = ["The patient was given a dose of", "Question: what does the river carry?\nAnswer:"]
 N_TOKENS = 12
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def mem_available_bytes() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def dir_bytes(path: Path, pattern: str = "*.safetensors") -> int:
@@ -63,7 +51,7 @@ def expert_build_inputs(store_root: str, name: str) -> dict:
     """Where the published expert is, and what made it: its plan (from its cusprun.json), the
     compensation settings, and the Grams artifacts of the plan's calibration corpora (matched
     by corpus hash in the store's grams/*/DONE.json records)."""
-    from cusprun.masks.plan import PruningPlan
+    from cusprun.plans.plan import PruningPlan
     from cusprun.pipeline.artifacts import local_copy
     from cusprun.storage import ArtifactStore
     from cusprun.storage.experts import get_expert, read_expert
@@ -219,7 +207,7 @@ def verify(store_root: str, name: str, dense_dir: Path, reference: str = "auto")
         res["fp64"] = _diff(upcast, ref["float64"], FP64_RTOL)
         res["bf16"] = _bf16_check(shipped, ref["bfloat16"], ref["float64"])
         res["logits_match"] = res["fp64"]["ok"] and res["bf16"]["ok"] and res["grams_tokens_match"]
-    res["peak_rss_gb"] = round(_status_kb("VmHWM") / 2 ** 20, 3)
+    res["peak_rss_gb"] = round(peak_rss_bytes() / 2 ** 30, 3)
     return res
 
 

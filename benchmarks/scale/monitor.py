@@ -1,5 +1,5 @@
 """Run one build command and watch it: its log (stage times), its memory and disk reads, the
-free disk space. Used by bench_scale.py."""
+free disk space. Used by bench_scale through benchmarks.build_runner.build_process(monitor=...)."""
 from __future__ import annotations
 
 import json
@@ -13,11 +13,11 @@ import time
 from collections import deque
 from pathlib import Path
 
-from measured_cli import usage
+from benchmarks.machine import process_usage as usage
 
 STAGE_LINE = re.compile(r"cusprun\.pipeline: (?P<label>.+?): (?:started|done in (?P<s>[0-9.]+)s)\s*$")
 KINDS = [("corpus ", "corpus"), ("statistics + compensation Grams", "stats+grams"),
-         ("statistics", "stats"), ("compensation Grams", "grams"), ("merge masks", "plan"),
+         ("statistics", "stats"), ("compensation Grams", "grams"), ("plan (", "plan"),
          ("baseline ", "baseline"), ("slice ", "slice"), ("ratio sweep", "sweep"),
          ("evaluate ", "evaluate"), ("publish expert", "publish")]
 """Stage kinds by the start of cusprun.pipeline.context.timed's label (first match wins)."""
@@ -96,7 +96,7 @@ def _kill(proc: subprocess.Popen) -> None:
 def run_monitored(cmd: list[str], *, env: dict, cwd: Path, log_path: Path, usage_path: Path,
                   timeout_s: float, disk_path: str | Path, rss_limit: int | None = None,
                   every_s: float = 1.0) -> dict:
-    """Run `cmd` (measured_cli.py writing usage_path as it exits) and return what was measured:
+    """Run `cmd` (benchmarks.build_runner's measured command line, writing usage_path as it exits) and return what was measured:
     rc, wall_s, peak_rss_gb (+ how it was measured, the stages running at the largest RSS
     sampled, the RSS when the first stage started), read_gb, cpu_s, stage_s (per stage kind:
     wall time from its first start to its last end; runs of a kind overlap, and so do kinds

@@ -8,7 +8,7 @@ import torch
 
 from cusprun.adapters import Adapter
 from cusprun.errors import SpecError
-from cusprun.masks import PruneConfig, PruningPlan, build_plan
+from cusprun.plans import PruneConfig, PruningPlan, build_plan
 from cusprun.scoring import DimensionStats, rank_percentile
 from tests.support import TINY_FAMILIES, tiny_config
 

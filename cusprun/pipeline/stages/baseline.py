@@ -8,12 +8,12 @@ from cusprun.pipeline.stages.scores import read_scores
 from cusprun.storage import ArtifactStore
 
 
-def baseline_plans_stage(store: ArtifactStore, jobs: list[dict], model: dict,
-                         refresh: bool = False) -> list[dict]:
+def baseline_stage(store: ArtifactStore, jobs: list[dict], model: dict,
+                   refresh: bool = False) -> list[dict]:
     """`jobs`: [{key, method, ratio, layout, ffn_multiple, compensation, ridge, scores (key)}]
     -> their records. Layout, ffn_multiple and compensation are the build's; a method that brings
     its own (flap) uses those instead, and its plan's report says which it ran with."""
-    from cusprun.baselines import plan_from_scores
+    from cusprun.steps.baseline import baseline_plan
     from cusprun.models.loading import load_config
 
     out = [reused(store, "baseline", j["key"], refresh) for j in jobs]
@@ -25,10 +25,7 @@ def baseline_plans_stage(store: ArtifactStore, jobs: list[dict], model: dict,
         scores = {k: read_scores(store, k) for k in {jobs[i]["scores"] for i in todo}}
         for i in todo:
             j = jobs[i]
-            plan = plan_from_scores(j["method"], scores[j["scores"]][j["method"]], config,
-                                    j["ratio"], j["layout"], base_fingerprint=model["fingerprint"],
-                                    seed=j.get("seed", 0), ffn_multiple=j["ffn_multiple"],
-                                    compensation=j["compensation"],
-                                    ridge=j["ridge"])
+            plan = baseline_plan(j, scores[j["scores"]][j["method"]], config,
+                                       model["fingerprint"])
             out[i] = write_plan(store, "baseline", j["key"], plan)
     return out

@@ -12,40 +12,35 @@ from cusprun.storage import ArtifactStore
 from cusprun.storage.layout import stage_key
 
 
-def cusprun_plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
-                       stats: dict[str, list[str]], general: list[str], prune: dict,
-                       grams: list[str] | None = None, heldback: dict[str, list[dict]] | None = None,
-                       compensation: dict | None = None, probe_max_tokens: int = 128,
-                       probe_precision: str = "float32", refresh: bool = False) -> dict:
+def plan_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
+               stats: dict[str, list[str]], general: list[str], prune: dict,
+               grams: list[str] | None = None, heldback: dict[str, list[dict]] | None = None,
+               compensation: dict | None = None, probe_max_tokens: int = 128,
+               probe_precision: str = "float32", refresh: bool = False) -> dict:
     """`stats`: dimension -> statistics keys; `general`: statistics keys of general text;
     `heldback`: dimension -> corpus records whose held-back split the probe scores."""
-    from cusprun.masks import PruneConfig, build_plan
+    from cusprun.steps.plan import cusprun_plan, damage_probe
     from cusprun.models.loading import load_config
+    from cusprun.plans import PruneConfig
 
     if (done := reused(store, "plan", key, refresh)) is not None:
         return done
     config = PruneConfig.model_validate(prune)
-    with timed(f"merge masks ({config.rule}, target {config.target_ratio}, {config.allocation})"):
+    with timed(f"plan ({config.rule}, target {config.target_ratio}, {config.allocation})"):
         loaded = {dim: [load_stats(store, k) for k in keys] for dim, keys in stats.items()}
         gen = [load_stats(store, k) for k in general] or None
         model_config = load_config(base_path(store, model))
         probe = None
         if config.rule == "exact-ratio" and config.allocation == "measured":
-            from cusprun.allocation import DamageProbe
-            from cusprun.compensation import CompensationConfig
-
-            lm, tok = open_base(store, model, runtime)
+            lm, tok = open_base(store, model, runtime, "probe_precision")
             dense_key = json.dumps([model["fingerprint"], probe_max_tokens, probe_precision, {
                 d: [c["hash"] for c in cs] for d, cs in (heldback or {}).items()}], sort_keys=True)
-            probe = DamageProbe(lm, tok, heldback_texts(store, heldback or {}),
-                                grams=gram_set(store, grams or []),
-                                compensation=CompensationConfig.model_validate(compensation or {}),
-                                max_tokens=probe_max_tokens, dense_key=dense_key,
-                                precision=probe_precision)
-        plan = build_plan(loaded, config, model_config, base_fingerprint=model["fingerprint"],
-                          general=gen, probe=probe)
-        if compensation:
-            plan.report["compensation"] = compensation
+            probe = damage_probe(lm, tok, heldback_texts(store, heldback or {}),
+                                 grams=gram_set(store, grams or []),
+                                 compensation=compensation or {}, max_tokens=probe_max_tokens,
+                                 precision=probe_precision, dense_key=dense_key)
+        plan = cusprun_plan(loaded, gen, prune, model_config, model["fingerprint"], probe=probe,
+                            compensation=compensation)
         for dim, keys in stats.items():              # build_plan filled value and corpus hashes
             plan.dimensions[dim]["stats"] = [store.uri(stage_key("stats", k)) for k in keys]
         return write_plan(store, "plan", key, plan)

@@ -21,10 +21,10 @@ import torch
 
 from cusprun.adapters import Adapter
 from cusprun.errors import SpecError
-from cusprun.masks.config import PruneConfig
-from cusprun.masks.overlap import overlap_report
-from cusprun.masks.plan import PruningPlan
-from cusprun.masks.select import UnitScores, select_sets, select_units, to_plan
+from cusprun.plans.config import PruneConfig
+from cusprun.plans.overlap import overlap_report
+from cusprun.plans.plan import PruningPlan
+from cusprun.plans.select import UnitScores, select_sets, select_units, to_plan
 from cusprun.scoring.stats import DimensionStats, check_statistics
 
 log = logging.getLogger(__name__)

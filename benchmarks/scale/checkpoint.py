@@ -14,7 +14,7 @@ blocks whatever the model size (tests/unit/test_scale_checkpoint.py checks the p
 Determinism: block k of tensor `name` comes from a generator seeded by (seed, name, k), so the
 same seed gives the same bytes whatever the shard size.
 
-    .venv/bin/python benchmarks/scale_checkpoint.py OUT_DIR --layers 32 [--hidden 4096 ...] [--seed 0]
+    python -m benchmarks.scale.checkpoint OUT_DIR --layers 32 [--hidden 4096 ...] [--seed 0]
 """
 from __future__ import annotations
 
@@ -191,7 +191,6 @@ def write_config(out: Path, w: LlamaWidths) -> None:
     """config.json, generation_config.json and the tokenizer (special ids inside the vocab)."""
     import transformers
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository: tests.support
     from tests.support import tiny_tokenizer
 
     bos, eos, pad = 256, 257, 258

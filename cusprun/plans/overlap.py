@@ -5,7 +5,7 @@ from itertools import combinations
 
 import numpy as np
 
-from cusprun.masks.select import Selection
+from cusprun.plans.select import Selection
 
 
 def _lowest(score: np.ndarray, tie: np.ndarray, n: int) -> np.ndarray:

@@ -133,7 +133,7 @@ def _ratio_sweep(store: ArtifactStore, model: dict, runtime: dict, sweep: dict[s
     loss_sets = {n: ex for n, ex in loss_sets.items()
                  if n in own or (n.startswith("general=") and not is_out_of_source(n))}
     with timed(f"ratio sweep: {len(plans)} plans x {len(modes)} compensation settings"):
-        m, tok = open_base(store, model, runtime)
+        m, tok = open_base(store, model, runtime, "sweep_precision")
         gs = gram_set(store, grams or []) if comp["mode"] != "none" else None
         own_comp = _own_compensation(store, sweep, comp, gs)
         rows = run_sweep(m, tok, plans, loss_sets, grams=gs, modes=modes, ridge=comp.get("ridge", 0.0),
@@ -203,8 +203,9 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
         for name, c in candidates.items():
             entries[name] = ModelEntry(path=artifact_dir(store, "slice", c["key"]),
                                        method=c["method"], ratio=c["ratio"])
+        # float32 on every device, as the spec says: bf16 weights would multiply in bf16
         config = EvalConfig(max_tokens=options["max_tokens"], n_mc_items=options["mc_items"],
-                            device=rt.device, dtype=rt.dtype, streaming=rt.streaming,
+                            device=rt.device, dtype="float32", streaming=rt.streaming,
                             workers=options.get("sweep_workers", "auto"),
                             seed=options.get("seed", 0), speed_iters=options.get("speed_iters", 3),
                             speed_warmup=1, speed_decode_tokens=16,

@@ -6,7 +6,7 @@ anything but the inputs. Removing the lowest-ranked units until the target is me
 heads each layer "wants" to lose; heads are then snapped to a valid grouped-query structure and
 FFN neurons absorb the remaining budget (they are the fine-grained unit). An `Allocation` (from
 the measured search in cusprun.allocation) fixes the head structures and per-layer FFN shares
-instead. FFN width alignment (ffn_multiple) lives in cusprun.masks.align."""
+instead. FFN width alignment (ffn_multiple) lives in cusprun.plans.align."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,10 +16,10 @@ import numpy as np
 
 from cusprun.adapters import Adapter
 from cusprun.errors import SpecError
-from cusprun.masks.align import align_note, align_removed, distribute
-from cusprun.masks.config import check_ratio
-from cusprun.masks.heads import HeadStructure, choose_heads, structure_cost, valid_structures
-from cusprun.masks.plan import LayerKeep, PruningPlan
+from cusprun.plans.align import align_note, align_removed, distribute
+from cusprun.plans.config import check_ratio
+from cusprun.plans.heads import HeadStructure, choose_heads, structure_cost, valid_structures
+from cusprun.plans.plan import LayerKeep, PruningPlan
 
 
 @dataclass
@@ -102,7 +102,7 @@ class _Ctx:
             self.removable.append(order)
 
     def align(self, ffn_removed: list[np.ndarray], m: int) -> list[np.ndarray]:
-        """ffn_removed re-cut to widths that are multiples of m (cusprun.masks.align)."""
+        """ffn_removed re-cut to widths that are multiples of m (cusprun.plans.align)."""
         return align_removed(ffn_removed, self.removable, self.ffn_rank, self.dims.ffn, m)
 
     def align_note(self, m: int, per: str) -> list[str]:
