@@ -136,7 +136,7 @@ def test_the_embedded_model_from_bundled_corpora_saves_a_stock_expert(tmp_path):
 
     corpora = {"language": "bundled://language/en", "domain": "bundled://domain/health?lang=en",
                "task": "bundled://task/qa?domain=health&lang=en"}
-    expert = cusprun.prune("smollm2-135m", corpora, ratio=0.25, max_docs=12, max_tokens=64,
+    expert = cusprun.prune("smollm2-135m", corpora, ratio=0.25, max_docs=8, max_tokens=48,
                            holdback_docs=4, work_dir=tmp_path / "work", progress=False)
     assert abs(expert.ratio - 0.25) < 0.01
     out = expert.save(tmp_path / "expert", progress=False)
