@@ -40,7 +40,10 @@ def format_of(path: str, override: str | None) -> str | None:
 
 def _filesystem(source: str, spec: CorpusSpec) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
-        fs, path = fsspec.core.url_to_fs(source, **spec.storage_options)
+        # A fresh filesystem per read: fsspec's cached instance would keep the credentials and
+        # listings of the first read in this process (a worker lives across builds).
+        fs, path = fsspec.core.url_to_fs(source, **{"skip_instance_cache": True,
+                                                    **spec.storage_options})
     except Exception as e:  # noqa: BLE001 - bad options, missing s3fs...
         raise CorpusError(f"Cannot open corpus source {source!r}: {type(e).__name__}: {e}") from e
     return fs, path

@@ -172,7 +172,8 @@ def check_model_reference(ref: str, storage_options: dict | None = None) -> None
         import fsspec
 
         try:
-            fs, path = fsspec.core.url_to_fs(ref, **(storage_options or {}))
+            fs, path = fsspec.core.url_to_fs(ref, **{"skip_instance_cache": True,
+                                                      **(storage_options or {})})
             found = fs.find(path.rstrip("/"), maxdepth=1)
         except Exception as e:  # noqa: BLE001 - credentials, bucket, endpoint
             raise ModelSourceError(diagnose(e, ref, storage_options).explain(

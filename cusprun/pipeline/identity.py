@@ -74,7 +74,7 @@ def _files_identity(uri: str, storage_options: dict | None, fmt: str | None,
 
     opts = storage_options or {}
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **opts)
+        fs, path = fsspec.core.url_to_fs(uri, **{"skip_instance_cache": True, **opts})
         # s3fs caches listings (and the sizes and ETags in them) per process: a long-lived worker
         # or a second build in one process would see the old files. Drop them, then list.
         fs.invalidate_cache()

@@ -313,3 +313,25 @@ def test_s3_parquet_roundtrip_missing_key_and_corrupt_object(tmp_path, s3_bucket
     fs.put(pc.path, f"{uri}/prepared/corpus.parquet")
     assert read_texts(f"{uri}/prepared/corpus.parquet", "eval", storage_options=opts) == \
         read_texts(pc.path, "eval")
+
+
+@pytest.mark.s3
+def test_s3_sources_see_credentials_and_files_as_they_are_now(tmp_path, s3_bucket, monkeypatch):
+    """A long-lived process (a worker, the test session) reads an S3 source first without
+    credentials, then with them: the second read works (no filesystem cached with the first
+    read's credentials), and a file added since is listed (found by random test order)."""
+    import s3fs
+
+    from cusprun.corpora.files import list_files
+    from tests.support.s3_faults import no_aws_credentials
+
+    uri, opts = s3_bucket
+    fs = s3fs.S3FileSystem(**opts, skip_instance_cache=True)
+    fs.pipe(f"{uri}/c/a.jsonl", b'{"text": "one"}\n')
+    spec = CorpusSpec(source=f"{uri}/c/", storage_options=opts)
+    with monkeypatch.context() as m:
+        no_aws_credentials(m, tmp_path)
+        with pytest.raises(CorpusError, match="no AWS credentials found"):
+            list_files(spec.source, spec)
+    fs.pipe(f"{uri}/c/b.jsonl", b'{"text": "two"}\n')
+    assert [p.rsplit("/", 1)[1] for p in list_files(spec.source, spec)[1]] == ["a.jsonl", "b.jsonl"]
