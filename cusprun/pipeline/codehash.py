@@ -3,7 +3,7 @@
 The code a stage runs is its root modules plus every cusprun module they import, directly or
 through others, at module level or inside functions (a deferred import runs too); `from package
 import name` counts the module that defines `name`, not every module the package's __init__
-re-exports. Each module counts by its syntax tree without docstrings and pydantic field
+re-exports; an import under `if TYPE_CHECKING:` counts nothing (it never runs). Each module counts by its syntax tree without docstrings and pydantic field
 descriptions, so an edit that changes what runs changes the version of every stage that reaches
 it, and a comment or documentation edit changes none. Modules that only move bytes (the artifact
 store, commits) are left out: they decide where a result lives, not what it is. The torch and
@@ -100,6 +100,16 @@ def defining_module(package: str, attr: str) -> str:
     return package
 
 
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes inside `if TYPE_CHECKING:` blocks (annotations only)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (getattr(node.test, "id", None) == "TYPE_CHECKING"
+                                         or getattr(node.test, "attr", None) == "TYPE_CHECKING"):
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
 @lru_cache(maxsize=None)
 def _parsed(name: str) -> tuple[str, tuple[str, ...]]:
     """(hash of the module's docstring-free syntax tree, cusprun modules whose code it runs).
@@ -110,7 +120,10 @@ def _parsed(name: str) -> tuple[str, tuple[str, ...]]:
     tree = _tree(name)
     deps: set[str] = set()
     is_pkg = path.name == "__init__.py"
+    typing_only = _type_checking_only(tree)
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             deps.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -10,11 +10,12 @@ resolved to float32: it loads float32 weights (pass_dtype), since bf16 weights w
 bf16 whatever autocast says. float32 is then float32 on every device; on a CPU nothing changes."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from cusprun.pipeline.spec import ExpertSpec
+if TYPE_CHECKING:   # annotations only: the stages that validate a Runtime never run the spec's code
+    from cusprun.pipeline.spec import ExpertSpec
 
 Resolved = Literal["float32", "bfloat16"]
 

@@ -165,6 +165,24 @@ def test_a_field_description_edit_changes_no_key(edit_code):
     assert changed_keys(before, work()) == set()
 
 
+def test_a_new_spec_field_changes_no_stage_code_version(edit_code):
+    """The spec is read by the flow, which puts every setting a stage uses into its key; no stage
+    runs the spec's code, so a new field (a real code edit) reruns nothing by itself."""
+    versions = {s: keys.code_version(s) for s in keys.STAGES}
+    edit_code("cusprun.pipeline.spec", lambda src: src.replace(
+        "    seed: int = 0\n", "    seed: int = 0\n    new_setting: int = 1\n", 1))
+    assert "new_setting" in codehash.source("cusprun.pipeline.spec")
+    assert {s: keys.code_version(s) for s in keys.STAGES} == versions
+
+
+def test_an_import_for_annotations_only_is_not_code_a_stage_runs(edit_code):
+    """`if TYPE_CHECKING:` imports never run: runtime.py names ExpertSpec only in annotations."""
+    assert "cusprun.pipeline.spec" not in codehash.closure(["cusprun.pipeline.stages.stats"])
+    edit_code("cusprun.pipeline.runtime", lambda src: src.replace(
+        "if TYPE_CHECKING:", "if True:", 1))
+    assert "cusprun.pipeline.spec" in codehash.closure(["cusprun.pipeline.stages.stats"])
+
+
 def test_from_package_imports_resolve_to_the_defining_module():
     assert codehash.defining_module("cusprun.compensation", "GramSet") == \
         "cusprun.compensation.gram_set"
