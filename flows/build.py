@@ -102,7 +102,7 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     # expert's card (name, base model, license) is written when it is published.
     card = expert_card(spec, model)
     slice_futs = {k: t.slice_task.submit(j.key, storage, model, j.inputs, "slice" in refresh)
-                  for k, j in wl.slices.items()}
+                  for k, j in wl.slices.items() if not (k[0] == "cusprun" and k[1] in wl.rounds)}
     sliced = {k: f.result() for k, f in slice_futs.items()}
     rounds = {r: _rounds(spec, chain, storage, srt, rt, refresh, stats)
               for r, chain in wl.rounds.items()}       # iterative pruning (spec.rounds > 1)
