@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from cusprun.api_rounds import LastRound
 from cusprun.compensation import ChannelMeans, CompensationConfig, GramSet
 from cusprun.errors import SpecError
 from cusprun.plans.plan import PruningPlan
@@ -33,16 +34,6 @@ SETTINGS = ("rule", "score", "sigma", "allocation", "layout", "ffn_multiple", "p
             "min_docs", "holdback_docs", "compensation", "ridge", "gram_docs", "gram_precision",
             "probe_precision", "max_tokens", "batch_size", "streaming", "device", "hub_kernels",
             "seed", "rounds")
-
-
-@dataclass
-class LastRound:
-    """Iterative pruning (rounds > 1): the last round's plan on the checkpoint the round before
-    left, with its Grams; what the expert applies (its `plan` says the same in base terms)."""
-
-    checkpoint: Path
-    plan: PruningPlan
-    grams: GramSet | None = None
 
 
 @dataclass
@@ -249,7 +240,9 @@ def _prune(spec, method, model, tokenizer, corpora, general, work: Path, progres
             from cusprun.api_rounds import Rounds
 
             it = Rounds(spec, tok, runtime, texts, gen, work, want_grams, progress)
-            return [it.run(Expert(p, Path(base), comp, grams if comp.enabled else None), r)
+            make = lambda plan, last: Expert(plan, Path(base), comp, None,  # noqa: E731
+                                             last_round=last)
+            return [it.run(Expert(p, Path(base), comp, grams if comp.enabled else None), r, make)
                     for p, r in zip(plans, spec.target_ratios)]
     else:
         scores = baseline_scores(lm, [method], general_stats, spec.seed, fp)[method]

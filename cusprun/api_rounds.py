@@ -4,7 +4,22 @@ real smaller checkpoint under the work directory, collects the statistics (and G
 corpus on it, and plans on it up to the round's cumulative target (cusprun.plans.rounds)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from cusprun.plans.plan import PruningPlan
+
+
+@dataclass
+class LastRound:
+    """Iterative pruning (rounds > 1): the last round's plan on the checkpoint the round before
+    left, with its Grams; what the expert applies (its `plan` says the same in base terms)."""
+
+    checkpoint: Path
+    plan: PruningPlan
+    grams: Any = None
 
 
 class Rounds:
@@ -15,17 +30,18 @@ class Rounds:
         self.spec, self.tok, self.runtime, self.texts = spec, tok, runtime, texts
         self.general, self.work, self.want_grams, self.progress = general, work, want_grams, progress
 
-    def run(self, first, target: float):
-        """The expert after every round, from round 1's `first` (planned at target/k)."""
+    def run(self, first, target: float, make: Callable[[PruningPlan, LastRound], Any]):
+        """The expert after every round, from round 1's `first` (planned at target/k);
+        `make(plan in base terms, last round)` makes each round's expert."""
         from cusprun.plans.rounds import round_targets
 
         expert = first
         for i, cumulative in enumerate(round_targets(target, self.spec.rounds)[1:], start=2):
-            expert = self._round(expert, first, i, cumulative, self.work / "rounds" / f"{target:g}")
+            expert = self._round(expert, first, i, cumulative, self.work / "rounds" / f"{target:g}",
+                                 make)
         return expert
 
-    def _round(self, before, first, i: int, cumulative: float, where: Path):
-        from cusprun.api import Expert, LastRound
+    def _round(self, before, first, i: int, cumulative: float, where: Path, make):
         from cusprun.compensation import GramSet
         from cusprun.engine import open_model
         from cusprun.models import model_fingerprint
@@ -65,6 +81,4 @@ class Rounds:
                                  [general] if general else None, prune_config(spec, cumulative),
                                  load_config(ckpt), fp, probe=probe,
                                  compensation=compensation_config(spec))
-        comp = first.compensation
-        return Expert(plan, first.base, comp, None,
-                      last_round=LastRound(ckpt, local, grams if comp.enabled else None))
+        return make(plan, LastRound(ckpt, local, grams if first.compensation.enabled else None))
