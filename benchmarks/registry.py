@@ -56,6 +56,8 @@ BENCHMARKS: tuple[Entry, ...] = (
           "calibration size"),
     Entry("quality_ablation", "benchmarks.quality_ablation", "hours", (R + "quality_ablation.json",),
           "what each piece of the selection contributes to the demo expert's quality"),
+    Entry("quality_rounds", "benchmarks.quality_rounds", "hours", (R + "quality_rounds.json",),
+          "held-out retention and build time of the demo expert at 25 % in k = 1, 2, 4 rounds"),
     Entry("quality_baselines", "benchmarks.quality_baselines", "hours",
           (R + "quality_baselines.json",),
           "the baselines on the demo as each defines itself, and how much general text FLAP needs"),

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from cusprun.api_rounds import LastRound
 from cusprun.compensation import ChannelMeans, CompensationConfig, GramSet
 from cusprun.errors import SpecError
 from cusprun.plans.plan import PruningPlan
@@ -32,33 +33,41 @@ Corpus = Sequence[str] | str | Path
 SETTINGS = ("rule", "score", "sigma", "allocation", "layout", "ffn_multiple", "protect_fraction",
             "min_docs", "holdback_docs", "compensation", "ridge", "gram_docs", "gram_precision",
             "probe_precision", "max_tokens", "batch_size", "streaming", "device", "hub_kernels",
-            "seed")
+            "seed", "rounds")
 
 
 @dataclass
 class Expert:
     """A plan for a base model, with what it takes to use or write it."""
 
-    plan: PruningPlan
+    plan: PruningPlan                # in the base model's terms
     base: Path                       # the dense checkpoint directory
     compensation: CompensationConfig
     grams: GramSet | ChannelMeans | None = None
     report: dict = field(default_factory=dict)
+    last_round: LastRound | None = None
     _model: Any = field(default=None, repr=False)
 
     @property
     def ratio(self) -> float:
         return self.plan.achieved_ratio
 
+    def _applied(self) -> tuple[Path, PruningPlan, Any]:
+        """(checkpoint, plan on it, its Grams): the base, or the last round's checkpoint."""
+        r = self.last_round
+        return (self.base, self.plan, self.grams) if r is None else (r.checkpoint, r.plan, r.grams)
+
     def model(self):
-        """The dense model with the plan applied in memory (FFN neurons cut, heads zeroed,
-        kept columns compensated): what the saved expert computes. Loads the base whole."""
+        """The dense model (after rounds > 1: the round before's checkpoint) with the plan
+        applied in memory (FFN neurons cut, heads zeroed, kept columns compensated): what the
+        saved expert computes. Loads that checkpoint whole."""
         if self._model is None:
             from cusprun.engine import MaskSession
             from cusprun.models.loading import load_model
 
-            model, _ = load_model(self.base)
-            MaskSession(model).apply(self.plan, grams=self.grams, config=self.compensation)
+            path, plan, grams = self._applied()
+            model, _ = load_model(path)
+            MaskSession(model).apply(plan, grams=grams, config=self.compensation)
             self._model = model
         return self._model
 
@@ -68,9 +77,15 @@ class Expert:
         from cusprun.slicing import slice_checkpoint
         from cusprun.slicing.compensated import Compensation
 
-        return slice_checkpoint(self.base, self.plan, out_dir, card=card, overwrite=overwrite,
-                                model_fingerprint=self.plan.base_fingerprint, progress=progress,
-                                compensation=Compensation(self.compensation, self.grams))
+        path, plan, grams = self._applied()
+        out = slice_checkpoint(path, plan, out_dir, card=card, overwrite=overwrite,
+                               model_fingerprint=plan.base_fingerprint, progress=progress,
+                               compensation=Compensation(self.compensation, grams))
+        if self.last_round is not None:
+            from cusprun.steps.rounds import describe_against_base
+
+            describe_against_base(Path(out), self.plan, path)
+        return out
 
 
 def build_spec(corpora: Mapping[str, Corpus], *, ratio: float | Sequence[float] | None = None,
@@ -216,11 +231,19 @@ def _prune(spec, method, model, tokenizer, corpora, general, work: Path, progres
                                        grams=grams, compensation=compensation_config(spec),
                                        max_tokens=probe_tokens(spec),
                                        precision=runtime.probe_precision)
-        plans = [cusprun_plan({d: [s] for d, s in stats.items()},
+        plans = [cusprun_plan({d: [s] for d, s in stats.items()},   # rounds > 1: round 1
                                     [general_stats] if general_stats else None,
-                                    prune_config(spec, r), config, fp, probe=probe,
+                                    prune_config(spec, r / spec.rounds), config, fp, probe=probe,
                                     compensation=compensation_config(spec))
                  for r in spec.target_ratios]
+        if spec.rounds > 1:
+            from cusprun.api_rounds import Rounds
+
+            it = Rounds(spec, tok, runtime, texts, gen, work, want_grams, progress)
+            make = lambda plan, last: Expert(plan, Path(base), comp, None,  # noqa: E731
+                                             last_round=last)
+            return [it.run(Expert(p, Path(base), comp, grams if comp.enabled else None), r, make)
+                    for p, r in zip(plans, spec.target_ratios)]
     else:
         scores = baseline_scores(lm, [method], general_stats, spec.seed, fp)[method]
         plans = [baseline_plan(baseline_job(spec, method, r), scores, config, fp)

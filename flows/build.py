@@ -1,5 +1,6 @@
 """The `build-expert` flow: resolve -> corpora -> statistics (one pass for every corpus, or runs
-on the gpu work pool) -> baseline scores -> plans -> slices -> evaluation -> publish.
+on the gpu work pool) -> baseline scores -> plans -> slices (with rounds > 1: round by round,
+statistics -> plan -> slice on the round before's slice) -> evaluation -> publish.
 
 The flow only walks the build's work list (cusprun.pipeline.worklist): every key is computed
 there, from content and code, before a stage runs. Tasks exchange URIs, keys and small dicts;
@@ -28,12 +29,12 @@ def storage_ref(spec: ExpertSpec, storage_block: str | None) -> dict:
     return {"root": spec.storage_root, "block": storage_block}
 
 
-def _statistics(spec: ExpertSpec, wl: WorkList, storage: dict, model: dict, runtime: dict,
+def _statistics(spec: ExpertSpec, statistics: list, storage: dict, model: dict, runtime: dict,
                 refresh: list[str]) -> list[dict]:
     jobs = [{"group": s.group, "corpus": s.corpus, "stats": s.stats.key,
              "grams": s.grams.key if s.grams else None,
              "grams_max_docs": s.grams.inputs["max_docs"] if s.grams else None}
-            for s in wl.statistics]
+            for s in statistics]
     if spec.execution == "distributed":
         return collect_stats_remote(jobs, storage, model, runtime, spec, refresh)
     return t.stats_task.submit(storage, jobs, model, runtime, spec.max_tokens,
@@ -79,7 +80,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     rt = runtime.model_dump()
 
     # Statistics and Grams of every calibration corpus, one pass (or runs on the gpu pool).
-    stats = _statistics(spec, wl, storage, model, statistics_runtime(spec).model_dump(), refresh)
+    srt = statistics_runtime(spec).model_dump()
+    stats = _statistics(spec, wl.statistics, storage, model, srt, refresh)
 
     # Plans: baseline scores once, then Cus-Prun and every baseline at every ratio.
     scores = None
@@ -100,8 +102,12 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     # expert's card (name, base model, license) is written when it is published.
     card = expert_card(spec, model)
     slice_futs = {k: t.slice_task.submit(j.key, storage, model, j.inputs, "slice" in refresh)
-                  for k, j in wl.slices.items()}
+                  for k, j in wl.slices.items() if not (k[0] == "cusprun" and k[1] in wl.rounds)}
     sliced = {k: f.result() for k, f in slice_futs.items()}
+    rounds = {r: _rounds(spec, chain, storage, srt, rt, refresh, stats)
+              for r, chain in wl.rounds.items()}       # iterative pruning (spec.rounds > 1)
+    for r, done in rounds.items():
+        plans[("cusprun", r)], sliced[("cusprun", r)] = done[-1]
 
     # Evaluate dense vs Cus-Prun vs baselines on held-out data, then publish the expert.
     report = None
@@ -125,12 +131,30 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         + [("statistics", r) for s in stats for r in s.values() if r]
         + ([("baseline scores", scores.result())] if scores is not None else [])
         + [(f"plan {m}@{r:g}", p) for (m, r), p in plans.items()]
+        + [(f"round {i} of cusprun@{r:g}", rec) for r, done in rounds.items()
+           for i, (p, s) in enumerate(done[:-1], start=1) for rec in (p, s)]
         + [(f"slice {m}@{r:g}", s) for (m, r), s in sliced.items()]
         + ([("evaluation", report)] if report else []) + [("publish", published)])
     return {"expert": published, "report": report["uri"] if report else None,
             "model": {k: model[k] for k in ("ref", "fingerprint", "architecture")},
             "plans": {f"{m}@{r:g}": p["achieved_ratio"] for (m, r), p in plans.items()},
             "timings": timings}
+
+
+def _rounds(spec: ExpertSpec, chain: list, storage: dict, srt: dict, rt: dict,
+            refresh: list[str], stats: list[dict]) -> list[tuple[dict, dict]]:
+    """Iterative pruning towards one target: each round's statistics (and Grams) on the round
+    before's slice, its plan, its slice, in order (each round needs the one before). Returns
+    (plan, slice) records per round; round statistics are added to `stats`."""
+    out = []
+    for rd in chain:
+        if rd.statistics:
+            stats += _statistics(spec, rd.statistics, storage, rd.model, srt, refresh)
+        plan = t.plan_task.submit(rd.plan.key, storage, rd.model, rt, rd.plan.inputs,
+                                  "plan" in refresh).result()
+        out.append((plan, t.slice_task.submit(rd.slice.key, storage, rd.model, rd.slice.inputs,
+                                              "slice" in refresh).result()))
+    return out
 
 
 def stage_timings(rows: list[tuple[str, dict]]) -> list[dict]:

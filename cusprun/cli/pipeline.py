@@ -57,6 +57,8 @@ def _spec_from_args(args) -> ExpertSpec:
         data["target_ratios"] = args.ratio
     if getattr(args, "ffn_multiple", None) is not None:
         data["ffn_multiple"] = args.ffn_multiple
+    if getattr(args, "rounds", None) is not None:
+        data["rounds"] = args.rounds
     if getattr(args, "protect_fraction", None) is not None:
         data["protect_fraction"] = args.protect_fraction
     if getattr(args, "hub_kernels", False):
@@ -162,6 +164,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the comparison with dense and baselines (e.g. experts built only "
                         "for `cusprun overlap`)")
     b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
+    b.add_argument("--rounds", type=int, help="reach each ratio in this many rounds, re-measuring "
+                   "the partly pruned model between them (1-16; default 1: one shot)")
     b.add_argument("--rule", choices=["exact-ratio", "paper"])
     b.add_argument("--layout", choices=["uniform", "per_layer"])
     b.add_argument("--score", choices=["centered", "impact", "percentile"],

@@ -11,6 +11,7 @@ from cusprun.compensation.config import CompensationConfig
 from cusprun.errors import SpecError
 from cusprun.engine.placement import Streaming
 from cusprun.plans.config import MAX_RATIO, PruneConfig, ratio_problem
+from cusprun.plans.rounds import MAX_ROUNDS
 from cusprun.models.precision import Precision
 
 Dimension = Literal["language", "domain", "task"]
@@ -166,6 +167,10 @@ class ExpertSpec(BaseModel):
         "demo bfloat16 made them about half as costly and moved compensated retention by at most 0.002"))
     target_ratios: list[float] = Field(default_factory=lambda: [_default(_PRUNE, "target_ratio")],
                                        description="Fractions of prunable parameters to remove; the first is published")
+    rounds: int = Field(1, ge=1, le=MAX_ROUNDS, description=(
+        "Iterative pruning: reach each target ratio in this many rounds, re-collecting the "
+        "statistics (and Grams) on the partly pruned, compensated model before each next plan "
+        "(1: one shot; docs/method.md, Iterative pruning)"))
     sigma: float = Field(_default(_PRUNE, "sigma"), gt=0, lt=1, description="Per-document irrelevant fraction (rule='paper')")
     layout: Literal["uniform", "per_layer"] = _default(_PRUNE, "layout")
     ffn_multiple: int = Field(_default(_PRUNE, "ffn_multiple"), ge=1, le=65536, title="FFN multiple", description=(

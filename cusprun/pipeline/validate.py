@@ -27,6 +27,7 @@ def validate_build(spec: ExpertSpec, methods: Sequence[str] | None = None,
             raise SpecError(f"method {m!r} scores with general-text statistics: give a general "
                             "corpus (general: in the spec, general= in cusprun.prune)")
     _check_device(spec)
+    _check_rounds(spec, methods)
     hold = spec.holdback_docs if uses_holdback(spec) and "cusprun" in methods else 0
     dims = {**spec.dimensions(), **({"general": spec.general} if spec.general else {})}
     for group, docs in (documents or {}).items():
@@ -41,6 +42,24 @@ def validate_build(spec: ExpertSpec, methods: Sequence[str] | None = None,
                 f"corpus {group!r} has {len(docs)} documents; its statistics need at least {need} "
                 f"(min_docs) after {held} held back to measure allocations (holdback_docs): give "
                 f"at least {need + held}, or lower min_docs / holdback_docs, or allocation='rank'")
+
+
+def _check_rounds(spec: ExpertSpec, methods: Sequence[str]) -> None:
+    """Iterative pruning re-plans on each round's sliced checkpoint: its statistics hold one
+    width per unit type for all layers, and each round needs a ratio to aim at."""
+    if spec.rounds == 1:
+        return
+    if spec.rule != "exact-ratio":
+        raise SpecError(f"rounds={spec.rounds} needs rule='exact-ratio': the paper rule removes "
+                        "what its sigma threshold finds, not a ratio that rounds can split; "
+                        "use rounds=1 with rule='paper'")
+    if spec.layout != "uniform":
+        raise SpecError(f"rounds={spec.rounds} needs layout='uniform': a per_layer round leaves "
+                        "layers of different widths, and the next round's statistics hold one "
+                        "width per layer kind; use layout='uniform' or rounds=1")
+    if "cusprun" not in methods:
+        raise SpecError(f"rounds={spec.rounds} prunes Cus-Prun iteratively; baselines "
+                        f"({', '.join(methods)}) are one shot: use rounds=1 with method=...")
 
 
 def _check_device(spec: ExpertSpec) -> None:

@@ -17,6 +17,7 @@ from cusprun.pipeline.plan_inputs import (baseline_job, baseline_setup, calibrat
                                           slice_compensation, uses_holdback)
 from cusprun.pipeline.runtime import Runtime
 from cusprun.pipeline.spec import EvaluationOptions, ExpertSpec
+from cusprun.plans.rounds import round_targets
 
 
 @dataclass
@@ -46,6 +47,20 @@ class StatisticsJob:
 
 
 @dataclass
+class Round:
+    """One round of iterative pruning (spec.rounds > 1) towards one target ratio. Round 1 plans
+    on the dense statistics (its `statistics` are empty: the build's dense pass) at target/k;
+    round i > 1 collects statistics (and Grams) of every calibration corpus on `model`, round
+    i-1's slice, plans on them up to the cumulative target*i/k and slices that checkpoint."""
+
+    index: int
+    model: dict
+    statistics: list[StatisticsJob]
+    plan: Job
+    slice: Job
+
+
+@dataclass
 class WorkList:
     runtime: Runtime
     statistics: list[StatisticsJob]
@@ -53,6 +68,7 @@ class WorkList:
     plans: dict[tuple[str, float], Job]
     slices: dict[tuple[str, float], Job]
     evaluation: Job | None
+    rounds: dict[float, list[Round]] = field(default_factory=dict)
 
     def stats_of(self, group: str) -> list[Job]:
         return [s.stats for s in self.statistics if s.group == group]
@@ -87,20 +103,7 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
     prepared corpus records; `eval_corpora`: name -> prepared held-out corpus record."""
     fp = model["fingerprint"]
     srt = stats_runtime or runtime
-    stats: list[StatisticsJob] = []
-    for group, records in corpora.items():
-        for c in records:
-            label = f"{group}={c['value']}"
-            s = Job("stats", content_key("stats", fp, c["hash"], {"max_tokens": spec.max_tokens,
-                                                                 **srt.identity()}),
-                    f"statistics {label}")
-            g = None
-            if needs_grams(spec) and group != "general":
-                cap = {"max_docs": spec.gram_docs} if spec.gram_docs else {}
-                g = Job("grams", content_key("grams", fp, c["hash"], {
-                    "max_tokens": gram_tokens(spec), **cap, **srt.identity("gram_precision")}),
-                    f"compensation Grams {label}", {"max_docs": spec.gram_docs})
-            stats.append(StatisticsJob(group, c, s, g))
+    stats = _statistics_jobs(spec, fp, corpora, srt)
     own = [s for s in stats if s.group != "general"]
     general = [s.stats.key for s in stats if s.group == "general"]
     gram_keys = [s.grams.key for s in own if s.grams is not None]
@@ -114,20 +117,35 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
     plans: dict[tuple[str, float], Job] = {}
     measured = uses_holdback(spec)
     heldback = {g: [s.corpus for s in own if s.group == g] for g in dict.fromkeys(s.group for s in own)}
-    by_dim = {g: [s.stats.key for s in own if s.group == g] for g in sorted(heldback)}
-    for ratio in _ratios(spec):
+
+    def cusprun_plan(fp: str, stats: list[StatisticsJob], ratio: float, label: str,
+                     previous: str | None = None) -> Job:
+        """Cus-Prun's plan on the model `fp` from its `stats`; `previous`: the plan of the round
+        before (iterative pruning; its key then joins this one's)."""
+        own = [s for s in stats if s.group != "general"]
+        general = [s.stats.key for s in stats if s.group == "general"]
+        gram_keys = [s.grams.key for s in own if s.grams is not None]
+        by_dim = {g: [s.stats.key for s in own if s.group == g] for g in sorted(heldback)}
         prune = prune_config(spec, ratio)
         search = ({"grams": gram_keys, "compensation": comp, "max_tokens": probe_tokens(spec),
                    "heldback": {g: [c["hash"] for c in cs] for g, cs in heldback.items()},
                    **runtime.identity("probe_precision")} if measured else None)
-        plans[("cusprun", ratio)] = Job(
+        chain = [previous] if previous else []
+        return Job(
             "plan", content_key("plan", fp, [by_dim[g] for g in sorted(by_dim)], general, prune,
-                                search),
-            f"Cus-Prun plan at {ratio:g}",
+                                search, *chain),
+            label,
             {"stats": by_dim, "general": general, "prune": prune,
              "grams": gram_keys if (measured or comp["mode"] != "none") else [],
              "heldback": heldback if measured else {}, "compensation": comp,
-             "probe_max_tokens": probe_tokens(spec), "probe_precision": runtime.probe_precision})
+             "probe_max_tokens": probe_tokens(spec), "probe_precision": runtime.probe_precision,
+             **({"previous": previous} if previous else {})})
+
+    iterative = spec.rounds > 1
+    sweep_ratios = spec.evaluation.sweep_ratios if spec.evaluation.enabled else []
+    for ratio in _ratios(spec):
+        if not iterative or ratio in sweep_ratios:   # iterative targets: see rounds below
+            plans[("cusprun", ratio)] = cusprun_plan(fp, stats, ratio, f"Cus-Prun plan at {ratio:g}")
         for method in spec.baselines:     # each with its own setup where it brings one (flap)
             setup = baseline_setup(spec, method, model.get("architecture"))
             plans[(method, ratio)] = Job(
@@ -138,9 +156,33 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
     # what each method's slice and sweep points compensate with (cusprun: comp and gram_keys)
     comp_of = {m: slice_compensation(spec, m, model.get("architecture"), gram_keys, general)
                for m in ["cusprun", *spec.baselines]}
-    slices = {(m, r): Job("slice", content_key("slice", p.key, comp_of[m]),
-                          f"slice {m} at {r:g}", {"plan": p.key, **comp_of[m]})
-              for (m, r), p in plans.items() if r in spec.target_ratios}
+    slice_job = lambda m, r, p, comp, label: Job(  # noqa: E731
+        "slice", content_key("slice", p.key, comp), label, {"plan": p.key, **comp})
+    slices = {(m, r): slice_job(m, r, p, comp_of[m], f"slice {m} at {r:g}")
+              for (m, r), p in plans.items() if r in spec.target_ratios
+              and not (iterative and m == "cusprun")}
+    rounds: dict[float, list[Round]] = {}
+    for ratio in spec.target_ratios if iterative else []:
+        chain: list[Round] = []
+        for i, cumulative in enumerate(round_targets(ratio, spec.rounds), start=1):
+            at = f"round {i}/{spec.rounds} to {ratio:g}"
+            if i == 1:   # today's one-shot plan and slice at target/k, on the dense statistics
+                rm, rstats = model, []
+                p = cusprun_plan(fp, stats, cumulative, f"Cus-Prun plan at {cumulative:g} ({at})")
+            else:
+                rm = round_model(model, chain[-1].slice.key)
+                rstats = _statistics_jobs(spec, rm["fingerprint"], corpora, srt, f" ({at})")
+                p = cusprun_plan(rm["fingerprint"], rstats, cumulative,
+                                 f"Cus-Prun plan at {cumulative:g} ({at})", chain[-1].plan.key)
+            comp_i = slice_compensation(spec, "cusprun", model.get("architecture"),
+                                        [s.grams.key for s in rstats or stats if s.grams
+                                         and s.group != "general"],
+                                        [s.stats.key for s in rstats or stats
+                                         if s.group == "general"])
+            chain.append(Round(i, rm, rstats, p, slice_job("cusprun", cumulative, p, comp_i,
+                                                           f"slice cusprun ({at})")))
+        rounds[ratio] = chain
+        slices[("cusprun", ratio)] = chain[-1].slice
 
     evaluation = None
     if spec.evaluation.enabled:
@@ -163,6 +205,35 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
         evaluation = Job("evaluate", key, "evaluation", {
             "candidates": candidates, "eval_corpora": eval_corpora, "options": options,
             "dense_key": dense_key,
-            "overlap_plan": plans[("cusprun", spec.target_ratios[0])].key, "sweep": sweep,
+            "overlap_plan": (rounds[spec.target_ratios[0]][-1].plan.key if iterative
+                             else plans[("cusprun", spec.target_ratios[0])].key), "sweep": sweep,
             "grams": gram_keys if comp["mode"] != "none" else []})
-    return WorkList(runtime, stats, scores, plans, slices, evaluation)
+    return WorkList(runtime, stats, scores, plans, slices, evaluation, rounds)
+
+
+def _statistics_jobs(spec: ExpertSpec, fp: str, corpora: dict[str, list[dict]], srt: Runtime,
+                     suffix: str = "") -> list[StatisticsJob]:
+    """Statistics (and, where compensation needs them, Grams) of every calibration corpus on the
+    model whose fingerprint is `fp`."""
+    stats: list[StatisticsJob] = []
+    for group, records in corpora.items():
+        for c in records:
+            label = f"{group}={c['value']}{suffix}"
+            s = Job("stats", content_key("stats", fp, c["hash"], {"max_tokens": spec.max_tokens,
+                                                                 **srt.identity()}),
+                    f"statistics {label}")
+            g = None
+            if needs_grams(spec) and group != "general":
+                cap = {"max_docs": spec.gram_docs} if spec.gram_docs else {}
+                g = Job("grams", content_key("grams", fp, c["hash"], {
+                    "max_tokens": gram_tokens(spec), **cap, **srt.identity("gram_precision")}),
+                    f"compensation Grams {label}", {"max_docs": spec.gram_docs})
+            stats.append(StatisticsJob(group, c, s, g))
+    return stats
+
+
+def round_model(model: dict, slice_key: str) -> dict:
+    """The model a round after the first runs on: the previous round's slice (a real, smaller
+    checkpoint in the store). Its fingerprint names that slice's content key, so statistics,
+    plans and slices made on it are keyed apart from the base model's and chain on the slice."""
+    return {**model, "fingerprint": f"round:{slice_key}", "slice": slice_key}

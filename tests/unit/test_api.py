@@ -105,6 +105,10 @@ BAD_SETTINGS = [
     (dict(corpora={"domain": []}), CorpusError, "non-empty list"),
     (dict(corpora={"domain": ["one document"] * 12}), CorpusError,
      "has 12 documents; its statistics need at least 8 .* give at least 16"),
+    (dict(rounds=0), SpecError, r"rounds: Input should be greater than or equal to 1 \(got 0\)"),
+    (dict(rounds=17), SpecError, r"rounds: Input should be less than or equal to 16"),
+    (dict(rounds=2, layout="per_layer"), SpecError, "rounds=2 needs layout='uniform'"),
+    (dict(rounds=2, method="magnitude"), SpecError, "baselines .* are one shot"),
     (dict(corpora={}), SpecError, "1 to 3 dimensions"),
     (dict(corpora={"medicine": ["a"] * 20}), SpecError, "dimension 'medicine'; accepted: language"),
 ]
@@ -167,3 +171,42 @@ def test_settings_have_one_default_the_spec_s_and_the_spec_takes_the_library_s()
         assert getattr(default, name) == getattr(PruneConfig(), name), name
     comp = CompensationConfig()
     assert (default.compensation, default.ridge) == (comp.mode, comp.ridge)
+
+
+def test_two_rounds_reach_the_target_exactly_on_the_pruned_model(base, tmp_path):
+    """rounds=2: round 1 at half the target from the dense model; round 2 measured on round 1's
+    sliced, compensated checkpoint, planned on its units, mapped back to base units; the saved
+    expert is a stock checkpoint computing what the in-memory one computes."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from cusprun.slicing.validate import validate_plan
+    from cusprun.models.loading import load_config
+
+    corpora = {"domain": _docs(16, 0), "task": _docs(16, 1)}
+    one = cusprun.prune(base, corpora, ratio=0.3, max_tokens=32, holdback_docs=4,
+                        work_dir=tmp_path / "one", progress=False)
+    two = cusprun.prune(base, corpora, ratio=0.3, max_tokens=32, holdback_docs=4, rounds=2,
+                        work_dir=tmp_path / "two", progress=False)
+    assert abs(two.ratio - 0.3) <= abs(one.ratio - 0.3) + 1e-9 and abs(two.ratio - 0.3) < 0.02
+    rounds = two.plan.report["rounds"]
+    assert len(rounds) == 2 and rounds[0]["cumulative_ratio"] < rounds[1]["cumulative_ratio"]
+    validate_plan(two.plan, load_config(base), model_fingerprint=two.plan.base_fingerprint)
+    # round 2 was planned on round 1's checkpoint: its units are the ones round 1 kept
+    before = json.loads((two.last_round.checkpoint / "cusprun.json").read_text())["layers"]
+    round1 = load_config(two.last_round.checkpoint)
+    assert round1.intermediate_size == len(before[0]["ffn"]) < load_config(base).intermediate_size
+    assert all(max(layer.ffn) < round1.intermediate_size for layer in two.last_round.plan.layers)
+    kept = [set(b["ffn"]) for b in before]
+    assert all(set(layer.ffn) <= k for layer, k in zip(two.plan.layers, kept))
+    out = two.save(tmp_path / "expert", progress=False)
+    meta = json.loads((out / "cusprun.json").read_text())
+    assert meta["achieved_ratio"] == two.ratio and meta["layers"] == [
+        layer.model_dump() for layer in two.plan.layers]
+    assert meta["params"]["dense"]["total"] - meta["params"]["removed"] == \
+        meta["params"]["pruned"]["total"]
+    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    x = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (saved(x).logits - two.model()(x).logits).abs().max() < 1e-4

@@ -42,6 +42,14 @@ def base_path(store: ArtifactStore, model: dict) -> Path:
     return local_model(model["ref"], model["fingerprint"], store.storage_options or None)
 
 
+def model_dir(store: ArtifactStore, model: dict) -> Path:
+    """The checkpoint a pass runs on: the base model, or, in a round of iterative pruning after
+    the first (worklist.round_model), the previous round's slice from the store."""
+    if model.get("slice"):
+        return artifact_dir(store, "slice", model["slice"])
+    return base_path(store, model)
+
+
 def check_runtime(runtime: dict):
     """The runtime this stage's keys were made for, refused where this worker cannot run it."""
     import torch
@@ -57,11 +65,12 @@ def check_runtime(runtime: dict):
 
 
 def open_base(store: ArtifactStore, model: dict, runtime: dict, precision: str | None = None):
-    """(LayeredModel, tokenizer) of the base model for passes: whole or streamed, in the dtype
-    the runtime gives passes at `precision` (a field name: Runtime.pass_dtype)."""
+    """(LayeredModel, tokenizer) of the base model (or a round's model: model_dir) for passes:
+    whole or streamed, in the dtype the runtime gives passes at `precision` (a field name:
+    Runtime.pass_dtype)."""
     from cusprun.engine import open_model
 
-    return open_model(base_path(store, model), **check_runtime(runtime).load_options(precision))
+    return open_model(model_dir(store, model), **check_runtime(runtime).load_options(precision))
 
 
 def reused(store: ArtifactStore, stage: str, key: str, refresh: bool = False) -> dict | None:
@@ -125,15 +134,27 @@ def heldback_texts(store: ArtifactStore, corpora: dict[str, list[dict]]) -> dict
             for dim, cs in corpora.items()}
 
 
-def write_plan(store: ArtifactStore, stage: str, key: str, plan) -> dict:
+LOCAL_PLAN = "round_plan.json"
+"""A round of iterative pruning after the first: its plan on the round's own (partly pruned)
+model, which its slice applies; plan.json holds the same plan in base-model terms."""
+
+
+def write_plan(store: ArtifactStore, stage: str, key: str, plan, local=None) -> dict:
     with scratch_dir("plan", key) as out:
         (out / "plan.json").write_text(plan.model_dump_json(indent=2))
+        if local is not None:
+            (out / LOCAL_PLAN).write_text(local.model_dump_json(indent=2))
         return commit_stage(store, stage, key, out, {
             "method": plan.method, "target_ratio": plan.target_ratio,
-            "achieved_ratio": plan.achieved_ratio, "layout": plan.layout})
+            "achieved_ratio": plan.achieved_ratio, "layout": plan.layout,
+            **({"round_ratio": local.achieved_ratio} if local is not None else {})})
 
 
-def read_plan(store: ArtifactStore, key: str):
+def read_plan(store: ArtifactStore, key: str, local: bool = False):
+    """The plan in base-model terms; `local`: the plan the slice applies (a round's own plan
+    where there is one)."""
     from cusprun.plans.plan import PruningPlan
 
-    return PruningPlan.model_validate_json((artifact_dir(store, "plan", key) / "plan.json").read_text())
+    d = artifact_dir(store, "plan", key)
+    f = d / LOCAL_PLAN if local and (d / LOCAL_PLAN).exists() else d / "plan.json"
+    return PruningPlan.model_validate_json(f.read_text())
