@@ -1,5 +1,6 @@
 """The `build-expert` flow: resolve -> corpora -> statistics (one pass for every corpus, or runs
-on the gpu work pool) -> baseline scores -> plans -> slices -> evaluation -> publish.
+on the gpu work pool) -> baseline scores -> plans -> slices -> healing (optional) -> evaluation
+-> publish.
 
 The flow only walks the build's work list (cusprun.pipeline.worklist): every key is computed
 there, from content and code, before a stage runs. Tasks exchange URIs, keys and small dicts;
@@ -102,6 +103,10 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     slice_futs = {k: t.slice_task.submit(j.key, storage, model, j.inputs, "slice" in refresh)
                   for k, j in wl.slices.items()}
     sliced = {k: f.result() for k, f in slice_futs.items()}
+    # Optional healing (spec `heal:`): each healed slice is its own cached stage run.
+    heal_futs = {k: t.heal_task.submit(j.key, storage, model, rt, j.inputs, "heal" in refresh)
+                 for k, j in wl.heals.items()}
+    healed = {k: f.result() for k, f in heal_futs.items()}
 
     # Evaluate dense vs Cus-Prun vs baselines on held-out data, then publish the expert.
     report = None
@@ -113,8 +118,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                                  description=f"Evaluation of expert {spec.name}")
         log.info("evaluation:\n%s", report["markdown"])
     t_pub = time.perf_counter()
-    published = t.publish_task(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report,
-                                 card)
+    expert = ("cusprun", spec.target_ratios[0])    # the healed expert when healing is on
+    published = t.publish_task(storage, spec.name, healed.get(expert, sliced[expert]), report, card)
     published["task_s"] = round(time.perf_counter() - t_pub, 1)
     create_link_artifact(published["uri"], link_text=f"{spec.name} {published['version']}",
                          key=f"{spec.name}-expert", description="Published expert checkpoint")
@@ -126,10 +131,13 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         + ([("baseline scores", scores.result())] if scores is not None else [])
         + [(f"plan {m}@{r:g}", p) for (m, r), p in plans.items()]
         + [(f"slice {m}@{r:g}", s) for (m, r), s in sliced.items()]
+        + [(f"heal {m}@{r:g}", h) for (m, r), h in healed.items()]
         + ([("evaluation", report)] if report else []) + [("publish", published)])
     return {"expert": published, "report": report["uri"] if report else None,
             "model": {k: model[k] for k in ("ref", "fingerprint", "architecture")},
             "plans": {f"{m}@{r:g}": p["achieved_ratio"] for (m, r), p in plans.items()},
+            **({"healed": {f"{m}@{r:g}": {k: h.get(k) for k in ("tokens", "wall_s", "device")}
+                           for (m, r), h in healed.items()}} if healed else {}),
             "timings": timings}
 
 

@@ -147,11 +147,11 @@ def heal(student_dir: str | Path, teacher_dir: str | Path, texts: Mapping[str, S
             loss_v = loss_sum / accum
             running = loss_v if running is None else 0.9 * running + 0.1 * loss_v
             elapsed = time.perf_counter() - t_train
-            curve.append({"step": step + 1, "tokens": seen, "loss": round(loss_v, 5),
-                          "kl": round(kl_sum / accum, 5), "lm": round(lm_sum / accum, 5),
+            curve.append({"step": step + 1, "tokens": seen, "loss": loss_v,
+                          "kl": kl_sum / accum, "lm": lm_sum / accum,
                           "lr": lr, "seconds": round(elapsed, 2)})
             bar.update(len(rows) * spec.seq_len)
-            bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{seen / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{running:.4g}", tok_s=f"{seen / max(elapsed, 1e-9):.0f}")
             if on_step is not None:
                 on_step(step + 1, spec.steps)
     finally:
@@ -169,7 +169,7 @@ def heal(student_dir: str | Path, teacher_dir: str | Path, texts: Mapping[str, S
         "teacher_cache_bytes": cache.nbytes, "teacher_s": round(t_teacher, 2),
         "train_s": round(train_s, 2), "wall_s": round(time.perf_counter() - t0, 2),
         "tokens_per_s": round(seen / max(train_s, 1e-9), 1),
-        "kl_before": round(kl_before, 5), "kl_after": round(kl_after, 5),
+        "kl_before": kl_before, "kl_after": kl_after,
         **_peak_memory(device), "curve": curve}
     state = {n: p for n, p in model.state_dict().items()}
     write_healed(state, student_dir, out_dir, record)

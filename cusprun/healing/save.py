@@ -43,5 +43,9 @@ def write_healed(state: Mapping[str, torch.Tensor], sliced_dir: str | Path, out_
         meta = json.loads(meta_path.read_text())
         meta["healing"] = {k: v for k, v in healing.items() if k != "curve"}
         meta_path.write_text(json.dumps(meta, indent=2))
+        if (out / "README.md").exists():     # the card says how the weights were made
+            from cusprun.slicing.card import rewrite_card
+
+            rewrite_card(out, {})
     (out / HEALING_FILE).write_text(json.dumps(healing, indent=1))
     return out

@@ -27,6 +27,7 @@ def validate_build(spec: ExpertSpec, methods: Sequence[str] | None = None,
             raise SpecError(f"method {m!r} scores with general-text statistics: give a general "
                             "corpus (general: in the spec, general= in cusprun.prune)")
     _check_device(spec)
+    _check_heal(spec, methods)
     hold = spec.holdback_docs if uses_holdback(spec) and "cusprun" in methods else 0
     dims = {**spec.dimensions(), **({"general": spec.general} if spec.general else {})}
     for group, docs in (documents or {}).items():
@@ -41,6 +42,18 @@ def validate_build(spec: ExpertSpec, methods: Sequence[str] | None = None,
                 f"corpus {group!r} has {len(docs)} documents; its statistics need at least {need} "
                 f"(min_docs) after {held} held back to measure allocations (holdback_docs): give "
                 f"at least {need + held}, or lower min_docs / holdback_docs, or allocation='rank'")
+
+
+def _check_heal(spec: ExpertSpec, methods: Sequence[str]) -> None:
+    """heal.baselines names baselines this build compares (healing one it never slices would
+    silently do nothing)."""
+    if spec.heal is None or spec.heal.baselines is None:
+        return
+    compared = [m for m in methods if m != "cusprun"]
+    for b in spec.heal.baselines:
+        if b not in compared:
+            raise SpecError(f"heal.baselines names {b!r}, which this build does not compare; "
+                            f"accepted: {', '.join(compared) or '(none: the build has no baselines)'}")
 
 
 def _check_device(spec: ExpertSpec) -> None:
