@@ -32,7 +32,7 @@ Corpus = Sequence[str] | str | Path
 SETTINGS = ("rule", "score", "sigma", "allocation", "layout", "ffn_multiple", "protect_fraction",
             "min_docs", "holdback_docs", "compensation", "ridge", "gram_docs", "gram_precision",
             "probe_precision", "max_tokens", "batch_size", "streaming", "device", "hub_kernels",
-            "seed")
+            "heal", "seed")
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Expert:
     compensation: CompensationConfig
     grams: GramSet | ChannelMeans | None = None
     report: dict = field(default_factory=dict)
+    healed: Path | None = None
+    """The healed checkpoint (prune(..., heal=...)): what model() and save() give then."""
     _model: Any = field(default=None, repr=False)
 
     @property
@@ -52,7 +54,13 @@ class Expert:
 
     def model(self):
         """The dense model with the plan applied in memory (FFN neurons cut, heads zeroed,
-        kept columns compensated): what the saved expert computes. Loads the base whole."""
+        kept columns compensated): what the saved expert computes. Loads the base whole; a
+        healed expert loads its healed checkpoint."""
+        if self._model is None and self.healed is not None:
+            import cusprun.slicing  # noqa: F401  (per-layer experts load through Auto classes)
+            from cusprun.models.loading import load_model
+
+            self._model = load_model(self.healed)[0]
         if self._model is None:
             from cusprun.engine import MaskSession
             from cusprun.models.loading import load_model
@@ -65,12 +73,30 @@ class Expert:
     def save(self, out_dir: str | Path, *, card: dict | None = None, overwrite: bool = False,
              progress: bool = True) -> Path:
         """Write the expert as a smaller standard checkpoint (stock transformers loads it)."""
+        if self.healed is not None:
+            return _copy_checkpoint(self.healed, Path(out_dir), card, overwrite)
         from cusprun.slicing import slice_checkpoint
         from cusprun.slicing.compensated import Compensation
 
         return slice_checkpoint(self.base, self.plan, out_dir, card=card, overwrite=overwrite,
                                 model_fingerprint=self.plan.base_fingerprint, progress=progress,
                                 compensation=Compensation(self.compensation, self.grams))
+
+
+def _copy_checkpoint(src: Path, out: Path, card: dict | None, overwrite: bool) -> Path:
+    """A healed checkpoint copied to `out` (its card rewritten when `card` is given)."""
+    import shutil
+
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+        shutil.rmtree(out)
+    shutil.copytree(src, out)
+    if card:
+        from cusprun.slicing.card import rewrite_card
+
+        rewrite_card(out, card)
+    return out
 
 
 def build_spec(corpora: Mapping[str, Corpus], *, ratio: float | Sequence[float] | None = None,
@@ -227,4 +253,17 @@ def _prune(spec, method, model, tokenizer, corpora, general, work: Path, progres
                  for r in spec.target_ratios]
         if setup.get("means") and comp.enabled:   # a method's own compensation (flap's biases)
             grams = ChannelMeans.from_stats([general_stats])
-    return [Expert(p, Path(base), comp, grams if comp.enabled else None) for p in plans]
+    experts = [Expert(p, Path(base), comp, grams if comp.enabled else None) for p in plans]
+    if spec.heal is not None:    # the same healing as the pipeline's heal stage
+        from cusprun.healing.distill import heal
+
+        del lm                  # the teacher and the student load from disk
+        heal_texts = {d: calib + held for d, (calib, held) in texts.items()}
+        if gen is not None:
+            heal_texts["general"] = gen
+        for i, e in enumerate(experts):
+            sliced = e.save(work / f"sliced-{i}", overwrite=True, progress=progress)
+            e.report["healing"] = heal(sliced, base, heal_texts, spec.heal, work / f"healed-{i}",
+                                       device=runtime.device, progress=progress)
+            e.healed = work / f"healed-{i}"
+    return experts

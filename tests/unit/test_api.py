@@ -43,6 +43,35 @@ def test_prune_saves_an_expert_that_equals_the_in_memory_one(base, tmp_path):
         p.numel() for p in make_tiny_model("LlamaForCausalLM")[0].parameters())
 
 
+def test_prune_with_heal_saves_the_healed_expert_in_the_sliced_shapes(base, tmp_path):
+    """heal= takes the pipeline's HealSpec: the expert is sliced, distilled from the base model,
+    and save() writes the healed checkpoint (what model() computes), loadable in stock
+    transformers with the sliced tensors' shapes."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from cusprun.healing import HealSpec
+
+    corpora = {"domain": _docs(16, 0)}
+    heal = HealSpec(tokens=1024, seq_len=32, batch_size=4, lr=1e-3, top_k=8)
+    expert = cusprun.prune(base, corpora, ratio=0.4, max_tokens=32, allocation="rank",
+                           compensation="none",
+                           general=_docs(8, 5), heal=heal, work_dir=tmp_path / "w", progress=False)
+    rec = expert.report["healing"]
+    assert rec["tokens"] == 1024 and set(rec["groups"]) == {"domain", "general"}
+    assert rec["kl_after"] < rec["kl_before"]
+    out = expert.save(tmp_path / "expert")
+    sliced = load_file(tmp_path / "w" / "sliced-0" / "model.safetensors")
+    healed = load_file(out / "model.safetensors")
+    assert {k: v.shape for k, v in sliced.items()} == {k: v.shape for k, v in healed.items()}
+    assert not torch.equal(sliced["model.layers.0.mlp.down_proj.weight"],
+                           healed["model.layers.0.mlp.down_proj.weight"])
+    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    x = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (saved(x).logits - expert.model()(x).logits).abs().max() < 1e-5
+
+
 def test_a_loaded_model_and_a_baseline(tmp_path):
     model, _ = make_tiny_model("Qwen2ForCausalLM")
     expert = cusprun.prune(model, {"language": _docs(10, 2)}, ratio=0.3, method="flap",
@@ -106,6 +135,8 @@ BAD_SETTINGS = [
     (dict(corpora={"domain": ["one document"] * 12}), CorpusError,
      "has 12 documents; its statistics need at least 8 .* give at least 16"),
     (dict(corpora={}), SpecError, "1 to 3 dimensions"),
+    (dict(heal={"lr": 0}), SpecError, "heal.lr: Input should be greater than 0"),
+    (dict(heal={"train": "heads"}), SpecError, "heal.train: Input should be 'layers', 'all'"),
     (dict(corpora={"medicine": ["a"] * 20}), SpecError, "dimension 'medicine'; accepted: language"),
 ]
 
