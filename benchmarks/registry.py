@@ -67,6 +67,11 @@ BENCHMARKS: tuple[Entry, ...] = (
     Entry("bench_sweep_precision", "benchmarks.bench_sweep_precision", "hours",
           (R + "bench_sweep_precision.json",),
           "the ratio sweep in float32 vs bfloat16: time per point and retention moved"),
+    Entry("quality_heal", "benchmarks.quality_heal", "hours", (R + "quality_heal.json",),
+          "the demo expert and wanda-sp at 25 %: one-shot vs healed at two token budgets"),
+    Entry("bench_heal_memory", "benchmarks.bench_heal_memory", "minutes",
+          (R + "bench_heal_memory.json",),
+          "peak memory of healing (full and LoRA) at small scale, extrapolated to 8B on one GPU"),
     Entry("bench_scale", "benchmarks.bench_scale", "hours", (R + "scale.json",),
           "a whole build on random checkpoints at Llama-3.1-8B widths (8, 16, 32 layers): "
           "memory, time, disk reads per layer"),

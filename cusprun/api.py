@@ -33,7 +33,7 @@ Corpus = Sequence[str] | str | Path
 SETTINGS = ("rule", "score", "sigma", "allocation", "layout", "ffn_multiple", "protect_fraction",
             "min_docs", "holdback_docs", "compensation", "ridge", "gram_docs", "gram_precision",
             "probe_precision", "max_tokens", "batch_size", "streaming", "device", "hub_kernels",
-            "seed", "rounds")
+            "rounds", "heal", "seed")
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Expert:
     grams: GramSet | ChannelMeans | None = None
     report: dict = field(default_factory=dict)
     last_round: LastRound | None = None
+    healed: Path | None = None
+    """The healed checkpoint (prune(..., heal=...)): what model() and save() give then."""
     _model: Any = field(default=None, repr=False)
 
     @property
@@ -60,7 +62,13 @@ class Expert:
     def model(self):
         """The dense model (after rounds > 1: the round before's checkpoint) with the plan
         applied in memory (FFN neurons cut, heads zeroed, kept columns compensated): what the
-        saved expert computes. Loads that checkpoint whole."""
+        saved expert computes. Loads that checkpoint whole; a healed expert loads its healed
+        checkpoint."""
+        if self._model is None and self.healed is not None:
+            import cusprun.slicing  # noqa: F401  (per-layer experts load through Auto classes)
+            from cusprun.models.loading import load_model
+
+            self._model = load_model(self.healed)[0]
         if self._model is None:
             from cusprun.engine import MaskSession
             from cusprun.models.loading import load_model
@@ -74,6 +82,8 @@ class Expert:
     def save(self, out_dir: str | Path, *, card: dict | None = None, overwrite: bool = False,
              progress: bool = True) -> Path:
         """Write the expert as a smaller standard checkpoint (stock transformers loads it)."""
+        if self.healed is not None:
+            return _copy_checkpoint(self.healed, Path(out_dir), card, overwrite)
         from cusprun.slicing import slice_checkpoint
         from cusprun.slicing.compensated import Compensation
 
@@ -86,6 +96,22 @@ class Expert:
 
             describe_against_base(Path(out), self.plan, path)
         return out
+
+
+def _copy_checkpoint(src: Path, out: Path, card: dict | None, overwrite: bool) -> Path:
+    """A healed checkpoint copied to `out` (its card rewritten when `card` is given)."""
+    import shutil
+
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+        shutil.rmtree(out)
+    shutil.copytree(src, out)
+    if card:
+        from cusprun.slicing.card import rewrite_card
+
+        rewrite_card(out, card)
+    return out
 
 
 def build_spec(corpora: Mapping[str, Corpus], *, ratio: float | Sequence[float] | None = None,
@@ -224,6 +250,7 @@ def _prune(spec, method, model, tokenizer, corpora, general, work: Path, progres
                           "extra": {"dimension": d, "value": d}})
     general_stats = stats.pop("general", None)
     grams = GramSet([work / "grams" / d for d in texts]) if want_grams else None
+    experts: list[Expert] = []      # built by the rounds when there are several
     if method == "cusprun":
         probe = None
         if measured:
@@ -242,12 +269,26 @@ def _prune(spec, method, model, tokenizer, corpora, general, work: Path, progres
             it = Rounds(spec, tok, runtime, texts, gen, work, want_grams, progress)
             make = lambda plan, last: Expert(plan, Path(base), comp, None,  # noqa: E731
                                              last_round=last)
-            return [it.run(Expert(p, Path(base), comp, grams if comp.enabled else None), r, make)
-                    for p, r in zip(plans, spec.target_ratios)]
+            experts = [it.run(Expert(p, Path(base), comp, grams if comp.enabled else None), r,
+                              make) for p, r in zip(plans, spec.target_ratios)]
     else:
         scores = baseline_scores(lm, [method], general_stats, spec.seed, fp)[method]
         plans = [baseline_plan(baseline_job(spec, method, r), scores, config, fp)
                  for r in spec.target_ratios]
         if setup.get("means") and comp.enabled:   # a method's own compensation (flap's biases)
             grams = ChannelMeans.from_stats([general_stats])
-    return [Expert(p, Path(base), comp, grams if comp.enabled else None) for p in plans]
+    if not experts:
+        experts = [Expert(p, Path(base), comp, grams if comp.enabled else None) for p in plans]
+    if spec.heal is not None:    # the same healing as the pipeline's heal stage
+        from cusprun.healing.distill import heal
+
+        del lm                  # the teacher and the student load from disk
+        heal_texts = {d: calib + held for d, (calib, held) in texts.items()}
+        if gen is not None:
+            heal_texts["general"] = gen
+        for i, e in enumerate(experts):
+            sliced = e.save(work / f"sliced-{i}", overwrite=True, progress=progress)
+            e.report["healing"] = heal(sliced, base, heal_texts, spec.heal, work / f"healed-{i}",
+                                       device=runtime.device, progress=progress)
+            e.healed = work / f"healed-{i}"
+    return experts

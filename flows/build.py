@@ -1,6 +1,7 @@
 """The `build-expert` flow: resolve -> corpora -> statistics (one pass for every corpus, or runs
 on the gpu work pool) -> baseline scores -> plans -> slices (with rounds > 1: round by round,
-statistics -> plan -> slice on the round before's slice) -> evaluation -> publish.
+statistics -> plan -> slice on the round before's slice) -> healing (optional) -> evaluation
+-> publish.
 
 The flow only walks the build's work list (cusprun.pipeline.worklist): every key is computed
 there, from content and code, before a stage runs. Tasks exchange URIs, keys and small dicts;
@@ -109,6 +110,11 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
     for r, done in rounds.items():
         plans[("cusprun", r)], sliced[("cusprun", r)] = done[-1]
 
+    # Optional healing (spec `heal:`): each healed slice is its own cached stage run.
+    heal_futs = {k: t.heal_task.submit(j.key, storage, model, rt, j.inputs, "heal" in refresh)
+                 for k, j in wl.heals.items()}
+    healed = {k: f.result() for k, f in heal_futs.items()}
+
     # Evaluate dense vs Cus-Prun vs baselines on held-out data, then publish the expert.
     report = None
     if wl.evaluation is not None:
@@ -119,8 +125,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
                                  description=f"Evaluation of expert {spec.name}")
         log.info("evaluation:\n%s", report["markdown"])
     t_pub = time.perf_counter()
-    published = t.publish_task(storage, spec.name, sliced[("cusprun", spec.target_ratios[0])], report,
-                                 card)
+    expert = ("cusprun", spec.target_ratios[0])    # the healed expert when healing is on
+    published = t.publish_task(storage, spec.name, healed.get(expert, sliced[expert]), report, card)
     published["task_s"] = round(time.perf_counter() - t_pub, 1)
     create_link_artifact(published["uri"], link_text=f"{spec.name} {published['version']}",
                          key=f"{spec.name}-expert", description="Published expert checkpoint")
@@ -134,10 +140,13 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         + [(f"round {i} of cusprun@{r:g}", rec) for r, done in rounds.items()
            for i, (p, s) in enumerate(done[:-1], start=1) for rec in (p, s)]
         + [(f"slice {m}@{r:g}", s) for (m, r), s in sliced.items()]
+        + [(f"heal {m}@{r:g}", h) for (m, r), h in healed.items()]
         + ([("evaluation", report)] if report else []) + [("publish", published)])
     return {"expert": published, "report": report["uri"] if report else None,
             "model": {k: model[k] for k in ("ref", "fingerprint", "architecture")},
             "plans": {f"{m}@{r:g}": p["achieved_ratio"] for (m, r), p in plans.items()},
+            **({"healed": {f"{m}@{r:g}": {k: h.get(k) for k in ("tokens", "wall_s", "device")}
+                           for (m, r), h in healed.items()}} if healed else {}),
             "timings": timings}
 
 

@@ -14,6 +14,7 @@ from cusprun.pipeline.stages import baseline as baseline_stage
 from cusprun.pipeline.stages import common
 from cusprun.pipeline.stages import corpus as corpus_stage
 from cusprun.pipeline.stages import evaluate as evaluate_stage
+from cusprun.pipeline.stages import heal as heal_stage
 from cusprun.pipeline.stages import plan as plan_stage
 from cusprun.pipeline.stages import publish as publish_stage
 from cusprun.pipeline.stages import scores as scores_stage
@@ -88,6 +89,22 @@ def slice_task(key: str, storage: dict, model: dict, inputs: dict, refresh: bool
     t0 = time.perf_counter()
     return finished(slice_stage.slice_stage(open_store_ref(storage), key, model, refresh=refresh,
                                             **inputs), started=t0)
+
+
+@heavy_task("heal")
+def heal_task(key: str, storage: dict, model: dict, runtime: dict, inputs: dict,
+              refresh: bool = False):
+    """Distil one sliced checkpoint from the dense model (spec `heal:`); on CUDA with bf16
+    autocast, on a CPU in float32."""
+    t0 = time.perf_counter()
+    artifact = create_progress_artifact(0.0, description="Healing (optimizer steps done)")
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(total // 50, 1) == 0:
+            update_progress_artifact(artifact, 100.0 * done / max(total, 1))
+
+    return finished(heal_stage.heal_stage(open_store_ref(storage), key, model, runtime,
+                                          refresh=refresh, on_step=progress, **inputs), started=t0)
 
 
 @heavy_task("evaluate")

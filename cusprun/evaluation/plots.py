@@ -170,3 +170,30 @@ def plot_layer_overlap(rows: list[dict], names: list[str], path: str | Path, *,
     ax.legend(handles + h2, labels + l2, fontsize=7, loc="lower left", ncol=2)
     ax.set_title(f"Kept {unit} of experts {', '.join(names)}: shared vs expert-specific")
     return _save(fig, path)
+
+
+def plot_loss_curves(curves: Mapping[str, list[dict]], path: str | Path, *,
+                     title: str = "Healing: training loss") -> Path:
+    """Training loss against tokens seen, one line per healed model (points: the recorded
+    steps of healing.json; the line: a running mean over about a tenth of them)."""
+    if not curves or not any(curves.values()):
+        raise EvaluationError("plot_loss_curves needs at least one non-empty curve.")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for name, curve in curves.items():
+        x = [p["tokens"] for p in curve]
+        y = [p["loss"] for p in curve]
+        w = max(1, len(y) // 10)
+        smooth = [sum(y[max(0, i - w + 1):i + 1]) / len(y[max(0, i - w + 1):i + 1])
+                  for i in range(len(y))]
+        line, = ax.plot(x, smooth, label=name, linewidth=1.5)
+        ax.scatter(x, y, s=4, alpha=0.3, color=line.get_color())
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("loss (KL to dense x T^2 + LM, weighted)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

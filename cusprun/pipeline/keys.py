@@ -24,12 +24,13 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "plan": ("cusprun.pipeline.stages.plan",),
     "baseline": ("cusprun.pipeline.stages.baseline",),
     "slice": ("cusprun.pipeline.stages.slice",),
+    "heal": ("cusprun.pipeline.stages.heal",),
     "evaluate": ("cusprun.pipeline.stages.evaluate",),
     "dense-eval": ("cusprun.pipeline.stages.evaluate",),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_CODE)
 # Stages that turn text into token ids: the tokenizers release is part of their code version.
-TOKENIZES = frozenset({"stats", "grams", "plan", "evaluate", "dense-eval"})
+TOKENIZES = frozenset({"stats", "grams", "plan", "heal", "evaluate", "dense-eval"})
 CODE_CHARS = 12   # of the code version, in a key: enough to tell two releases apart
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cusprun.compensation.config import CompensationConfig
 from cusprun.errors import SpecError
 from cusprun.engine.placement import Streaming
+from cusprun.healing.config import HealSpec
 from cusprun.plans.config import MAX_RATIO, PruneConfig, ratio_problem
 from cusprun.plans.rounds import MAX_ROUNDS
 from cusprun.models.precision import Precision
@@ -17,7 +18,8 @@ from cusprun.models.precision import Precision
 Dimension = Literal["language", "domain", "task"]
 DIMENSIONS: tuple[str, ...] = ("language", "domain", "task")
 BaselineName = Literal["random", "magnitude", "wanda-sp", "flap", "flap-score"]
-Stage = Literal["corpus", "stats", "grams", "scores", "plan", "baseline", "slice", "evaluate"]
+Stage = Literal["corpus", "stats", "grams", "scores", "plan", "baseline", "slice", "heal",
+                "evaluate"]
 ExecutionMode = Literal["local", "distributed"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -184,6 +186,10 @@ class ExpertSpec(BaseModel):
     max_tokens: int = Field(256, ge=16, le=8192, description="Tokens per calibration document")
     batch_size: int = Field(8, ge=1, le=512)
     min_docs: int = Field(_default(_PRUNE, "min_docs"), ge=1)
+    heal: HealSpec | None = Field(None, description=(
+        "Optional healing after slicing: the expert (and the baselines heal.baselines names) "
+        "distilled from the dense model on calibration and general text for a token budget "
+        "(docs/healing.md); the published expert is then the healed one. Unset: no healing"))
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
     storage_root: str = Field("./artifacts", description="Local directory or s3://bucket/prefix")
     execution: ExecutionMode = Field("local", description="'distributed' runs statistics on the gpu work pool")

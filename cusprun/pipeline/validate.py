@@ -28,6 +28,7 @@ def validate_build(spec: ExpertSpec, methods: Sequence[str] | None = None,
                             "corpus (general: in the spec, general= in cusprun.prune)")
     _check_device(spec)
     _check_rounds(spec, methods)
+    _check_heal(spec, methods)
     hold = spec.holdback_docs if uses_holdback(spec) and "cusprun" in methods else 0
     dims = {**spec.dimensions(), **({"general": spec.general} if spec.general else {})}
     for group, docs in (documents or {}).items():
@@ -60,6 +61,18 @@ def _check_rounds(spec: ExpertSpec, methods: Sequence[str]) -> None:
     if "cusprun" not in methods:
         raise SpecError(f"rounds={spec.rounds} prunes Cus-Prun iteratively; baselines "
                         f"({', '.join(methods)}) are one shot: use rounds=1 with method=...")
+
+
+def _check_heal(spec: ExpertSpec, methods: Sequence[str]) -> None:
+    """heal.baselines names baselines this build compares (healing one it never slices would
+    silently do nothing)."""
+    if spec.heal is None or spec.heal.baselines is None:
+        return
+    compared = [m for m in methods if m != "cusprun"]
+    for b in spec.heal.baselines:
+        if b not in compared:
+            raise SpecError(f"heal.baselines names {b!r}, which this build does not compare; "
+                            f"accepted: {', '.join(compared) or '(none: the build has no baselines)'}")
 
 
 def _check_device(spec: ExpertSpec) -> None:

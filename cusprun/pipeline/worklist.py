@@ -69,6 +69,7 @@ class WorkList:
     slices: dict[tuple[str, float], Job]
     evaluation: Job | None
     rounds: dict[float, list[Round]] = field(default_factory=dict)
+    heals: dict[tuple[str, float], Job] = field(default_factory=dict)
 
     def stats_of(self, group: str) -> list[Job]:
         return [s.stats for s in self.statistics if s.group == group]
@@ -184,6 +185,7 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
         rounds[ratio] = chain
         slices[("cusprun", ratio)] = chain[-1].slice
 
+    heals = heal_jobs(spec, fp, corpora, slices, runtime)
     evaluation = None
     if spec.evaluation.enabled:
         options = {**spec.evaluation.model_dump(), "seed": spec.seed,
@@ -193,7 +195,12 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
                  for (m, r), p in plans.items() if r in spec.evaluation.sweep_ratios}
         candidates = {f"{m}@{r:g}": {"key": s.key, "method": m, "ratio": r}
                       for (m, r), s in slices.items()}
+        healing = {healed_name(m, r): {"one_shot": f"{m}@{r:g}", "key": h.key}
+                   for (m, r), h in heals.items()}
+        candidates.update({healed_name(m, r): {"key": h.key, "stage": "heal", "method": m,
+                                                "ratio": r} for (m, r), h in heals.items()})
         key = content_key("evaluate", fp, sorted(s.key for s in slices.values()),
+                          *([sorted(h.key for h in heals.values())] if heals else []),
                           {n: c["hash"] for n, c in eval_corpora.items()},
                           {k: v for k, v in options.items() if k not in EvaluationOptions.SPEED_ONLY},
                           sorted(v["plan"] for v in sweep.values()), gram_keys,
@@ -207,8 +214,9 @@ def plan_work(spec: ExpertSpec, model: dict, corpora: dict[str, list[dict]],
             "dense_key": dense_key,
             "overlap_plan": (rounds[spec.target_ratios[0]][-1].plan.key if iterative
                              else plans[("cusprun", spec.target_ratios[0])].key), "sweep": sweep,
-            "grams": gram_keys if comp["mode"] != "none" else []})
-    return WorkList(runtime, stats, scores, plans, slices, evaluation, rounds)
+            "grams": gram_keys if comp["mode"] != "none" else [],
+            **({"healing": healing} if healing else {})})
+    return WorkList(runtime, stats, scores, plans, slices, evaluation, rounds, heals)
 
 
 def _statistics_jobs(spec: ExpertSpec, fp: str, corpora: dict[str, list[dict]], srt: Runtime,
@@ -237,3 +245,25 @@ def round_model(model: dict, slice_key: str) -> dict:
     checkpoint in the store). Its fingerprint names that slice's content key, so statistics,
     plans and slices made on it are keyed apart from the base model's and chain on the slice."""
     return {**model, "fingerprint": f"round:{slice_key}", "slice": slice_key}
+
+
+def healed_name(method: str, ratio: float) -> str:
+    """The report's name of a healed slice, beside its one-shot `method@ratio`."""
+    return f"{method}@{ratio:g}+heal"
+
+
+def heal_jobs(spec: ExpertSpec, fp: str, corpora: dict[str, list[dict]],
+              slices: dict[tuple[str, float], Job], runtime: Runtime) -> dict[tuple[str, float], Job]:
+    """One heal job per slice the spec heals (the expert's, and heal.baselines' or every
+    baseline's), keyed by the slice, the dense model, the healing corpora (the calibration
+    corpora of the dimensions and general text), the settings and the device."""
+    if spec.heal is None:
+        return {}
+    healed = {"cusprun", *(spec.heal.baselines if spec.heal.baselines is not None
+                           else spec.baselines)}
+    data = {g: [c["hash"] for c in cs] for g, cs in sorted(corpora.items())}
+    settings = spec.heal.key_settings()
+    return {(m, r): Job("heal", content_key("heal", s.key, fp, data, settings, runtime.identity()),
+                        f"heal {m} at {r:g}", {"slice": s.key, "corpora": corpora,
+                                               "heal": spec.heal.model_dump()})
+            for (m, r), s in slices.items() if m in healed}

@@ -28,7 +28,20 @@ _COMPENSATION = {
 }
 
 
-def _weights_line(compensation: dict | None) -> str:
+def _healing_line(healing: dict) -> str:
+    s = healing.get("settings", {})
+    return (f"**Then healed**: the pruned model was trained for {healing.get('tokens', 0):,} tokens "
+            f"to match the base model's next-token distribution (distillation: KL weight "
+            f"{s.get('kl_weight')}, LM weight {s.get('lm_weight')}, temperature "
+            f"{s.get('temperature')}, training `{s.get('train')}`) on the training side of its "
+            f"calibration corpora and general text, in {healing.get('wall_s')} s on "
+            f"{healing.get('device_name') or healing.get('device')}; `healing.json` holds the "
+            "settings and the loss curve. The tensors and shapes are those of the pruned model.")
+
+
+def _weights_line(compensation: dict | None, healing: dict | None = None) -> str:
+    if healing:
+        return _weights_line(compensation).split(" **No post-training**")[0] + " " + _healing_line(healing)
     mode = (compensation or {}).get("mode", "none")
     if mode == "none":
         return ("Whole FFN neurons and attention heads were removed and the remaining weights were "
@@ -43,8 +56,9 @@ def _weights_line(compensation: dict | None) -> str:
 
 
 def front_matter(plan: PruningPlan, base: BaseModelInfo, params: dict, card: dict,
-                 compensation: dict | None = None) -> dict:
+                 compensation: dict | None = None, healing: dict | None = None) -> dict:
     tags = ["cusprun", "pruned", "structured-pruning", plan.method, *sorted(plan.dimensions)]
+    tags += ["healed"] if healing else []
     tags += [t for t in card.get("tags", []) if t not in tags]
     # The Hub reads `base_model` as a repo id: only set when there is one (a local path is not).
     meta: dict = {**({"base_model": base.hub_id} if base.hub_id else {}),
@@ -61,6 +75,8 @@ def front_matter(plan: PruningPlan, base: BaseModelInfo, params: dict, card: dic
         "base_params_non_embedding": params["dense"]["non_embedding"],
         "compensation": (compensation or {}).get("mode", "none"),
     }
+    if healing:
+        meta["cusprun"]["healed_tokens"] = healing.get("tokens")
     return meta
 
 
@@ -75,11 +91,12 @@ def _dimension_lines(plan: PruningPlan) -> list[str]:
 
 
 def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list[dict],
-               card: dict | None = None, version: str, compensation: dict | None = None) -> str:
+               card: dict | None = None, version: str, compensation: dict | None = None,
+               healing: dict | None = None) -> str:
     """README.md text: YAML metadata, then how the model was made and how to load it."""
     card = card or {}
     base = describe_base_model(base_model)
-    meta = front_matter(plan, base, params, card, compensation)
+    meta = front_matter(plan, base, params, card, compensation, healing)
     title = card.get("expert") or card.get("name") or f"{base.name} pruned with Cus-Prun"
     d, p = params["dense"], params["pruned"]
     w0 = widths[0]
@@ -90,7 +107,7 @@ def model_card(plan: PruningPlan, *, base_model: str, params: dict, widths: list
     lines += [
         f"This model was made from {base.markdown()} ({base.source}) by structured pruning with "
         f"cusprun {version} (method `{plan.method}`{rule}; Cus-Prun: https://arxiv.org/abs/2506.02561). "
-        + _weights_line(compensation),
+        + _weights_line(compensation, healing),
         "",
         f"- Pruned {_pct(plan.achieved_ratio)} of the prunable (FFN + attention projection) parameters "
         f"(target {_pct(plan.target_ratio)}).",
@@ -143,7 +160,7 @@ def rewrite_card(model_dir: Path, card: dict) -> None:
     meta["base_model"] = base_model
     text = model_card(plan, base_model=base_model, params=meta["params"], widths=meta["layer_widths"],
                       card=card, version=meta.get("cusprun_version", "?"),
-                      compensation=meta.get("compensation"))
+                      compensation=meta.get("compensation"), healing=meta.get("healing"))
     for name, data in (("README.md", text), ("cusprun.json", json.dumps(meta, indent=2) + "\n")):
         (model_dir / name).unlink(missing_ok=True)
         (model_dir / name).write_text(data)

@@ -28,8 +28,8 @@ from cusprun.errors import SpecError
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 STAGE_PREFIX = {"corpus": "corpus", "stats": "stats", "grams": "grams", "scores": "scores",
-                "plan": "plan", "baseline": "plan", "slice": "slice", "evaluate": "evaluate",
-                "dense-eval": "dense-eval"}
+                "plan": "plan", "baseline": "plan", "slice": "slice", "heal": "heal",
+                "evaluate": "evaluate", "dense-eval": "dense-eval"}
 DONE = "DONE.json"
 EXPERTS = "experts"
 MANIFEST = "MANIFEST.json"

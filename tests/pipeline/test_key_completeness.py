@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from cusprun.pipeline import codehash, keys
 from cusprun.pipeline.plan_inputs import expert_card
 from cusprun.pipeline.runtime import resolve_runtime, statistics_runtime
+from cusprun.healing import HealSpec
 from cusprun.pipeline.spec import DimensionSpec, EvaluationOptions, ExpertSpec, load_spec
 from cusprun.pipeline.worklist import corpus_jobs, plan_work
 from tests.support.worklist import CORPORA, EVAL, MODEL, changed_keys, work, worklist_keys
@@ -58,6 +59,7 @@ CHANGES = {
     "device": "cuda",
     "hub_kernels": (True, {"device": "cuda"}),   # kernels only change numbers on CUDA
     "seed": 1,
+    "rounds": 2,
     "evaluation.enabled": False,
     "evaluation.out_of_source": False,
     "evaluation.other_languages": ["fr"],
@@ -71,6 +73,12 @@ CHANGES = {
     "evaluation.sweep_compensation": False,
     "evaluation.sweep_precision": "bfloat16",
 }
+HEAL_ON = {"heal": {}}
+CHANGES.update({f"heal.{f}": (v, HEAL_ON) for f, v in {
+    "tokens": 100_000, "lr": 3e-4, "warmup": 0.2, "lr_floor": 0.0, "weight_decay": 0.01,
+    "kl_weight": 0.5, "lm_weight": 0.5, "temperature": 2.0, "top_k": 16, "batch_size": 8,
+    "micro_batch": 2, "seq_len": 512, "train": "lora", "lora_rank": 8, "general_share": 0.5,
+    "gradient_checkpointing": True, "baselines": ["magnitude"], "seed": 1}.items()})
 for _dim, _value in (("language", "de"), ("domain", "history"), ("task", "summarization"),
                      ("general", "fr")):
     CHANGES.update({f"{_dim}.{f}": v for f, v in {"value": _value, **DIMENSION_CHANGES}.items()})
@@ -79,7 +87,7 @@ for _dim, _value in (("language", "de"), ("domain", "history"), ("task", "summar
 def leaf_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Dotted names of every setting, nested dimension and evaluation fields included."""
     nested = {"language": DimensionSpec, "domain": DimensionSpec, "task": DimensionSpec,
-              "general": DimensionSpec, "evaluation": EvaluationOptions}
+              "general": DimensionSpec, "evaluation": EvaluationOptions, "heal": HealSpec}
     out = []
     for name in model.model_fields:
         if prefix == "" and name in nested:
@@ -93,8 +101,9 @@ def _set(data: dict, path: str, value) -> dict:
     data = json.loads(json.dumps(data))
     head, _, rest = path.partition(".")
     if rest:
-        data[head] = {**(data.get(head) or ExpertSpec.model_fields[head].default_factory()
-                         .model_dump()), rest: value}
+        default = (HealSpec() if head == "heal" else
+                   ExpertSpec.model_fields[head].default_factory())
+        data[head] = {**(data.get(head) or default.model_dump()), rest: value}
     else:
         data[head] = value
     return data

@@ -39,6 +39,7 @@ def worklist_keys(wl: WorkList) -> dict[str, str]:
         out["scores"] = wl.scores.key
     out.update({f"plan {m}@{r}": j.key for (m, r), j in wl.plans.items()})
     out.update({f"slice {m}@{r}": j.key for (m, r), j in wl.slices.items()})
+    out.update({f"heal {m}@{r}": j.key for (m, r), j in wl.heals.items()})
     if wl.evaluation:
         out["evaluate"] = wl.evaluation.key
     return out

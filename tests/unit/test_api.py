@@ -43,6 +43,39 @@ def test_prune_saves_an_expert_that_equals_the_in_memory_one(base, tmp_path):
         p.numel() for p in make_tiny_model("LlamaForCausalLM")[0].parameters())
 
 
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_prune_with_heal_saves_the_healed_expert_in_the_sliced_shapes(base, tmp_path, rounds):
+    """heal= takes the pipeline's HealSpec: the expert is sliced, distilled from the base model,
+    and save() writes the healed checkpoint (what model() computes), loadable in stock
+    transformers with the sliced tensors' shapes. With rounds=2 the last round's expert heals."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from cusprun.healing import HealSpec
+
+    corpora = {"domain": _docs(16, 0)}
+    heal = HealSpec(tokens=1024, seq_len=32, batch_size=4, lr=1e-3, top_k=8)
+    expert = cusprun.prune(base, corpora, ratio=0.4, max_tokens=32, allocation="rank",
+                           compensation="none",
+                           general=_docs(8, 5), heal=heal, rounds=rounds, work_dir=tmp_path / "w",
+                           progress=False)
+    assert abs(expert.ratio - 0.4) < 0.02 and len(expert.plan.report.get("rounds", [0])) == rounds
+    rec = expert.report["healing"]
+    assert rec["tokens"] == 1024 and set(rec["groups"]) == {"domain", "general"}
+    if rounds == 1:   # two rounds leave this tiny model's KL near zero: nothing to learn there
+        assert rec["kl_after"] < rec["kl_before"]
+    out = expert.save(tmp_path / "expert")
+    sliced = load_file(tmp_path / "w" / "sliced-0" / "model.safetensors")
+    healed = load_file(out / "model.safetensors")
+    assert {k: v.shape for k, v in sliced.items()} == {k: v.shape for k, v in healed.items()}
+    assert not torch.equal(sliced["model.layers.0.mlp.down_proj.weight"],
+                           healed["model.layers.0.mlp.down_proj.weight"])
+    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    x = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (saved(x).logits - expert.model()(x).logits).abs().max() < 1e-5
+
+
 def test_a_loaded_model_and_a_baseline(tmp_path):
     model, _ = make_tiny_model("Qwen2ForCausalLM")
     expert = cusprun.prune(model, {"language": _docs(10, 2)}, ratio=0.3, method="flap",
@@ -110,6 +143,8 @@ BAD_SETTINGS = [
     (dict(rounds=2, layout="per_layer"), SpecError, "rounds=2 needs layout='uniform'"),
     (dict(rounds=2, method="magnitude"), SpecError, "baselines .* are one shot"),
     (dict(corpora={}), SpecError, "1 to 3 dimensions"),
+    (dict(heal={"lr": 0}), SpecError, "heal.lr: Input should be greater than 0"),
+    (dict(heal={"train": "heads"}), SpecError, "heal.train: Input should be 'layers', 'all'"),
     (dict(corpora={"medicine": ["a"] * 20}), SpecError, "dimension 'medicine'; accepted: language"),
 ]
 

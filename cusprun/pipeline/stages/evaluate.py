@@ -147,6 +147,20 @@ def _ratio_sweep(store: ArtifactStore, model: dict, runtime: dict, sweep: dict[s
     return sweep_markdown(rows, own)
 
 
+def _healing_section(store: ArtifactStore, report, healing: dict[str, dict], out: Path) -> str:
+    """One-shot and healed side by side, with healing's cost and loss curves (healing.json of
+    each heal artifact, copied beside the report)."""
+    from cusprun.evaluation.healing import healing_markdown
+    from cusprun.healing.save import HEALING_FILE
+
+    pairs, records = {}, {}
+    for name, h in healing.items():
+        rec = json.loads((artifact_dir(store, "heal", h["key"]) / HEALING_FILE).read_text())
+        pairs[name], records[name] = (h["one_shot"], rec), rec
+    (out / "healing.json").write_text(json.dumps(records, indent=1))
+    return healing_markdown(report, pairs, out)
+
+
 CACHED_FAMILIES = ("loss", "mc", "size")
 """What of the dense model's evaluation is cached across builds; speed is measured beside the
 experts every time (a timing from another day on another load is no comparison)."""
@@ -178,11 +192,12 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
                    candidates: dict[str, dict], eval_corpora: dict[str, dict], options: dict,
                    overlap_plan: str | None = None, sweep: dict[str, dict] | None = None,
                    grams: list[str] | None = None, dense_key: str | None = None,
-                   refresh: bool = False) -> dict:
+                   healing: dict[str, dict] | None = None, refresh: bool = False) -> dict:
     """`candidates`: name -> {key (slice key), method, ratio}; the dense model is added.
     `overlap_plan`: the key of the Cus-Prun plan whose report holds the overlap between
     dimensions. `sweep`: name -> {plan (key), method, ratio}: masked sweep points (with `grams`,
-    keys, for compensation)."""
+    keys, for compensation). A candidate with stage 'heal' is a healed checkpoint; `healing`:
+    healed name -> {one_shot (its slice's name), key (heal key)}: the side-by-side section."""
     from cusprun.evaluation import METRIC_FAMILIES, EvalConfig, ModelEntry, compare
     from cusprun.evaluation.markdown import summary_markdown
     from cusprun.models.loading import load_tokenizer
@@ -201,7 +216,7 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
             min_loss_tokens=min_tokens, tokenizer=load_tokenizer(dense) if min_tokens else None)
         entries = {"dense": ModelEntry(path=dense, method="dense", ratio=0.0)}
         for name, c in candidates.items():
-            entries[name] = ModelEntry(path=artifact_dir(store, "slice", c["key"]),
+            entries[name] = ModelEntry(path=artifact_dir(store, c.get("stage", "slice"), c["key"]),
                                        method=c["method"], ratio=c["ratio"])
         # float32 on every device, as the spec says: bf16 weights would multiply in bf16
         config = EvalConfig(max_tokens=options["max_tokens"], n_mc_items=options["mc_items"],
@@ -221,6 +236,9 @@ def evaluate_stage(store: ArtifactStore, key: str, model: dict, runtime: dict,
                                    report)
             with open(out / "report.md", "a") as f:
                 f.write("\n" + section)
+        if healing:
+            with open(out / "report.md", "a") as f:
+                f.write("\n" + _healing_section(store, report, healing, out))
         md = (out / "report.md").read_text()
         # summary: the narrow table the Prefect UI artifact and the quick demo show
         summary = summary_markdown(report)
