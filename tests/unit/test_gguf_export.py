@@ -134,3 +134,35 @@ def test_q4_k_m_is_made_by_llama_cpp_quantizer(experts, tmp_path):
     _, field = _reader(tmp_path / "t-Q4_K_M.gguf")
     assert field("general.file_type") == 15          # LLAMA_FTYPE_MOSTLY_Q4_K_M
     assert field("tokenizer.chat_template") == CHAT_TEMPLATE
+
+
+@needs_converter
+def test_expert_save_writes_gguf_beside_the_checkpoint(tmp_path):
+    import cusprun
+    from tests.support.tiny_gguf import tiny_gguf_dense
+
+    base = tiny_gguf_dense("LlamaForCausalLM", tmp_path / "base")
+    docs = [f"the patient {i} has a fever and drinks water" for i in range(12)]
+    expert = cusprun.prune(base, {"domain": docs}, ratio=0.3, max_tokens=16, allocation="rank",
+                           ffn_multiple=32, work_dir=tmp_path / "w", progress=False)
+    with pytest.raises(GGUFExportError, match="'Q3' is not supported"):
+        expert.save(tmp_path / "bad", gguf="Q3", progress=False)
+    assert not (tmp_path / "bad").exists()              # refused before anything was written
+    out = expert.save(tmp_path / "e", gguf="Q8_0", progress=False)
+    assert (out / "model.safetensors").exists() and (out / "e-Q8_0.gguf").exists()
+    _, field = _reader(out / "e-Q8_0.gguf")
+    assert field("llama.feed_forward_length") == json.loads((out / "config.json").read_text())[
+        "intermediate_size"]
+    assert "`e-Q8_0.gguf`" in (out / "README.md").read_text()
+
+
+@needs_converter
+def test_cli_export(experts, tmp_path, capsys):
+    from cusprun.cli import main
+
+    assert main(["export", str(experts["Qwen3ForCausalLM"]), "--gguf", "f16", "--gguf", "Q8_0",
+                 "--out", str(tmp_path / "o"), "--name", "q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.gguf")) == ["q-F16.gguf", "q-Q8_0.gguf"]
+    assert "q-Q8_0.gguf" in capsys.readouterr().out
+    assert main(["export", str(experts["Qwen3ForCausalLM"]), "--gguf", "Q2"]) == 2
+    assert "error: GGUF type 'Q2' is not supported; accepted: F16, Q8_0, Q4_K_M" in capsys.readouterr().err
