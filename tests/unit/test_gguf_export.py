@@ -166,3 +166,17 @@ def test_cli_export(experts, tmp_path, capsys):
     assert "q-Q8_0.gguf" in capsys.readouterr().out
     assert main(["export", str(experts["Qwen3ForCausalLM"]), "--gguf", "Q2"]) == 2
     assert "error: GGUF type 'Q2' is not supported; accepted: F16, Q8_0, Q4_K_M" in capsys.readouterr().err
+
+
+def test_spec_gguf_types_are_the_exporters_and_validation_refuses_per_layer():
+    from typing import get_args
+
+    from cusprun.pipeline.spec import GGUFTypeName, load_spec
+    from cusprun.pipeline.validate import validate_build
+    from cusprun.export import GGUF_TYPES
+
+    assert list(get_args(GGUFTypeName)) == list(GGUF_TYPES)
+    with pytest.raises(Exception, match="gguf.0.*'F16', 'Q8_0' or 'Q4_K_M'"):
+        load_spec({"gguf": ["Q3_K"]})
+    with pytest.raises(GGUFExportError, match="per_layer.*layout='uniform'"):
+        validate_build(load_spec({"gguf": ["F16"], "layout": "per_layer", "baselines": []}))
