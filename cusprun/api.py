@@ -80,8 +80,22 @@ class Expert:
         return self._model
 
     def save(self, out_dir: str | Path, *, card: dict | None = None, overwrite: bool = False,
-             progress: bool = True) -> Path:
-        """Write the expert as a smaller standard checkpoint (stock transformers loads it)."""
+             progress: bool = True, gguf: str | Sequence[str] | None = None) -> Path:
+        """Write the expert as a smaller standard checkpoint (stock transformers loads it).
+        `gguf`: GGUF types (cusprun.export.GGUF_TYPES, e.g. "Q8_0" or ["F16", "Q4_K_M"]) also
+        written beside it for llama.cpp, checked before the checkpoint is written."""
+        from cusprun.export import check_gguf_request
+
+        types = check_gguf_request(gguf, self.plan.layout)
+        out = self._save_checkpoint(Path(out_dir), card, overwrite, progress)
+        if types:
+            from cusprun.export import export_gguf
+
+            export_gguf(out, out, types)
+        return out
+
+    def _save_checkpoint(self, out_dir: Path, card: dict | None, overwrite: bool,
+                         progress: bool) -> Path:
         if self.healed is not None:
             return _copy_checkpoint(self.healed, Path(out_dir), card, overwrite)
         from cusprun.slicing import slice_checkpoint

@@ -126,7 +126,8 @@ def build_expert(spec: ExpertSpec = ExpertSpec(), refresh: list[Stage] = [],  # 
         log.info("evaluation:\n%s", report["markdown"])
     t_pub = time.perf_counter()
     expert = ("cusprun", spec.target_ratios[0])    # the healed expert when healing is on
-    published = t.publish_task(storage, spec.name, healed.get(expert, sliced[expert]), report, card)
+    published = t.publish_task(storage, spec.name, healed.get(expert, sliced[expert]), report, card,
+                               spec.gguf)
     published["task_s"] = round(time.perf_counter() - t_pub, 1)
     create_link_artifact(published["uri"], link_text=f"{spec.name} {published['version']}",
                          key=f"{spec.name}-expert", description="Published expert checkpoint")

@@ -117,7 +117,8 @@ def evaluate_task(key: str, storage: dict, model: dict, runtime: dict, inputs: d
 
 @task(name="publish", retries=2, retry_delay_seconds=5,
       retry_condition_fn=retry_if_transient)
-def publish_task(storage: dict, name: str, sliced: dict, report: dict | None, card: dict) -> dict:
-    """Publishes a new immutable version (atomically) unless the latest version holds the same
-    checkpoint, report and card."""
-    return publish_stage.publish_stage(open_store_ref(storage), name, sliced, report, card)
+def publish_task(storage: dict, name: str, sliced: dict, report: dict | None, card: dict,
+                 gguf: list[str] | None = None) -> dict:
+    """Publishes a new immutable version (atomically), with the GGUF files `gguf` names, unless
+    the latest version holds the same checkpoint, report, card and GGUF types."""
+    return publish_stage.publish_stage(open_store_ref(storage), name, sliced, report, card, gguf)

@@ -13,7 +13,7 @@ from cusprun.errors import CusprunError
 
 # Modules that add subcommands; each defines register(subparsers).
 SUBCOMMAND_MODULES = ["cusprun.cli.models", "cusprun.cli.corpora", "cusprun.cli.pipeline",
-                      "cusprun.cli.demo", "cusprun.cli.reports"]
+                      "cusprun.cli.demo", "cusprun.cli.reports", "cusprun.cli.export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

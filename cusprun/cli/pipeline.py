@@ -57,6 +57,8 @@ def _spec_from_args(args) -> ExpertSpec:
         data["target_ratios"] = args.ratio
     if getattr(args, "ffn_multiple", None) is not None:
         data["ffn_multiple"] = args.ffn_multiple
+    if getattr(args, "gguf", None):
+        data["gguf"] = [t.upper() for t in args.gguf]
     if getattr(args, "rounds", None) is not None:
         data["rounds"] = args.rounds
     if getattr(args, "protect_fraction", None) is not None:
@@ -164,6 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the comparison with dense and baselines (e.g. experts built only "
                         "for `cusprun overlap`)")
     b.add_argument("--ratio", type=float, action="append", help="target ratio (repeatable)")
+    b.add_argument("--gguf", action="append", metavar="TYPE",
+                   help="also publish this GGUF type for llama.cpp (repeatable): F16, Q8_0, Q4_K_M")
     b.add_argument("--rounds", type=int, help="reach each ratio in this many rounds, re-measuring "
                    "the partly pruned model between them (1-16; default 1: one shot)")
     b.add_argument("--rule", choices=["exact-ratio", "paper"])

@@ -32,6 +32,9 @@ def _default(model, name: str):
 _PRUNE, _COMP = PruneConfig, CompensationConfig
 
 
+# GGUF types a build can publish (cusprun.export.GGUF_TYPES; a test keeps the two equal).
+GGUFTypeName = Literal["F16", "Q8_0", "Q4_K_M"]
+
 class DimensionSpec(BaseModel):
     """One dimension of the expert: its value and the corpora that show what it needs."""
 
@@ -191,6 +194,10 @@ class ExpertSpec(BaseModel):
         "distilled from the dense model on calibration and general text for a token budget "
         "(docs/healing.md); the published expert is then the healed one. Unset: no healing"))
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
+    gguf: list[GGUFTypeName] = Field(default_factory=list, title="GGUF types", description=(
+        "GGUF files for llama.cpp published beside the safetensors expert (uniform layout "
+        "only): F16, Q8_0 (llama.cpp's converter, the gguf extra) and Q4_K_M (llama.cpp's "
+        "quantizer, the llamacpp extra); docs/llamacpp.md. Empty: safetensors only"))
     storage_root: str = Field("./artifacts", description="Local directory or s3://bucket/prefix")
     execution: ExecutionMode = Field("local", description="'distributed' runs statistics on the gpu work pool")
     device: DeviceName = Field("auto", description=(

@@ -29,6 +29,10 @@ def validate_build(spec: ExpertSpec, methods: Sequence[str] | None = None,
     _check_device(spec)
     _check_rounds(spec, methods)
     _check_heal(spec, methods)
+    if spec.gguf:          # layout, and the converter / quantizer installed here
+        from cusprun.export import check_gguf_request
+
+        check_gguf_request(spec.gguf, spec.layout)
     hold = spec.holdback_docs if uses_holdback(spec) and "cusprun" in methods else 0
     dims = {**spec.dimensions(), **({"general": spec.general} if spec.general else {})}
     for group, docs in (documents or {}).items():

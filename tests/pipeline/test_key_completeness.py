@@ -60,6 +60,7 @@ CHANGES = {
     "hub_kernels": (True, {"device": "cuda"}),   # kernels only change numbers on CUDA
     "seed": 1,
     "rounds": 2,
+    "gguf": ["Q8_0"],
     "evaluation.enabled": False,
     "evaluation.out_of_source": False,
     "evaluation.other_languages": ["fr"],
@@ -118,6 +119,8 @@ def build_keys(data: dict) -> dict[str, str]:
     out.update(worklist_keys(plan_work(spec, MODEL, CORPORA, EVAL, resolve_runtime(spec),
                                        statistics_runtime(spec))))
     out["published card"] = json.dumps(expert_card(spec, MODEL), sort_keys=True)
+    # GGUF files are made at publication: their types are in publish_stage's build record.
+    out["published gguf"] = json.dumps(spec.gguf)
     return out
 
 

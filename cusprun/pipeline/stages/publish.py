@@ -15,15 +15,18 @@ log = logging.getLogger(__name__)
 
 
 def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | None,
-                  card: dict | None = None) -> dict:
-    """Publish the Cus-Prun expert with its card (cusprun.slicing.card.rewrite_card): upload,
-    verify it loads and matches its plan, then manifest. A rebuild whose checkpoint, report and
-    card are unchanged keeps the latest version (no duplicate)."""
+                  card: dict | None = None, gguf: list[str] | None = None) -> dict:
+    """Publish the Cus-Prun expert with its card (cusprun.slicing.card.rewrite_card) and the
+    GGUF files `gguf` names (cusprun.export, made in the staging directory): upload, verify it
+    loads and matches its plan, then manifest. A rebuild whose checkpoint, report, card and GGUF
+    types are unchanged keeps the latest version (no duplicate)."""
     from cusprun.slicing.card import rewrite_card
     from cusprun.storage import ExpertNotFoundError, read_expert
 
     card = card or {}
     build = {"sliced": sliced["key"], "report": report["key"] if report else None, "card": card}
+    if gguf:               # only then: builds without GGUF keep their earlier records equal
+        build["gguf"] = list(gguf)
     try:
         latest = read_expert(store, name)
         if latest.manifest.verification.get("build") == build:
@@ -52,6 +55,10 @@ def publish_stage(store: ArtifactStore, name: str, sliced: dict, report: dict | 
         rewrite_card(staged, card)
         if report:
             (staged / "evaluation.md").write_text(report["markdown"])
+        if gguf:
+            from cusprun.export import export_gguf
+
+            export_gguf(staged, staged, gguf, name=name)
         pub = publish_expert(store, name, staged, verify=verify, progress=False, link=True,
                              same_as=lambda m: m.verification.get("build") == build)
         return {"name": name, "version": pub.version, "uri": pub.uri, "unchanged": pub.reused}
