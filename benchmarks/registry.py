@@ -69,6 +69,9 @@ BENCHMARKS: tuple[Entry, ...] = (
           "the ratio sweep in float32 vs bfloat16: time per point and retention moved"),
     Entry("quality_heal", "benchmarks.quality_heal", "hours", (R + "quality_heal.json",),
           "the demo expert and wanda-sp at 25 %: one-shot vs healed at two token budgets"),
+    Entry("bench_llamacpp", "benchmarks.bench_llamacpp", "minutes", (R + "llamacpp.json",),
+          "the demo expert in llama.cpp (F16, Q8_0): prefill/decode tokens/s and file sizes vs "
+          "dense; needs make llamacpp"),
     Entry("bench_heal_memory", "benchmarks.bench_heal_memory", "minutes",
           (R + "bench_heal_memory.json",),
           "peak memory of healing (full and LoRA) at small scale, extrapolated to 8B on one GPU"),
